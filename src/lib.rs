@@ -1,1 +1,11 @@
+//! gaswatch: SCADA telemetry ingester for gas stations.
+//!
+//! Data flows one way: `sources` -> `engine` -> `buffer` (spools) -> `sinks`.
+//! See README.md for the design.
 
+pub mod buffer;
+pub mod config;
+pub mod engine;
+pub mod model;
+pub mod sinks;
+pub mod sources;

@@ -1,0 +1,265 @@
+//! The station configuration: serde structs (unknown keys rejected), a pure
+//! [`Config::validate`] that reports every problem at once, and loading from
+//! a file with errors that name the file, the key and what was expected.
+//!
+//! Component configs live beside their component (`sources/modbus/config.rs`,
+//! `sinks/*/config.rs`, `buffer/config.rs`); this module assembles them.
+
+mod secret;
+mod validate;
+
+pub use secret::{Secret, SecretString};
+
+use crate::buffer::config::SpoolConfig;
+use crate::sinks::file::config::FileSinkConfig;
+use crate::sinks::influxdb::config::InfluxConfig;
+use crate::sinks::mqtt::config::MqttConfig;
+use crate::sources::modbus::DeviceConfig;
+use serde::Deserialize;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The station this gateway serves.
+    pub station: StationConfig,
+    /// Modbus/TCP devices and their points.
+    #[serde(default)]
+    pub devices: Vec<DeviceConfig>,
+    /// Meters: which flow, pressure and temperature points form a metering run.
+    #[serde(default)]
+    pub meters: Vec<MeterConfig>,
+    /// The station gas balance (输差).
+    #[serde(default)]
+    pub balance: BalanceConfig,
+    /// HH/H/L/LL alarm limits on points.
+    #[serde(default)]
+    pub limits: Vec<LimitConfig>,
+    /// Where results go.
+    #[serde(default)]
+    pub sinks: SinksConfig,
+    /// The durable spool in front of the remote sinks.
+    #[serde(default)]
+    pub spool: SpoolConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StationConfig {
+    /// Short station id used in topics, tags and alarm ids, e.g. "cg01"
+    /// (letters, digits, '-', '_').
+    pub id: String,
+    /// Human-readable name, e.g. "North city gate".
+    #[serde(default)]
+    pub name: String,
+    /// Kind of station.
+    pub kind: StationKind,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StationKind {
+    /// City-gate / pressure-regulating station (门站).
+    CityGate,
+    /// Storage and distribution station (储配站).
+    StorageDistribution,
+    /// CNG mother station (CNG母站).
+    CngMother,
+    /// LNG station.
+    Lng,
+    /// L-CNG station.
+    Lcng,
+}
+
+impl StationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StationKind::CityGate => "city_gate",
+            StationKind::StorageDistribution => "storage_distribution",
+            StationKind::CngMother => "cng_mother",
+            StationKind::Lng => "lng",
+            StationKind::Lcng => "lcng",
+        }
+    }
+}
+
+/// Whether a meter feeds gas into the balance or takes it out.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MeterRole {
+    Inlet,
+    Outlet,
+}
+
+/// A metering run.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MeterConfig {
+    /// Meter name, unique in the station, e.g. "IN1".
+    pub name: String,
+    /// "inlet" or "outlet".
+    pub role: MeterRole,
+    /// Point giving the flow rate at base conditions (Sm³/h).
+    pub flow: String,
+    /// Point giving the line pressure (optional).
+    pub pressure: Option<String>,
+    /// Point giving the line temperature (optional).
+    pub temperature: Option<String>,
+}
+
+/// The station balance: inlet meters minus outlet meters over fixed windows.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BalanceConfig {
+    /// Window length, aligned to the epoch (e.g. "5m" closes at :00, :05, ...).
+    #[serde(default = "default_window", with = "humantime_serde")]
+    pub window: Duration,
+    /// 输差率 limit in percent of inlet volume; above it an imbalance alarm is raised.
+    #[serde(default = "default_limit_percent")]
+    pub limit_percent: f64,
+    /// Fraction of the window every meter must have good data for the
+    /// result to be judged (below it: no alarm, quality uncertain or bad).
+    #[serde(default = "default_min_coverage")]
+    pub min_coverage: f64,
+}
+
+impl Default for BalanceConfig {
+    fn default() -> Self {
+        BalanceConfig {
+            window: default_window(),
+            limit_percent: default_limit_percent(),
+            min_coverage: default_min_coverage(),
+        }
+    }
+}
+
+fn default_window() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_limit_percent() -> f64 {
+    1.0
+}
+fn default_min_coverage() -> f64 {
+    0.9
+}
+
+/// Alarm limits on one point, in the point's engineering unit.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitConfig {
+    /// The point watched.
+    pub point: String,
+    /// High-high limit (priority high).
+    pub hh: Option<f64>,
+    /// High limit (priority medium).
+    pub h: Option<f64>,
+    /// Low limit (priority medium).
+    pub l: Option<f64>,
+    /// Low-low limit (priority high).
+    pub ll: Option<f64>,
+    /// Hysteresis: a high alarm clears below `limit - deadband`, a low alarm
+    /// above `limit + deadband`. Default: 2 % of the span between the outermost limits.
+    pub deadband: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SinksConfig {
+    /// Local files: line protocol and JSON lines (the embedded default).
+    pub file: Option<FileSinkConfig>,
+    /// InfluxDB over HTTP (v1 or v2 API).
+    pub influxdb: Option<InfluxConfig>,
+    /// MQTT dispatch publisher: alarms and station status to the dispatch centre.
+    pub mqtt: Option<MqttConfig>,
+}
+
+/// One thing wrong with a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key path, e.g. `devices[1].points[0].type`.
+    pub key: String,
+    /// Line number (1-based) when known.
+    pub line: Option<usize>,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+/// A configuration could not be used; holds every problem found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}", self.file.display())?;
+            if let Some(line) = p.line {
+                write!(f, ":{line}")?;
+            }
+            if p.key.is_empty() {
+                write!(f, ": {}", p.message)?;
+            } else {
+                write!(f, ": {}: {}", p.key, p.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            problems: vec![Problem {
+                key: String::new(),
+                line: None,
+                message: format!("cannot read the file: {e}"),
+            }],
+        })?;
+        Config::from_str_named(&text, path)
+    }
+
+    /// Parses and validates config text; `name` is used in error messages.
+    pub fn from_str_named(text: &str, name: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError {
+            file: name.to_path_buf(),
+            problems: vec![parse_problem(text, &e)],
+        })?;
+        let problems = config.validate();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError {
+                file: name.to_path_buf(),
+                problems,
+            })
+        }
+    }
+
+    /// Checks cross-references and ranges without any I/O. Returns every problem.
+    pub fn validate(&self) -> Vec<Problem> {
+        validate::validate(self)
+    }
+}
+
+fn parse_problem(text: &str, e: &toml::de::Error) -> Problem {
+    let line = e
+        .span()
+        .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+    Problem {
+        key: String::new(),
+        line,
+        message: e.message().trim().to_string(),
+    }
+}

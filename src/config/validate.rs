@@ -1,0 +1,257 @@
+//! Pure validation of a parsed [`Config`]: cross-references, ranges and
+//! consistency. No I/O (secrets are resolved later, at start-up).
+
+use super::{Config, MeterRole, Problem, Secret};
+use crate::sinks::influxdb::config::InfluxApi;
+use crate::sources::modbus::{DataType, WordOrder};
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            key: key.into(),
+            line: None,
+            message: message.into(),
+        });
+    }
+}
+
+fn is_ident(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+}
+
+pub(super) fn validate(c: &Config) -> Vec<Problem> {
+    let mut p = Problems(Vec::new());
+    if !is_ident(&c.station.id) {
+        p.add(
+            "station.id",
+            format!(
+                "expected 1-64 letters, digits, '_', '-' or '.', got {:?}",
+                c.station.id
+            ),
+        );
+    }
+
+    // Devices and points.
+    let mut device_ids = HashSet::new();
+    let mut points: HashMap<&str, String> = HashMap::new();
+    for (di, d) in c.devices.iter().enumerate() {
+        let dk = format!("devices[{di}]");
+        if !is_ident(&d.id) {
+            p.add(
+                format!("{dk}.id"),
+                format!("expected 1-64 letters, digits, '_', '-' or '.', got {:?}", d.id),
+            );
+        } else if !device_ids.insert(d.id.as_str()) {
+            p.add(format!("{dk}.id"), format!("device id {:?} is used twice", d.id));
+        }
+        if d.host.trim().is_empty() {
+            p.add(format!("{dk}.host"), "expected a host name or IP address, got an empty string");
+        }
+        if d.port == 0 {
+            p.add(format!("{dk}.port"), "expected a TCP port 1-65535, got 0");
+        }
+        if d.poll_interval < Duration::from_millis(10) {
+            p.add(
+                format!("{dk}.poll_interval"),
+                format!("expected at least 10ms, got {:?}", d.poll_interval),
+            );
+        }
+        if d.timeout < Duration::from_millis(1) {
+            p.add(format!("{dk}.timeout"), "expected at least 1ms");
+        }
+        if !(1..=125).contains(&d.max_registers_per_read) {
+            p.add(
+                format!("{dk}.max_registers_per_read"),
+                format!("expected 1-125 (the Modbus limit for FC03/04), got {}", d.max_registers_per_read),
+            );
+        }
+        if d.points.is_empty() {
+            p.add(format!("{dk}.points"), "expected at least one [[devices.points]] entry");
+        }
+        for (pi, pt) in d.points.iter().enumerate() {
+            let pk = format!("{dk}.points[{pi}]");
+            if !is_ident(&pt.name) {
+                p.add(
+                    format!("{pk}.name"),
+                    format!("expected 1-64 letters, digits, '_', '-' or '.', got {:?}", pt.name),
+                );
+            } else if let Some(first) = points.get(pt.name.as_str()) {
+                p.add(
+                    format!("{pk}.name"),
+                    format!("point name {:?} is already used at {first}; names must be unique in the station", pt.name),
+                );
+            } else {
+                points.insert(pt.name.as_str(), pk.clone());
+            }
+            let width = u32::from(pt.data_type.registers());
+            if u32::from(pt.address) + width > 65536 {
+                p.add(
+                    format!("{pk}.address"),
+                    format!("expected the value to end at or below register 65535, but {} + {width} registers passes it", pt.address),
+                );
+            }
+            if width > u32::from(d.max_registers_per_read) {
+                p.add(
+                    format!("{pk}.type"),
+                    format!("needs {width} registers but the device reads at most {} per request", d.max_registers_per_read),
+                );
+            }
+            if pt.order == WordOrder::CDAB && matches!(pt.data_type, DataType::U16 | DataType::I16) {
+                p.add(
+                    format!("{pk}.order"),
+                    "word order applies only to 32-bit types (u32, i32, f32); remove it for a 16-bit point",
+                );
+            }
+            if !pt.scale.is_finite() || pt.scale == 0.0 {
+                p.add(format!("{pk}.scale"), format!("expected a finite, non-zero number, got {}", pt.scale));
+            }
+            if !pt.offset.is_finite() {
+                p.add(format!("{pk}.offset"), "expected a finite number");
+            }
+            if let (Some(lo), Some(hi)) = (pt.min, pt.max)
+                && lo >= hi
+            {
+                p.add(format!("{pk}.min"), format!("expected min < max, got min {lo} and max {hi}"));
+            }
+        }
+    }
+
+    // Meters.
+    let mut meter_names = HashSet::new();
+    for (mi, m) in c.meters.iter().enumerate() {
+        let mk = format!("meters[{mi}]");
+        if !meter_names.insert(m.name.as_str()) {
+            p.add(format!("{mk}.name"), format!("meter name {:?} is used twice", m.name));
+        }
+        for (field, point) in [
+            ("flow", Some(&m.flow)),
+            ("pressure", m.pressure.as_ref()),
+            ("temperature", m.temperature.as_ref()),
+        ] {
+            if let Some(point) = point
+                && !points.contains_key(point.as_str())
+            {
+                p.add(
+                    format!("{mk}.{field}"),
+                    format!("expected the name of a point defined under [[devices.points]], got {point:?}"),
+                );
+            }
+        }
+    }
+    let inlets = c.meters.iter().filter(|m| m.role == MeterRole::Inlet).count();
+    let outlets = c.meters.len() - inlets;
+    if !c.meters.is_empty() && (inlets == 0 || outlets == 0) {
+        p.add(
+            "meters",
+            format!("a balance needs at least one inlet and one outlet meter, found {inlets} inlet and {outlets} outlet"),
+        );
+    }
+
+    // Balance.
+    if c.balance.window < Duration::from_secs(1) {
+        p.add("balance.window", format!("expected at least 1s, got {:?}", c.balance.window));
+    }
+    if !(c.balance.limit_percent.is_finite() && c.balance.limit_percent > 0.0) {
+        p.add("balance.limit_percent", format!("expected a positive percentage, got {}", c.balance.limit_percent));
+    }
+    if !(0.0..=1.0).contains(&c.balance.min_coverage) {
+        p.add("balance.min_coverage", format!("expected a fraction 0.0-1.0, got {}", c.balance.min_coverage));
+    }
+
+    // Limits.
+    for (li, l) in c.limits.iter().enumerate() {
+        let lk = format!("limits[{li}]");
+        if !points.contains_key(l.point.as_str()) {
+            p.add(
+                format!("{lk}.point"),
+                format!("expected the name of a point defined under [[devices.points]], got {:?}", l.point),
+            );
+        }
+        let levels = [("ll", l.ll), ("l", l.l), ("h", l.h), ("hh", l.hh)];
+        let set: Vec<(&str, f64)> = levels.iter().filter_map(|(n, v)| v.map(|v| (*n, v))).collect();
+        if set.is_empty() {
+            p.add(lk.clone(), "expected at least one of hh, h, l, ll");
+        }
+        for (n, v) in &set {
+            if !v.is_finite() {
+                p.add(format!("{lk}.{n}"), "expected a finite number");
+            }
+        }
+        for w in set.windows(2) {
+            if w[0].1 >= w[1].1 {
+                p.add(
+                    format!("{lk}.{}", w[1].0),
+                    format!("expected ll < l < h < hh, but {} = {} is not above {} = {}", w[1].0, w[1].1, w[0].0, w[0].1),
+                );
+            }
+        }
+        if let Some(db) = l.deadband
+            && !(db.is_finite() && db >= 0.0)
+        {
+            p.add(format!("{lk}.deadband"), format!("expected a non-negative number, got {db}"));
+        }
+    }
+
+    // Sinks.
+    let s = &c.sinks;
+    if s.file.is_none() && s.influxdb.is_none() && s.mqtt.is_none() {
+        p.add(
+            "sinks",
+            "expected at least one of [sinks.file], [sinks.influxdb] or [sinks.mqtt]; without one, data would go nowhere",
+        );
+    }
+    if let Some(i) = &s.influxdb {
+        if !(i.url.starts_with("http://") || i.url.starts_with("https://")) {
+            p.add("sinks.influxdb.url", format!("expected an http:// or https:// URL, got {:?}", i.url));
+        }
+        match i.api {
+            InfluxApi::V1 => {
+                if i.database.as_deref().is_none_or(str::is_empty) {
+                    p.add("sinks.influxdb.database", "expected a database name for api = \"v1\"");
+                }
+            }
+            InfluxApi::V2 => {
+                if i.org.as_deref().is_none_or(str::is_empty) {
+                    p.add("sinks.influxdb.org", "expected an organisation for api = \"v2\"");
+                }
+                if i.bucket.as_deref().is_none_or(str::is_empty) {
+                    p.add("sinks.influxdb.bucket", "expected a bucket for api = \"v2\"");
+                }
+                if i.token.is_none() {
+                    p.add("sinks.influxdb.token", "expected a token `{ env = \"VAR\" }` or `{ file = \"/path\" }` for api = \"v2\"");
+                }
+            }
+        }
+        if i.batch_size == 0 {
+            p.add("sinks.influxdb.batch_size", "expected at least 1");
+        }
+        check_secret(&mut p, "sinks.influxdb.token", i.token.as_ref());
+        check_secret(&mut p, "sinks.influxdb.password", i.password.as_ref());
+    }
+    if let Some(m) = &s.mqtt {
+        if m.host.trim().is_empty() {
+            p.add("sinks.mqtt.host", "expected a broker host name or address");
+        }
+        if m.topic_prefix.is_empty() || m.topic_prefix.contains(['+', '#']) {
+            p.add("sinks.mqtt.topic_prefix", "expected a non-empty topic level without '+' or '#'");
+        }
+        check_secret(&mut p, "sinks.mqtt.password", m.password.as_ref());
+    }
+    if c.spool.max_bytes < 1 << 20 {
+        p.add("spool.max_bytes", format!("expected at least 1048576 (1 MiB), got {}", c.spool.max_bytes));
+    }
+    p.0
+}
+
+fn check_secret(p: &mut Problems, key: &str, s: Option<&Secret>) {
+    if let Some(msg) = s.and_then(Secret::shape_problem) {
+        p.add(key, msg);
+    }
+}

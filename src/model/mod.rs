@@ -1,0 +1,284 @@
+//! Shared vocabulary of gaswatch: what flows from sources through the engine to
+//! the sinks. No I/O here; every type is cheap to copy or move.
+//!
+//! Invariants:
+//! - A [`Sample`] always carries a [`Quality`]; a value that is not `Good` is
+//!   never presented as good, and a sample without a value (`value` is NaN) is
+//!   never `Good`.
+//! - Timestamps come from the poll (the time the response arrived) or from the
+//!   device, never from the time of writing, so a retried write overwrites.
+
+mod time;
+
+pub use time::Timestamp;
+
+/// Dense index of a point (tag) in the compiled [`crate::engine::EnginePlan`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TagId(pub u32);
+
+/// Dense index of a device in the compiled plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeviceId(pub u32);
+
+/// Index of a read block (one Modbus request) within its device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BlockId(pub u32);
+
+/// Data quality, after OPC practice: every value carries one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Quality {
+    /// Read from the device, decoded and within range.
+    Good,
+    /// A value exists but cannot be fully trusted (e.g. a device flag).
+    Uncertain,
+    /// No usable value: the read failed, the device answered with an
+    /// exception, or the value is outside its sanity range.
+    Bad,
+    /// No good read arrived for 1.5 poll periods; the last value is too old.
+    Stale,
+}
+
+impl Quality {
+    /// Lower-case name used in line protocol, JSON and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Quality::Good => "good",
+            Quality::Uncertain => "uncertain",
+            Quality::Bad => "bad",
+            Quality::Stale => "stale",
+        }
+    }
+}
+
+/// Why a sample is not good. Small and `Copy` so it rides along every sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// Nothing to report (good data).
+    None,
+    /// The device answered with this Modbus exception code.
+    Exception(u8),
+    /// The request timed out.
+    Timeout,
+    /// The connection failed or broke (refused, reset, desynchronised).
+    Transport,
+    /// The response did not have the expected shape (length, framing).
+    Malformed,
+    /// The decoded value is not finite (NaN or infinity from the device).
+    NotFinite,
+    /// The raw value is outside the point's configured sanity range.
+    OutOfRange,
+    /// No good read for 1.5 poll periods.
+    NoRecentData,
+}
+
+impl Reason {
+    /// Stable snake_case name for line protocol, JSON, metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::None => "none",
+            Reason::Exception(1) => "exception_01_illegal_function",
+            Reason::Exception(2) => "exception_02_illegal_address",
+            Reason::Exception(3) => "exception_03_illegal_value",
+            Reason::Exception(4) => "exception_04_device_failure",
+            Reason::Exception(5) => "exception_05_acknowledge",
+            Reason::Exception(6) => "exception_06_busy",
+            Reason::Exception(0x0A) => "exception_0a_gateway_path",
+            Reason::Exception(0x0B) => "exception_0b_gateway_target",
+            Reason::Exception(_) => "exception_other",
+            Reason::Timeout => "timeout",
+            Reason::Transport => "transport",
+            Reason::Malformed => "malformed",
+            Reason::NotFinite => "not_finite",
+            Reason::OutOfRange => "out_of_range",
+            Reason::NoRecentData => "no_recent_data",
+        }
+    }
+}
+
+/// One engineering value of one point at one time, with its quality.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    pub tag: TagId,
+    /// Engineering value after scale and offset; NaN when there is none.
+    pub value: f64,
+    pub quality: Quality,
+    pub reason: Reason,
+    pub ts: Timestamp,
+}
+
+impl Sample {
+    /// True when the sample carries a usable number.
+    pub fn has_value(&self) -> bool {
+        self.value.is_finite()
+    }
+}
+
+/// Why a Modbus read produced no registers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReadError {
+    /// The device answered with an exception code (a data-quality matter).
+    Exception(u8),
+    /// No answer within the configured timeout.
+    Timeout,
+    /// Connection refused, reset or desynchronised (a transport matter).
+    Transport,
+    /// The answer had the wrong number of registers or was unreadable.
+    Malformed,
+}
+
+impl ReadError {
+    /// The quality reason this error gives to the points it affects.
+    pub fn reason(self) -> Reason {
+        match self {
+            ReadError::Exception(code) => Reason::Exception(code),
+            ReadError::Timeout => Reason::Timeout,
+            ReadError::Transport => Reason::Transport,
+            ReadError::Malformed => Reason::Malformed,
+        }
+    }
+}
+
+/// What a source hands to the engine over the bounded channel.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// Raw registers answered for one read block of a device.
+    Registers {
+        device: DeviceId,
+        block: BlockId,
+        /// When the response arrived.
+        ts: Timestamp,
+        regs: Vec<u16>,
+    },
+    /// A read block failed.
+    ReadFailed {
+        device: DeviceId,
+        block: BlockId,
+        ts: Timestamp,
+        error: ReadError,
+    },
+    /// Engineering values that arrived already decoded (MQTT, replay files).
+    Values {
+        ts: Timestamp,
+        values: Vec<(TagId, f64, Quality)>,
+    },
+}
+
+/// The level or condition an alarm watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AlarmKind {
+    HighHigh,
+    High,
+    Low,
+    LowLow,
+    /// A balance window's 输差率 exceeded its limit: a possible leak.
+    Imbalance,
+}
+
+impl AlarmKind {
+    /// Short code used in alarm ids and payloads.
+    pub fn code(self) -> &'static str {
+        match self {
+            AlarmKind::HighHigh => "HH",
+            AlarmKind::High => "H",
+            AlarmKind::Low => "L",
+            AlarmKind::LowLow => "LL",
+            AlarmKind::Imbalance => "IMBALANCE",
+        }
+    }
+}
+
+/// Alarm priority (ISA-18.2 style).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Priority {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Priority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Low => "low",
+            Priority::Medium => "medium",
+            Priority::High => "high",
+            Priority::Critical => "critical",
+        }
+    }
+}
+
+/// Raise or clear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AlarmAction {
+    Raise,
+    Clear,
+}
+
+impl AlarmAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlarmAction::Raise => "raise",
+            AlarmAction::Clear => "clear",
+        }
+    }
+}
+
+/// An alarm transition produced by the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlarmEvent {
+    /// Index of the alarm definition in the plan; the stable alarm id
+    /// (`<station>/<source>/<kind>`) is `plan.alarm_id(alarm)`.
+    pub alarm: u32,
+    pub kind: AlarmKind,
+    pub action: AlarmAction,
+    pub priority: Priority,
+    /// The value that caused the transition (pressure, or 输差率 in percent).
+    pub value: f64,
+    /// The limit that was crossed.
+    pub limit: f64,
+    pub ts: Timestamp,
+    /// Per-station event sequence number, so consumers can de-duplicate.
+    pub seq: u64,
+}
+
+/// The result of one closed balance window (输差).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BalanceResult {
+    /// Window start; the window covers `[start, end)`.
+    pub start: Timestamp,
+    pub end: Timestamp,
+    /// Base volume received (Sm³).
+    pub inlet_sm3: f64,
+    /// Base volume delivered (Sm³).
+    pub outlet_sm3: f64,
+    /// `inlet - outlet` (Sm³); line pack is not yet subtracted.
+    pub imbalance_sm3: f64,
+    /// 输差率: `imbalance / inlet * 100`; NaN when the inlet is zero.
+    pub imbalance_percent: f64,
+    /// Fraction (0..=1) of the window for which every meter had good data.
+    pub coverage: f64,
+    /// Good when coverage is complete, Uncertain when partly covered (no
+    /// alarm is raised), Bad when too little data to judge.
+    pub quality: Quality,
+}
+
+/// Everything the engine produced for one input or tick. Reused between
+/// calls so the steady state allocates nothing.
+#[derive(Debug, Default, Clone)]
+pub struct Output {
+    pub samples: Vec<Sample>,
+    pub alarms: Vec<AlarmEvent>,
+    pub balances: Vec<BalanceResult>,
+}
+
+impl Output {
+    pub fn clear(&mut self) {
+        self.samples.clear();
+        self.alarms.clear();
+        self.balances.clear();
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty() && self.alarms.is_empty() && self.balances.is_empty()
+    }
+}

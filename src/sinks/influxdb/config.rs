@@ -1,0 +1,65 @@
+//! Configuration of the InfluxDB sink (`[sinks.influxdb]`).
+
+use crate::config::Secret;
+use serde::Deserialize;
+use std::time::Duration;
+
+/// Which InfluxDB write API to speak.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum InfluxApi {
+    /// `POST /write?db=&rp=&precision=ns` (InfluxDB 1.x; 2.x/3.x with DBRP mapping).
+    #[default]
+    V1,
+    /// `POST /api/v2/write?org=&bucket=&precision=ns` with `Authorization: Token`.
+    V2,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InfluxConfig {
+    /// Base URL, e.g. "http://127.0.0.1:8086".
+    pub url: String,
+    /// "v1" (default) or "v2".
+    #[serde(default)]
+    pub api: InfluxApi,
+    /// v1: database name.
+    pub database: Option<String>,
+    /// v1: retention policy (optional).
+    pub retention_policy: Option<String>,
+    /// v1: user name (optional).
+    pub username: Option<String>,
+    /// v1: password, from `{ env = "VAR" }` or `{ file = "/path" }`.
+    pub password: Option<Secret>,
+    /// v2: organisation.
+    pub org: Option<String>,
+    /// v2: bucket.
+    pub bucket: Option<String>,
+    /// v2 (and v1 on 2.x): API token, from `{ env = "VAR" }` or `{ file = "/path" }`.
+    pub token: Option<Secret>,
+    /// Most lines in one write request.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Longest time a line waits before its batch is sent, e.g. "1s".
+    #[serde(default = "default_flush_interval", with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// Compress request bodies with gzip.
+    #[serde(default = "default_true")]
+    pub gzip: bool,
+    /// Time allowed for one HTTP request.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_batch_size() -> usize {
+    5000
+}
+fn default_flush_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_true() -> bool {
+    true
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}

@@ -1,0 +1,38 @@
+//! Configuration of the MQTT dispatch publisher (`[sinks.mqtt]`).
+
+use crate::config::Secret;
+use serde::Deserialize;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Broker host name or address.
+    pub host: String,
+    /// Broker port (1883 plain).
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Client id; default "gaswatch-<station id>". Must be stable across restarts
+    /// so the broker's persistent session is resumed.
+    pub client_id: Option<String>,
+    /// User name (optional).
+    pub username: Option<String>,
+    /// Password, from `{ env = "VAR" }` or `{ file = "/path" }`.
+    pub password: Option<Secret>,
+    /// First topic level; topics are `<prefix>/<station>/...`.
+    #[serde(default = "default_prefix")]
+    pub topic_prefix: String,
+    /// MQTT keep-alive, e.g. "30s".
+    #[serde(default = "default_keep_alive", with = "humantime_serde")]
+    pub keep_alive: Duration,
+}
+
+fn default_port() -> u16 {
+    1883
+}
+fn default_prefix() -> String {
+    "gaswatch".to_string()
+}
+fn default_keep_alive() -> Duration {
+    Duration::from_secs(30)
+}

@@ -1,0 +1,3 @@
+//! Sink wiring.
+
+pub mod config;

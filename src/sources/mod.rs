@@ -1,0 +1,4 @@
+//! Sources: async tasks that read the field and send [`crate::model::Input`]
+//! to the engine over a bounded channel. One folder per protocol.
+
+pub mod modbus;

@@ -1,0 +1,6 @@
+//! Modbus/TCP source: one task per endpoint polls its devices and hands raw
+//! registers to the engine. Wiring only; see `config.rs` and `poller.rs`.
+
+pub mod config;
+
+pub use config::{DataType, DeviceConfig, PointConfig, RegisterKind, WordOrder};
