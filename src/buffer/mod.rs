@@ -28,7 +28,11 @@ pub enum RecordClass {
 }
 
 impl RecordClass {
-    pub const ALL: [RecordClass; 3] = [RecordClass::Alarm, RecordClass::Balance, RecordClass::Telemetry];
+    pub const ALL: [RecordClass; 3] = [
+        RecordClass::Alarm,
+        RecordClass::Balance,
+        RecordClass::Telemetry,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -109,7 +113,9 @@ impl Spool {
         if total > self.max_bytes {
             let t = idx(RecordClass::Telemetry);
             while self.stats.iter().map(|s| s.bytes).sum::<u64>() > self.max_bytes {
-                let Some(r) = self.queues[t].pop_front() else { break };
+                let Some(r) = self.queues[t].pop_front() else {
+                    break;
+                };
                 self.stats[t].records -= 1;
                 self.stats[t].bytes -= r.payload.len() as u64;
                 self.stats[t].dropped += 1;
@@ -126,7 +132,14 @@ impl Spool {
     /// Copies into `out` up to `max_records` / about `max_bytes` of the
     /// unacknowledged records of `class` whose id is greater than `after`,
     /// oldest first. Does not remove them.
-    pub fn read(&mut self, class: RecordClass, after: u64, max_records: usize, max_bytes: usize, out: &mut Vec<Record>) -> Result<(), SpoolError> {
+    pub fn read(
+        &mut self,
+        class: RecordClass,
+        after: u64,
+        max_records: usize,
+        max_bytes: usize,
+        out: &mut Vec<Record>,
+    ) -> Result<(), SpoolError> {
         let mut bytes = 0;
         for r in self.queues[idx(class)].iter().filter(|r| r.id > after) {
             if out.len() >= max_records || (bytes > 0 && bytes + r.payload.len() > max_bytes) {

@@ -46,13 +46,22 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
         if !is_ident(&d.id) {
             p.add(
                 format!("{dk}.id"),
-                format!("expected 1-64 letters, digits, '_', '-' or '.', got {:?}", d.id),
+                format!(
+                    "expected 1-64 letters, digits, '_', '-' or '.', got {:?}",
+                    d.id
+                ),
             );
         } else if !device_ids.insert(d.id.as_str()) {
-            p.add(format!("{dk}.id"), format!("device id {:?} is used twice", d.id));
+            p.add(
+                format!("{dk}.id"),
+                format!("device id {:?} is used twice", d.id),
+            );
         }
         if d.host.trim().is_empty() {
-            p.add(format!("{dk}.host"), "expected a host name or IP address, got an empty string");
+            p.add(
+                format!("{dk}.host"),
+                "expected a host name or IP address, got an empty string",
+            );
         }
         if d.port == 0 {
             p.add(format!("{dk}.port"), "expected a TCP port 1-65535, got 0");
@@ -69,18 +78,27 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
         if !(1..=125).contains(&d.max_registers_per_read) {
             p.add(
                 format!("{dk}.max_registers_per_read"),
-                format!("expected 1-125 (the Modbus limit for FC03/04), got {}", d.max_registers_per_read),
+                format!(
+                    "expected 1-125 (the Modbus limit for FC03/04), got {}",
+                    d.max_registers_per_read
+                ),
             );
         }
         if d.points.is_empty() {
-            p.add(format!("{dk}.points"), "expected at least one [[devices.points]] entry");
+            p.add(
+                format!("{dk}.points"),
+                "expected at least one [[devices.points]] entry",
+            );
         }
         for (pi, pt) in d.points.iter().enumerate() {
             let pk = format!("{dk}.points[{pi}]");
             if !is_ident(&pt.name) {
                 p.add(
                     format!("{pk}.name"),
-                    format!("expected 1-64 letters, digits, '_', '-' or '.', got {:?}", pt.name),
+                    format!(
+                        "expected 1-64 letters, digits, '_', '-' or '.', got {:?}",
+                        pt.name
+                    ),
                 );
             } else if let Some(first) = points.get(pt.name.as_str()) {
                 p.add(
@@ -100,17 +118,24 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
             if width > u32::from(d.max_registers_per_read) {
                 p.add(
                     format!("{pk}.type"),
-                    format!("needs {width} registers but the device reads at most {} per request", d.max_registers_per_read),
+                    format!(
+                        "needs {width} registers but the device reads at most {} per request",
+                        d.max_registers_per_read
+                    ),
                 );
             }
-            if pt.order == WordOrder::CDAB && matches!(pt.data_type, DataType::U16 | DataType::I16) {
+            if pt.order == WordOrder::CDAB && matches!(pt.data_type, DataType::U16 | DataType::I16)
+            {
                 p.add(
                     format!("{pk}.order"),
                     "word order applies only to 32-bit types (u32, i32, f32); remove it for a 16-bit point",
                 );
             }
             if !pt.scale.is_finite() || pt.scale == 0.0 {
-                p.add(format!("{pk}.scale"), format!("expected a finite, non-zero number, got {}", pt.scale));
+                p.add(
+                    format!("{pk}.scale"),
+                    format!("expected a finite, non-zero number, got {}", pt.scale),
+                );
             }
             if !pt.offset.is_finite() {
                 p.add(format!("{pk}.offset"), "expected a finite number");
@@ -118,7 +143,10 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
             if let (Some(lo), Some(hi)) = (pt.min, pt.max)
                 && lo >= hi
             {
-                p.add(format!("{pk}.min"), format!("expected min < max, got min {lo} and max {hi}"));
+                p.add(
+                    format!("{pk}.min"),
+                    format!("expected min < max, got min {lo} and max {hi}"),
+                );
             }
         }
     }
@@ -128,7 +156,10 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
     for (mi, m) in c.meters.iter().enumerate() {
         let mk = format!("meters[{mi}]");
         if !meter_names.insert(m.name.as_str()) {
-            p.add(format!("{mk}.name"), format!("meter name {:?} is used twice", m.name));
+            p.add(
+                format!("{mk}.name"),
+                format!("meter name {:?} is used twice", m.name),
+            );
         }
         for (field, point) in [
             ("flow", Some(&m.flow)),
@@ -145,7 +176,11 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
             }
         }
     }
-    let inlets = c.meters.iter().filter(|m| m.role == MeterRole::Inlet).count();
+    let inlets = c
+        .meters
+        .iter()
+        .filter(|m| m.role == MeterRole::Inlet)
+        .count();
     let outlets = c.meters.len() - inlets;
     if !c.meters.is_empty() && (inlets == 0 || outlets == 0) {
         p.add(
@@ -156,13 +191,28 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
 
     // Balance.
     if c.balance.window < Duration::from_secs(1) {
-        p.add("balance.window", format!("expected at least 1s, got {:?}", c.balance.window));
+        p.add(
+            "balance.window",
+            format!("expected at least 1s, got {:?}", c.balance.window),
+        );
     }
     if !(c.balance.limit_percent.is_finite() && c.balance.limit_percent > 0.0) {
-        p.add("balance.limit_percent", format!("expected a positive percentage, got {}", c.balance.limit_percent));
+        p.add(
+            "balance.limit_percent",
+            format!(
+                "expected a positive percentage, got {}",
+                c.balance.limit_percent
+            ),
+        );
     }
     if !(0.0..=1.0).contains(&c.balance.min_coverage) {
-        p.add("balance.min_coverage", format!("expected a fraction 0.0-1.0, got {}", c.balance.min_coverage));
+        p.add(
+            "balance.min_coverage",
+            format!(
+                "expected a fraction 0.0-1.0, got {}",
+                c.balance.min_coverage
+            ),
+        );
     }
 
     // Limits.
@@ -171,11 +221,17 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
         if !points.contains_key(l.point.as_str()) {
             p.add(
                 format!("{lk}.point"),
-                format!("expected the name of a point defined under [[devices.points]], got {:?}", l.point),
+                format!(
+                    "expected the name of a point defined under [[devices.points]], got {:?}",
+                    l.point
+                ),
             );
         }
         let levels = [("ll", l.ll), ("l", l.l), ("h", l.h), ("hh", l.hh)];
-        let set: Vec<(&str, f64)> = levels.iter().filter_map(|(n, v)| v.map(|v| (*n, v))).collect();
+        let set: Vec<(&str, f64)> = levels
+            .iter()
+            .filter_map(|(n, v)| v.map(|v| (*n, v)))
+            .collect();
         if set.is_empty() {
             p.add(lk.clone(), "expected at least one of hh, h, l, ll");
         }
@@ -188,14 +244,20 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
             if w[0].1 >= w[1].1 {
                 p.add(
                     format!("{lk}.{}", w[1].0),
-                    format!("expected ll < l < h < hh, but {} = {} is not above {} = {}", w[1].0, w[1].1, w[0].0, w[0].1),
+                    format!(
+                        "expected ll < l < h < hh, but {} = {} is not above {} = {}",
+                        w[1].0, w[1].1, w[0].0, w[0].1
+                    ),
                 );
             }
         }
         if let Some(db) = l.deadband
             && !(db.is_finite() && db >= 0.0)
         {
-            p.add(format!("{lk}.deadband"), format!("expected a non-negative number, got {db}"));
+            p.add(
+                format!("{lk}.deadband"),
+                format!("expected a non-negative number, got {db}"),
+            );
         }
     }
 
@@ -209,20 +271,32 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
     }
     if let Some(i) = &s.influxdb {
         if !(i.url.starts_with("http://") || i.url.starts_with("https://")) {
-            p.add("sinks.influxdb.url", format!("expected an http:// or https:// URL, got {:?}", i.url));
+            p.add(
+                "sinks.influxdb.url",
+                format!("expected an http:// or https:// URL, got {:?}", i.url),
+            );
         }
         match i.api {
             InfluxApi::V1 => {
                 if i.database.as_deref().is_none_or(str::is_empty) {
-                    p.add("sinks.influxdb.database", "expected a database name for api = \"v1\"");
+                    p.add(
+                        "sinks.influxdb.database",
+                        "expected a database name for api = \"v1\"",
+                    );
                 }
             }
             InfluxApi::V2 => {
                 if i.org.as_deref().is_none_or(str::is_empty) {
-                    p.add("sinks.influxdb.org", "expected an organisation for api = \"v2\"");
+                    p.add(
+                        "sinks.influxdb.org",
+                        "expected an organisation for api = \"v2\"",
+                    );
                 }
                 if i.bucket.as_deref().is_none_or(str::is_empty) {
-                    p.add("sinks.influxdb.bucket", "expected a bucket for api = \"v2\"");
+                    p.add(
+                        "sinks.influxdb.bucket",
+                        "expected a bucket for api = \"v2\"",
+                    );
                 }
                 if i.token.is_none() {
                     p.add("sinks.influxdb.token", "expected a token `{ env = \"VAR\" }` or `{ file = \"/path\" }` for api = \"v2\"");
@@ -240,12 +314,21 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
             p.add("sinks.mqtt.host", "expected a broker host name or address");
         }
         if m.topic_prefix.is_empty() || m.topic_prefix.contains(['+', '#']) {
-            p.add("sinks.mqtt.topic_prefix", "expected a non-empty topic level without '+' or '#'");
+            p.add(
+                "sinks.mqtt.topic_prefix",
+                "expected a non-empty topic level without '+' or '#'",
+            );
         }
         check_secret(&mut p, "sinks.mqtt.password", m.password.as_ref());
     }
     if c.spool.max_bytes < 1 << 20 {
-        p.add("spool.max_bytes", format!("expected at least 1048576 (1 MiB), got {}", c.spool.max_bytes));
+        p.add(
+            "spool.max_bytes",
+            format!(
+                "expected at least 1048576 (1 MiB), got {}",
+                c.spool.max_bytes
+            ),
+        );
     }
     p.0
 }

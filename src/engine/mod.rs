@@ -1,7 +1,261 @@
-//! The engine: pure, synchronous, deterministic. Inputs in, samples, alarm
-//! events and balance results out. No I/O, no clock reads (`now` is passed
-//! in), no logging, no allocation per register in steady state.
+//! The engine: pure, synchronous, deterministic. Inputs in; samples with
+//! quality, alarm events and balance results out.
+//!
+//! Contract:
+//! - No I/O, no clock reads, no logging, no async. Time comes from the
+//!   inputs (`ts` of the response) and from `tick(now)`.
+//! - Same inputs in the same order -> same outputs. The daemon and
+//!   `gaswatch replay` therefore give identical results on identical input.
+//! - Steady state allocates nothing per register: decoders are compiled into
+//!   the [`EnginePlan`] and the caller reuses one [`Output`].
+//!
+//! Quality rules: a failed read marks the points of that block BAD with the
+//! reason; a tag whose last good value is older than 1.5 poll periods turns
+//! STALE once (one sample without a value, at `now`), and the old value is
+//! never re-sent with a fresh timestamp. Only GOOD values feed alarms and
+//! the balance.
 
+pub mod alarms;
+pub mod balance;
+pub mod decode;
 pub mod plan;
 
-pub use plan::{BlockPlan, DevicePlan, EnginePlan, PointDecoder, TagInfo};
+pub use plan::{AlarmDef, BlockPlan, DevicePlan, EnginePlan, PointDecoder, TagInfo};
+
+use crate::model::{Input, Output, Quality, Reason, Sample, TagId, Timestamp};
+use alarms::AlarmStates;
+use balance::Balance;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy)]
+struct TagState {
+    /// Time of the last sample of any quality (-inf before the first).
+    last_ts: i64,
+    quality: Quality,
+    value: f64,
+    /// Index of the meter whose flow this tag is, if any.
+    meter: Option<u32>,
+}
+
+/// The station engine. Create once per plan; feed it inputs and ticks.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    plan: Arc<EnginePlan>,
+    tags: Vec<TagState>,
+    alarms: AlarmStates,
+    balance: Option<Balance>,
+}
+
+impl Engine {
+    /// `start_seq`: the last alarm sequence number already used (0 on a fresh
+    /// station), so numbers keep increasing across restarts.
+    pub fn new(plan: Arc<EnginePlan>, start_seq: u64) -> Engine {
+        let mut tags: Vec<TagState> = plan
+            .tags
+            .iter()
+            .map(|_| TagState {
+                last_ts: i64::MIN,
+                quality: Quality::Stale,
+                value: f64::NAN,
+                meter: None,
+            })
+            .collect();
+        for (i, m) in plan.meters.iter().enumerate() {
+            if let Some(t) = tags.get_mut(m.flow.0 as usize) {
+                t.meter = Some(i as u32);
+            }
+        }
+        let balance = (!plan.meters.is_empty()).then(|| {
+            let meters: Vec<_> = plan
+                .meters
+                .iter()
+                .map(|m| (m.role, plan.tag_info(m.flow).stale_after_ns))
+                .collect();
+            Balance::new(plan.balance_window_ns, plan.balance_min_coverage, &meters)
+        });
+        let alarms = AlarmStates::new(plan.alarms.len(), start_seq);
+        Engine {
+            plan,
+            tags,
+            alarms,
+            balance,
+        }
+    }
+
+    pub fn plan(&self) -> &Arc<EnginePlan> {
+        &self.plan
+    }
+
+    /// Current value and quality of a tag (for live views).
+    pub fn current(&self, tag: TagId) -> Option<(f64, Quality)> {
+        self.tags.get(tag.0 as usize).map(|t| (t.value, t.quality))
+    }
+
+    /// Whether alarm `index` is active.
+    pub fn alarm_active(&self, index: u32) -> bool {
+        self.alarms.is_active(index)
+    }
+
+    /// The last alarm sequence number used.
+    pub fn alarm_seq(&self) -> u64 {
+        self.alarms.seq()
+    }
+
+    /// Processes one input, appending what it produced to `out`.
+    pub fn process(&mut self, input: &Input, out: &mut Output) {
+        match input {
+            Input::Registers {
+                device,
+                block,
+                ts,
+                regs,
+            } => {
+                let plan = Arc::clone(&self.plan);
+                let Some(b) = plan.block(*device, *block) else {
+                    return;
+                };
+                let malformed = regs.len() != usize::from(b.count);
+                for d in &b.points {
+                    let (value, reason) = if malformed {
+                        (f64::NAN, Reason::Malformed)
+                    } else {
+                        decode::decode_point(regs, d)
+                    };
+                    let quality = if reason == Reason::None {
+                        Quality::Good
+                    } else {
+                        Quality::Bad
+                    };
+                    self.accept(
+                        Sample {
+                            tag: d.tag,
+                            value,
+                            quality,
+                            reason,
+                            ts: *ts,
+                        },
+                        out,
+                    );
+                }
+            }
+            Input::ReadFailed {
+                device,
+                block,
+                ts,
+                error,
+            } => {
+                let plan = Arc::clone(&self.plan);
+                let Some(b) = plan.block(*device, *block) else {
+                    return;
+                };
+                for d in &b.points {
+                    self.accept(
+                        Sample {
+                            tag: d.tag,
+                            value: f64::NAN,
+                            quality: Quality::Bad,
+                            reason: error.reason(),
+                            ts: *ts,
+                        },
+                        out,
+                    );
+                }
+            }
+            Input::Values { ts, values } => {
+                for &(tag, value, quality) in values {
+                    if (tag.0 as usize) >= self.tags.len() {
+                        continue;
+                    }
+                    let (quality, reason) = if quality == Quality::Good && !value.is_finite() {
+                        (Quality::Bad, Reason::NotFinite)
+                    } else {
+                        (quality, Reason::None)
+                    };
+                    self.accept(
+                        Sample {
+                            tag,
+                            value,
+                            quality,
+                            reason,
+                            ts: *ts,
+                        },
+                        out,
+                    );
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self, s: Sample, out: &mut Output) {
+        let i = s.tag.0 as usize;
+        let Some(st) = self.tags.get_mut(i) else {
+            return;
+        };
+        st.last_ts = st.last_ts.max(s.ts.nanos());
+        st.quality = s.quality;
+        st.value = s.value;
+        let good = s.quality == Quality::Good;
+        if let (Some(m), Some(b)) = (st.meter, self.balance.as_mut()) {
+            b.on_flow(m as usize, s.ts, s.value, good);
+        }
+        if good {
+            for &a in &self.plan.tag_alarms[i] {
+                self.alarms.evaluate(
+                    a,
+                    &self.plan.alarms[a as usize],
+                    s.value,
+                    s.ts,
+                    &mut out.alarms,
+                );
+            }
+        }
+        out.samples.push(s);
+    }
+
+    /// Advances time: marks tags STALE, closes due balance windows and
+    /// evaluates the imbalance alarm on them.
+    pub fn tick(&mut self, now: Timestamp, out: &mut Output) {
+        let n = now.nanos();
+        for (i, st) in self.tags.iter_mut().enumerate() {
+            let stale_after = self.plan.tags[i].stale_after_ns;
+            if matches!(st.quality, Quality::Good | Quality::Uncertain)
+                && n.saturating_sub(st.last_ts) > stale_after
+            {
+                st.quality = Quality::Stale;
+                st.value = f64::NAN;
+                out.samples.push(Sample {
+                    tag: TagId(i as u32),
+                    value: f64::NAN,
+                    quality: Quality::Stale,
+                    reason: Reason::NoRecentData,
+                    ts: now,
+                });
+                if let (Some(m), Some(b)) = (st.meter, self.balance.as_mut()) {
+                    b.on_flow(m as usize, now, f64::NAN, false);
+                }
+            }
+        }
+        if let Some(b) = self.balance.as_mut() {
+            let first = out.balances.len();
+            b.close_due(now, &mut out.balances);
+            if let Some(a) = self.plan.imbalance_alarm {
+                for r in &out.balances[first..] {
+                    if matches!(r.quality, Quality::Good | Quality::Uncertain)
+                        && r.imbalance_percent.is_finite()
+                    {
+                        self.alarms.evaluate(
+                            a,
+                            &self.plan.alarms[a as usize],
+                            r.imbalance_percent,
+                            r.end,
+                            &mut out.alarms,
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

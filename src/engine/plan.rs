@@ -109,7 +109,8 @@ impl EnginePlan {
         let mut devices = Vec::new();
         for (di, d) in config.devices.iter().enumerate() {
             let device = DeviceId(di as u32);
-            let stale_after_ns = i64::try_from(d.poll_interval.as_nanos() * 3 / 2).unwrap_or(i64::MAX);
+            let stale_after_ns =
+                i64::try_from(d.poll_interval.as_nanos() * 3 / 2).unwrap_or(i64::MAX);
             let mut decoders: Vec<(RegisterKind, u16, PointDecoder)> = Vec::new();
             for pt in &d.points {
                 let tag = TagId(tags.len() as u32);
@@ -232,12 +233,19 @@ impl EnginePlan {
     }
 
     pub fn block(&self, device: DeviceId, block: BlockId) -> Option<&BlockPlan> {
-        self.devices.get(device.0 as usize)?.blocks.get(block.0 as usize)
+        self.devices
+            .get(device.0 as usize)?
+            .blocks
+            .get(block.0 as usize)
     }
 }
 
 /// Merges point decoders into read blocks (see the module docs).
-fn plan_blocks(mut points: Vec<(RegisterKind, u16, PointDecoder)>, max_regs: u16, max_gap: u16) -> Vec<BlockPlan> {
+fn plan_blocks(
+    mut points: Vec<(RegisterKind, u16, PointDecoder)>,
+    max_regs: u16,
+    max_gap: u16,
+) -> Vec<BlockPlan> {
     points.sort_by_key(|(kind, addr, _)| (*kind, *addr));
     let mut blocks: Vec<BlockPlan> = Vec::new();
     for (kind, addr, mut dec) in points {
@@ -302,7 +310,13 @@ mod tests {
     #[test]
     fn never_exceeds_max_registers_and_never_splits_a_value() {
         let pts: Vec<_> = (0..100u16)
-            .map(|i| (RegisterKind::Holding, i * 2, dec(u32::from(i), DataType::F32)))
+            .map(|i| {
+                (
+                    RegisterKind::Holding,
+                    i * 2,
+                    dec(u32::from(i), DataType::F32),
+                )
+            })
             .collect();
         let b = plan_blocks(pts, 7, 0);
         for blk in &b {

@@ -47,7 +47,10 @@ impl Timestamp {
 
     /// `self + d`, saturating.
     pub fn add(self, d: Duration) -> Self {
-        Timestamp(self.0.saturating_add(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)))
+        Timestamp(
+            self.0
+                .saturating_add(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
+        )
     }
 
     /// Nanoseconds from `earlier` to `self` (negative when `earlier` is later).

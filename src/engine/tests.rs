@@ -1,0 +1,257 @@
+//! Engine tests through the public contract: config -> plan -> inputs -> outputs.
+
+use super::*;
+use crate::config::Config;
+use crate::model::{AlarmAction, AlarmKind, BlockId, DeviceId, Input, ReadError};
+use std::path::Path;
+
+const S: i64 = 1_000_000_000;
+
+const STATION: &str = r#"
+[station]
+id = "t1"
+kind = "city_gate"
+
+[[devices]]
+id = "fc"
+host = "127.0.0.1"
+port = 5020
+unit_id = 1
+poll_interval = "1s"
+
+[[devices.points]]
+name = "FT_IN"
+register = "holding"
+address = 0
+type = "f32"
+
+[[devices.points]]
+name = "PT_OUT"
+register = "holding"
+address = 2
+type = "u16"
+scale = 0.1
+unit = "kPa"
+
+[[devices.points]]
+name = "FT_OUT"
+register = "holding"
+address = 3
+type = "f32"
+order = "CDAB"
+
+[[meters]]
+name = "IN"
+role = "inlet"
+flow = "FT_IN"
+
+[[meters]]
+name = "OUT"
+role = "outlet"
+flow = "FT_OUT"
+
+[balance]
+window = "60s"
+limit_percent = 1.0
+
+[[limits]]
+point = "PT_OUT"
+h = 1700.0
+hh = 1750.0
+deadband = 20.0
+
+[sinks.file]
+dir = "x"
+"#;
+
+fn engine() -> Engine {
+    let c = Config::from_str_named(STATION, Path::new("test.toml")).expect("valid config");
+    Engine::new(Arc::new(EnginePlan::compile(&c)), 0)
+}
+
+fn regs(inlet: f32, p_kpa: f64, outlet: f32) -> Vec<u16> {
+    let i = inlet.to_bits();
+    let o = outlet.to_bits();
+    vec![
+        (i >> 16) as u16,
+        i as u16,
+        (p_kpa * 10.0).round() as u16,
+        o as u16,
+        (o >> 16) as u16,
+    ]
+}
+
+fn poll(e: &mut Engine, t: i64, r: Vec<u16>, out: &mut Output) {
+    e.process(
+        &Input::Registers {
+            device: DeviceId(0),
+            block: BlockId(0),
+            ts: Timestamp(t),
+            regs: r,
+        },
+        out,
+    );
+    e.tick(Timestamp(t), out);
+}
+
+#[test]
+fn one_block_decodes_every_point_with_poll_timestamp() {
+    let mut e = engine();
+    let mut out = Output::default();
+    poll(&mut e, 5 * S, regs(1000.0, 1500.0, 990.0), &mut out);
+    let v: Vec<_> = out
+        .samples
+        .iter()
+        .map(|s| (s.tag.0, s.value, s.quality, s.ts))
+        .collect();
+    assert_eq!(
+        v,
+        vec![
+            (0, 1000.0, Quality::Good, Timestamp(5 * S)),
+            (1, 1500.0, Quality::Good, Timestamp(5 * S)),
+            (2, 990.0, Quality::Good, Timestamp(5 * S)),
+        ]
+    );
+}
+
+#[test]
+fn pressure_alarm_raises_and_clears_with_deadband_only_on_good_data() {
+    let mut e = engine();
+    let mut out = Output::default();
+    let mut events = Vec::new();
+    for (t, p) in [
+        (0, 1600.0),
+        (1, 1710.0),
+        (2, 1760.0),
+        (3, 1740.0),
+        (4, 1685.0),
+        (5, 1679.0),
+    ] {
+        out.clear();
+        poll(&mut e, t * S, regs(1000.0, p, 1000.0), &mut out);
+        events.extend(out.alarms.iter().map(|a| (t, a.kind, a.action)));
+    }
+    assert_eq!(
+        events,
+        vec![
+            (1, AlarmKind::High, AlarmAction::Raise),
+            (2, AlarmKind::HighHigh, AlarmAction::Raise),
+            (4, AlarmKind::HighHigh, AlarmAction::Clear),
+            (5, AlarmKind::High, AlarmAction::Clear),
+        ]
+    );
+    // A failed read neither clears nor raises.
+    out.clear();
+    e.process(
+        &Input::ReadFailed {
+            device: DeviceId(0),
+            block: BlockId(0),
+            ts: Timestamp(6 * S),
+            error: ReadError::Exception(2),
+        },
+        &mut out,
+    );
+    assert!(out.alarms.is_empty());
+    assert!(
+        out.samples
+            .iter()
+            .all(|s| s.quality == Quality::Bad && !s.has_value())
+    );
+    assert_eq!(out.samples[0].reason, Reason::Exception(2));
+}
+
+#[test]
+fn silence_turns_points_stale_once_and_never_resends_old_values() {
+    let mut e = engine();
+    let mut out = Output::default();
+    poll(&mut e, 0, regs(1000.0, 1500.0, 1000.0), &mut out);
+    out.clear();
+    e.tick(Timestamp(S + S / 2), &mut out); // exactly 1.5 periods: not yet
+    assert!(out.samples.is_empty());
+    e.tick(Timestamp(2 * S), &mut out);
+    assert_eq!(out.samples.len(), 3);
+    assert!(
+        out.samples
+            .iter()
+            .all(|s| s.quality == Quality::Stale && !s.has_value() && s.ts == Timestamp(2 * S))
+    );
+    out.clear();
+    e.tick(Timestamp(10 * S), &mut out);
+    assert!(out.samples.is_empty(), "stale is reported once");
+}
+
+#[test]
+fn leak_raises_the_imbalance_alarm_and_data_loss_does_not() {
+    let mut e = engine();
+    let mut out = Output::default();
+    let mut alarms = Vec::new();
+    let mut balances = Vec::new();
+    // Two minutes balanced, then a 5 % leak for three minutes.
+    for t in 0..=300 {
+        out.clear();
+        let outlet = if t < 120 { 1000.0 } else { 950.0 };
+        poll(&mut e, t * S, regs(1000.0, 1500.0, outlet), &mut out);
+        alarms.extend(
+            out.alarms
+                .iter()
+                .filter(|a| a.kind == AlarmKind::Imbalance)
+                .map(|a| (t, a.action)),
+        );
+        balances.extend(out.balances.iter().copied());
+    }
+    assert_eq!(
+        alarms,
+        vec![(180, AlarmAction::Raise)],
+        "raised at the end of the first leaking window"
+    );
+    assert!(
+        (balances[2].imbalance_percent - 5.0).abs() < 1e-6,
+        "{:?}",
+        balances[2]
+    );
+
+    // Fresh engine: the outlet meter stops answering for a whole window. No alarm.
+    let mut e = engine();
+    let mut alarms = 0;
+    for t in 0..=300 {
+        out.clear();
+        if (60..120).contains(&t) {
+            e.process(
+                &Input::ReadFailed {
+                    device: DeviceId(0),
+                    block: BlockId(0),
+                    ts: Timestamp(t * S),
+                    error: ReadError::Timeout,
+                },
+                &mut out,
+            );
+            e.tick(Timestamp(t * S), &mut out);
+        } else {
+            poll(&mut e, t * S, regs(1000.0, 1500.0, 1000.0), &mut out);
+        }
+        alarms += out.alarms.len();
+        for b in &out.balances {
+            if b.start == Timestamp(60 * S) {
+                assert_eq!(b.quality, Quality::Bad);
+            }
+        }
+    }
+    assert_eq!(alarms, 0);
+}
+
+#[test]
+fn same_inputs_give_same_outputs() {
+    let run = || {
+        let mut e = engine();
+        let mut all = Vec::new();
+        let mut out = Output::default();
+        for t in 0..200 {
+            out.clear();
+            let p = 1500.0 + (t as f64 * 0.7).sin() * 300.0;
+            poll(&mut e, t * S, regs(1000.0 + t as f32, p, 990.0), &mut out);
+            all.push(format!("{:?}", out));
+        }
+        all
+    };
+    assert_eq!(run(), run());
+}
