@@ -254,11 +254,18 @@ impl Config {
 }
 
 fn parse_problem(text: &str, e: &toml::de::Error) -> Problem {
-    let line = e
-        .span()
-        .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+    let start = e.span().map(|span| span.start.min(text.len()));
+    let line = start.map(|s| text[..s].matches('\n').count() + 1);
+    // The key is what stands before '=' on the offending line, when it is a
+    // `key = value` line (serde does not report the key path itself).
+    let key = line
+        .and_then(|n| text.lines().nth(n - 1))
+        .and_then(|l| l.split_once('='))
+        .map(|(k, _)| k.trim().to_string())
+        .filter(|k| !k.is_empty() && !k.starts_with('['))
+        .unwrap_or_default();
     Problem {
-        key: String::new(),
+        key,
         line,
         message: e.message().trim().to_string(),
     }
