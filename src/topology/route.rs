@@ -1,0 +1,117 @@
+//! Routing of engine output to the sinks: encodes each sample, alarm and
+//! balance result once per sink format and appends it to that sink's spool
+//! (or the local files). Runs on the engine task, between `Engine::process`
+//! and the next input; it allocates only its reused buffers.
+
+use crate::buffer::{RecordClass, SharedSpool, SpoolError};
+use crate::engine::EnginePlan;
+use crate::model::Output;
+use crate::sinks::file::writer::FileSink;
+use crate::sinks::{influxdb, mqtt};
+use std::sync::Arc;
+
+/// Where output goes; each part is optional.
+pub struct Router {
+    pub plan: Arc<EnginePlan>,
+    pub influx: Option<Arc<SharedSpool>>,
+    pub mqtt: Option<(Arc<SharedSpool>, String)>,
+    pub file: Option<FileSink>,
+    lines: Vec<u8>,
+    scratch: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    #[error("file sink: {0}")]
+    File(String),
+}
+
+impl Router {
+    pub fn new(plan: Arc<EnginePlan>, influx: Option<Arc<SharedSpool>>, mqtt: Option<(Arc<SharedSpool>, String)>, file: Option<FileSink>) -> Self {
+        Router {
+            plan,
+            influx,
+            mqtt,
+            file,
+            lines: Vec::with_capacity(64 * 1024),
+            scratch: Vec::with_capacity(1024),
+        }
+    }
+
+    /// Appends everything in `out` to the spools and files.
+    pub fn route(&mut self, out: &Output) -> Result<(), RouteError> {
+        let plan = &*self.plan;
+        let station = plan.station_id.as_str();
+        if !out.samples.is_empty() && (self.influx.is_some() || self.file.is_some()) {
+            self.lines.clear();
+            for s in &out.samples {
+                let tag = plan.tag_info(s.tag);
+                let device = &plan.device(tag.device).id;
+                influxdb::line::encode_sample(&mut self.lines, station, tag, device, s);
+            }
+            if let Some(sp) = &self.influx {
+                sp.lock().append(RecordClass::Telemetry, &self.lines)?;
+            }
+            if let Some(f) = &mut self.file {
+                f.write_telemetry(&self.lines).map_err(|e| RouteError::File(e.to_string()))?;
+            }
+        }
+        for e in &out.alarms {
+            let def = &plan.alarms[e.alarm as usize];
+            let unit = plan.tag(&def.source).map(|t| plan.tag_info(t).unit.as_str()).unwrap_or("%");
+            if let Some(sp) = &self.influx {
+                self.scratch.clear();
+                influxdb::line::encode_alarm(&mut self.scratch, station, &def.id, &def.source, e);
+                sp.lock().append(RecordClass::Alarm, &self.scratch)?;
+            }
+            let json = mqtt::payload::encode_alarm(station, def, e, unit);
+            if let Some((sp, prefix)) = &self.mqtt {
+                let mut spool = sp.lock();
+                for rec in mqtt::payload::alarm_records(prefix, station, def, e, &json) {
+                    spool.append(RecordClass::Alarm, &rec)?;
+                }
+            }
+            if let Some(f) = &mut self.file {
+                f.write_alarm(&json).map_err(|e| RouteError::File(e.to_string()))?;
+            }
+        }
+        for b in &out.balances {
+            if let Some(sp) = &self.influx {
+                self.scratch.clear();
+                influxdb::line::encode_balance(&mut self.scratch, station, b);
+                sp.lock().append(RecordClass::Balance, &self.scratch)?;
+            }
+            let json = mqtt::payload::encode_balance(station, b);
+            if let Some((sp, prefix)) = &self.mqtt {
+                let rec = mqtt::payload::balance_record(prefix, station, &json);
+                sp.lock().append(RecordClass::Balance, &rec)?;
+            }
+            if let Some(f) = &mut self.file {
+                f.write_balance(&json).map_err(|e| RouteError::File(e.to_string()))?;
+            }
+        }
+        if let Some(sp) = &self.influx {
+            sp.notify();
+        }
+        if let Some((sp, _)) = &self.mqtt {
+            sp.notify();
+        }
+        Ok(())
+    }
+
+    /// Makes everything routed so far durable (spool fsync, file flush).
+    pub fn flush(&mut self) -> Result<(), RouteError> {
+        if let Some(sp) = &self.influx {
+            sp.lock().sync()?;
+        }
+        if let Some((sp, _)) = &self.mqtt {
+            sp.lock().sync()?;
+        }
+        if let Some(f) = &mut self.file {
+            f.flush().map_err(|e| RouteError::File(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
