@@ -279,9 +279,7 @@ impl Station {
                 bias_percent: opts.meter_bias_percent.get(&m.name).copied().unwrap_or(0.0),
             });
             let mut bind = |name: &Option<String>, quantity| {
-                if let Some(name) = name
-                    && let Some(&idx) = by_name.get(name)
-                {
+                if let Some(&idx) = name.as_ref().and_then(|n| by_name.get(n)) {
                     let p: &mut PointState = &mut points[idx];
                     // First meter naming a point wins.
                     p.binding.get_or_insert(Binding {

@@ -321,3 +321,43 @@ async fn bad_config_is_an_error_not_a_panic() {
     let e = Station::from_config_str("not toml [", &SimOptions::default()).expect_err("rejected");
     assert!(matches!(e, SimError::Config(_)), "{e}");
 }
+
+/// Raw-socket checks below the tokio-modbus client: pipelined requests are all
+/// answered in order with their transaction ids, and a malformed header closes
+/// the connection.
+#[tokio::test]
+async fn raw_frames_pipelining_and_malformed_header() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = start().await;
+    let mut s = tokio::net::TcpStream::connect(h.local_addr())
+        .await
+        .expect("connects");
+    // Two requests in one write: tid 0x1234 unit 1 FC03 0..2, tid 0x1235 unit 9 FC03.
+    let req = [
+        0x12, 0x34, 0, 0, 0, 6, 1, 3, 0, 0, 0, 2, //
+        0x12, 0x35, 0, 0, 0, 6, 9, 3, 0, 0, 0, 2,
+    ];
+    s.write_all(&req).await.expect("writes");
+    let mut a = [0u8; 13];
+    s.read_exact(&mut a).await.expect("first answer");
+    assert_eq!(&a[..9], &[0x12, 0x34, 0, 0, 0, 7, 1, 3, 4]);
+    let mut b = [0u8; 9];
+    s.read_exact(&mut b).await.expect("second answer");
+    assert_eq!(b, [0x12, 0x35, 0, 0, 0, 3, 9, 0x83, 0x0B]);
+
+    // Protocol id 1: not Modbus; the server closes.
+    s.write_all(&[0, 1, 0, 1, 0, 6, 1, 3, 0, 0, 0, 2])
+        .await
+        .expect("writes");
+    // The rest of the frame is unread, so the kernel may answer with a reset.
+    let mut rest = Vec::new();
+    match tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+        .await
+        .expect("closed in time")
+    {
+        Ok(n) => assert_eq!(n, 0),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset),
+    }
+    assert_eq!(h.function_codes().get(&3), Some(&2));
+    h.stop().await;
+}
