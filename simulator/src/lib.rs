@@ -7,13 +7,13 @@
 //! and its tests use it as the device on the other end of the wire, and read
 //! back the ground truth ([`SimHandle::served`], [`SimHandle::snapshot`]).
 //!
-//! The register encoding ([`encode`]) is written independently of the
+//! The register encoding ([`mod@encode`]) is written independently of the
 //! daemon's decoder so the two check each other; this crate must never depend
 //! on `gaswatch`.
 //!
 //! Modules:
 //! - [`config`]: the station TOML, read with lenient serde structs;
-//! - [`encode`]: engineering value -> registers;
+//! - [`mod@encode`]: engineering value -> registers;
 //! - [`physics`]: the pure, deterministic [`Station`] model and register map;
 //! - [`server`]: the hand-written Modbus/TCP server, faults, ground-truth logs.
 //!

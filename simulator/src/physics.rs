@@ -37,7 +37,7 @@
 //! (0.05 K at the default 0.1). Points not referenced by any meter serve a
 //! constant 0.
 //!
-//! Each point's value is then encoded ([`crate::encode`]); the value a point
+//! Each point's value is then encoded ([`mod@crate::encode`]); the value a point
 //! "serves" ([`Station::true_value`]) is the engineering value a correct
 //! decoder recovers from its registers, so a daemon test may compare exactly.
 
