@@ -1,1 +1,69 @@
-pub fn placeholder() {}
+//! `gaswatch-sim`: a simulated city-gate station (门站) for gaswatch.
+//!
+//! It computes simple but physical station values (supply and regulated
+//! pressure, Joule-Thomson cooling, a daily demand profile, station line pack,
+//! an optional leak, meter errors) and serves them as Modbus/TCP registers laid
+//! out as a gaswatch station config describes. The daemon's `gaswatch demo`
+//! and its tests use it as the device on the other end of the wire, and read
+//! back the ground truth ([`SimHandle::served`], [`SimHandle::snapshot`]).
+//!
+//! The register encoding ([`mod@encode`]) is written independently of the
+//! daemon's decoder so the two check each other; this crate must never depend
+//! on `gaswatch`.
+//!
+//! Modules:
+//! - [`config`]: the station TOML, read with lenient serde structs;
+//! - [`mod@encode`]: engineering value -> registers;
+//! - [`physics`]: the pure, deterministic [`Station`] model and register map;
+//! - [`server`]: the hand-written Modbus/TCP server, faults, ground-truth logs.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), gaswatch_sim::SimError> {
+//! use gaswatch_sim::{serve, SimOptions, Station};
+//! let text = std::fs::read_to_string("config/city-gate.toml").unwrap_or_default();
+//! let station = Station::from_config_str(&text, &SimOptions::default())?;
+//! let handle = serve(station, "127.0.0.1:0".parse().expect("valid address")).await?;
+//! println!("serving on {}", handle.local_addr());
+//! handle.stop().await;
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+pub mod encode;
+pub mod physics;
+pub mod server;
+
+pub use config::{ConfigError, Endpoint, StationConfig};
+pub use encode::{DataType, Encoded, WordOrder, encode};
+pub use physics::{Leak, PhysicsState, SimOptions, Station};
+pub use server::{
+    Fault, SERVED_LOG_CAPACITY, Served, SimHandle, StationSnapshot, serve, serve_all,
+};
+
+/// Errors of the simulator library.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// The station config or the options cannot be used.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The listener could not be opened.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address asked for.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `serve` puts all endpoints on one listener, so unit ids must differ.
+    #[error(
+        "unit id {unit_id} is used on both {first} and {second}; one listener cannot route it (use serve_all)"
+    )]
+    UnitIdCollision {
+        /// The repeated unit id.
+        unit_id: u8,
+        /// First endpoint using it.
+        first: Endpoint,
+        /// Second endpoint using it.
+        second: Endpoint,
+    },
+}

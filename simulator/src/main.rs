@@ -1,1 +1,200 @@
-fn main() {}
+//! `gaswatch-sim` binary: serve a simulated station until Ctrl-C.
+//!
+//! Responsibility: command line, logging setup and lifetime only; everything
+//! else is the library. With `--bind`, every unit of the config is served on
+//! that one address; without it, each `host:port` of the config gets its own
+//! listener at that address (as the daemon would reach it).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use gaswatch_sim::{Leak, SimOptions, Station, serve, serve_all};
+use tracing::info;
+
+/// Simulated city-gate station serving Modbus/TCP.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Station config (the same TOML file the daemon reads).
+    #[arg(long, short = 'c')]
+    config: std::path::PathBuf,
+    /// Serve all units on this one address instead of the config's host:port.
+    #[arg(long)]
+    bind: Option<SocketAddr>,
+    /// Seed for every random choice.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Meter noise, % of reading (one standard deviation).
+    #[arg(long, default_value_t = 0.1)]
+    noise_percent: f64,
+    /// Leak rate in % of outlet throughput (no leak when absent).
+    #[arg(long)]
+    leak_percent: Option<f64>,
+    /// When the leak starts, e.g. "60s", "5m", "1h30m", or seconds.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    leak_after: Duration,
+    /// When the leak ends (never when absent).
+    #[arg(long, value_parser = parse_duration)]
+    leak_end: Option<Duration>,
+    /// Simulated seconds per wall-clock second.
+    #[arg(long, default_value_t = 1.0)]
+    speed: f64,
+    /// How often to log a summary line; 0 disables it.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    log_every: Duration,
+}
+
+/// Parses "1500ms", "60s", "5m", "2h", "1d", combinations like "1h30m", or a
+/// bare number of seconds ("2.5").
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    if let Ok(secs) = t.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs).map_err(|e| format!("`{text}`: {e}"));
+    }
+    let mut total = 0.0f64;
+    let mut rest = t;
+    if rest.is_empty() {
+        return Err("empty duration".into());
+    }
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| format!("`{text}`: a number needs a unit (ms, s, m, h, d)"))?;
+        let (num, tail) = rest.split_at(num_end);
+        let value: f64 = num
+            .parse()
+            .map_err(|_| format!("`{text}`: expected a number before the unit"))?;
+        let unit_end = tail
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_end);
+        let factor = match unit.trim() {
+            "ms" => 0.001,
+            "s" | "sec" => 1.0,
+            "m" | "min" => 60.0,
+            "h" => 3600.0,
+            "d" => 86_400.0,
+            other => return Err(format!("`{text}`: unknown unit `{other}` (ms, s, m, h, d)")),
+        };
+        total += value * factor;
+        rest = tail;
+    }
+    Duration::try_from_secs_f64(total).map_err(|e| format!("`{text}`: {e}"))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    let text = std::fs::read_to_string(&args.config)
+        .with_context(|| format!("reading {}", args.config.display()))?;
+    let opts = SimOptions {
+        seed: args.seed,
+        leak: args.leak_percent.map(|percent| Leak {
+            start_after: args.leak_after,
+            percent,
+            end_after: args.leak_end,
+        }),
+        noise_percent: args.noise_percent,
+        speed: args.speed,
+        ..SimOptions::default()
+    };
+    let station = Station::from_config_str(&text, &opts)
+        .with_context(|| format!("loading {}", args.config.display()))?;
+    info!(
+        station = station.station_id(),
+        seed = args.seed,
+        speed = args.speed,
+        "Station loaded."
+    );
+
+    let handles = match args.bind {
+        Some(addr) => vec![serve(station, addr).await?],
+        None => {
+            let mut addrs = Vec::new();
+            for ep in station.endpoints() {
+                let addr = tokio::net::lookup_host((ep.host.as_str(), ep.port))
+                    .await
+                    .with_context(|| format!("resolving {ep}"))?
+                    .next()
+                    .with_context(|| format!("{ep} resolves to no address"))?;
+                addrs.push((ep, addr));
+            }
+            let fallback: SocketAddr = ([127, 0, 0, 1], 0).into();
+            serve_all(station, |ep| {
+                addrs
+                    .iter()
+                    .find(|(e, _)| e == ep)
+                    .map_or(fallback, |(_, a)| *a)
+            })
+            .await?
+            .into_values()
+            .collect()
+        }
+    };
+    for h in &handles {
+        info!(addr = %h.local_addr(), "Serving Modbus/TCP.");
+    }
+
+    let Some(first) = handles.first() else {
+        anyhow::bail!("the config has no devices to serve");
+    };
+    let mut ticker = (!args.log_every.is_zero()).then(|| tokio::time::interval(args.log_every));
+    loop {
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => {
+                r.context("waiting for Ctrl-C")?;
+                break;
+            }
+            _ = async {
+                match ticker.as_mut() {
+                    Some(t) => { t.tick().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => {
+                let s = first.snapshot();
+                let p = s.physics;
+                info!(
+                    sim_time_s = s.sim_time.as_secs(),
+                    demand_sm3_per_h = format!("{:.0}", p.demand_sm3_per_h),
+                    inlet_sm3_per_h = format!("{:.0}", p.inlet_flow_sm3_per_h),
+                    leak_sm3_per_h = format!("{:.0}", p.leak_sm3_per_h),
+                    outlet_pressure_kpa = format!("{:.1}", p.outlet_pressure_kpa),
+                    linepack_sm3 = format!("{:.1}", p.linepack_sm3),
+                    "Station state."
+                );
+            }
+        }
+    }
+    info!("Stopping.");
+    for h in handles {
+        h.stop().await;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2.5"), Ok(Duration::from_millis(2500)));
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+}

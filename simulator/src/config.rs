@@ -1,0 +1,413 @@
+//! Reading the station config: the same TOML file the daemon reads, through the
+//! simulator's own minimal serde structs.
+//!
+//! Responsibility: turn config text into a validated [`StationConfig`] or a
+//! [`ConfigError`] that names the key and what was expected. Never panics.
+//!
+//! Invariants after [`StationConfig::from_toml_str`] returns `Ok`:
+//! - point names are unique across the whole station;
+//! - within one endpoint (`host:port`) every `unit_id` belongs to one device;
+//! - within one device and register table no two points share a register and
+//!   every point's registers fit below 65536;
+//! - every point a meter names exists;
+//! - `scale` is finite and non-zero, `offset` finite.
+//!
+//! Unknown keys are ignored on purpose (unlike the daemon, whose schema uses
+//! `deny_unknown_fields`): the daemon's schema grows and the simulator must
+//! keep reading it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Deserialize;
+
+use crate::encode::{DataType, WordOrder};
+
+/// A config that cannot be used, with the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The text is not TOML or a value has the wrong shape (toml's message
+    /// names the line, the key and what was expected).
+    #[error("station config: {0}")]
+    Toml(String),
+    /// A value is well-formed but not usable.
+    #[error("station config: key `{key}`: expected {expected}")]
+    Invalid {
+        /// Dotted path of the key, e.g. `devices[1].points[0].scale`.
+        key: String,
+        /// What the key should hold.
+        expected: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, expected: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.into(),
+            expected: expected.into(),
+        }
+    }
+}
+
+/// Which Modbus register table a point lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegisterKind {
+    /// Holding registers, read with FC03.
+    Holding,
+    /// Input registers, read with FC04.
+    Input,
+}
+
+/// Role of a meter run in the station balance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MeterRole {
+    /// Gas enters the station here (custody transfer from the supplier).
+    Inlet,
+    /// Gas leaves the station here (towards the city network).
+    Outlet,
+}
+
+/// The `host:port` a device is reached at, as written in the config.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Endpoint {
+    /// Host as written in the config (not resolved).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// The parts of a station config the simulator uses.
+#[derive(Debug, Clone)]
+pub struct StationConfig {
+    /// `[station] id`.
+    pub station_id: String,
+    /// `[[devices]]` in file order.
+    pub devices: Vec<DeviceConfig>,
+    /// `[[meters]]` in file order.
+    pub meters: Vec<MeterConfig>,
+}
+
+/// One `[[devices]]` entry.
+#[derive(Debug, Clone)]
+pub struct DeviceConfig {
+    /// Device id.
+    pub id: String,
+    /// Where the daemon reaches it.
+    pub endpoint: Endpoint,
+    /// Modbus unit id (slave id) behind that endpoint.
+    pub unit_id: u8,
+    /// Points in file order.
+    pub points: Vec<PointConfig>,
+}
+
+/// One `[[devices.points]]` entry.
+#[derive(Debug, Clone)]
+pub struct PointConfig {
+    /// Point (tag) name, unique in the station.
+    pub name: String,
+    /// Register table.
+    pub register: RegisterKind,
+    /// 0-based wire address of the first register.
+    pub address: u16,
+    /// Wire type.
+    pub data_type: DataType,
+    /// Word order of 32-bit types.
+    pub order: WordOrder,
+    /// Engineering = raw * scale + offset.
+    pub scale: f64,
+    /// Engineering = raw * scale + offset.
+    pub offset: f64,
+    /// Engineering unit, informative.
+    pub unit: String,
+}
+
+/// One `[[meters]]` entry.
+#[derive(Debug, Clone)]
+pub struct MeterConfig {
+    /// Meter run name.
+    pub name: String,
+    /// Inlet or outlet.
+    pub role: MeterRole,
+    /// Point serving flow at base conditions, Sm3/h.
+    pub flow: String,
+    /// Point serving pressure, kPa gauge.
+    pub pressure: Option<String>,
+    /// Point serving temperature, degC.
+    pub temperature: Option<String>,
+}
+
+// ---- raw serde shapes (unknown keys ignored) ----
+
+#[derive(Deserialize)]
+struct RawFile {
+    station: RawStation,
+    #[serde(default)]
+    devices: Vec<RawDevice>,
+    #[serde(default)]
+    meters: Vec<RawMeter>,
+}
+
+#[derive(Deserialize)]
+struct RawStation {
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct RawDevice {
+    id: String,
+    host: String,
+    port: u16,
+    unit_id: u8,
+    #[serde(default)]
+    points: Vec<RawPoint>,
+}
+
+#[derive(Deserialize)]
+struct RawPoint {
+    name: String,
+    register: RegisterKind,
+    address: u16,
+    #[serde(rename = "type")]
+    data_type: DataType,
+    order: Option<WordOrder>,
+    scale: Option<f64>,
+    offset: Option<f64>,
+    #[serde(default)]
+    unit: String,
+}
+
+#[derive(Deserialize)]
+struct RawMeter {
+    name: String,
+    role: MeterRole,
+    flow: String,
+    pressure: Option<String>,
+    temperature: Option<String>,
+}
+
+impl StationConfig {
+    /// Parses and validates station config text.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        let raw: RawFile = toml::from_str(text).map_err(|e| ConfigError::Toml(e.to_string()))?;
+        if raw.station.id.trim().is_empty() {
+            return Err(ConfigError::invalid("station.id", "a non-empty string"));
+        }
+
+        let mut names = BTreeSet::new();
+        let mut units_seen: BTreeMap<(Endpoint, u8), usize> = BTreeMap::new();
+        let mut devices = Vec::with_capacity(raw.devices.len());
+        for (di, d) in raw.devices.into_iter().enumerate() {
+            let endpoint = Endpoint {
+                host: d.host,
+                port: d.port,
+            };
+            if let Some(prev) = units_seen.insert((endpoint.clone(), d.unit_id), di) {
+                return Err(ConfigError::invalid(
+                    format!("devices[{di}].unit_id"),
+                    format!(
+                        "a unit id not already used on {endpoint} (devices[{prev}] has unit_id {})",
+                        d.unit_id
+                    ),
+                ));
+            }
+            let mut used: BTreeMap<(RegisterKind, u16), String> = BTreeMap::new();
+            let mut points = Vec::with_capacity(d.points.len());
+            for (pi, p) in d.points.into_iter().enumerate() {
+                let key = |k: &str| format!("devices[{di}].points[{pi}].{k}");
+                if p.name.trim().is_empty() {
+                    return Err(ConfigError::invalid(key("name"), "a non-empty string"));
+                }
+                if !names.insert(p.name.clone()) {
+                    return Err(ConfigError::invalid(
+                        key("name"),
+                        format!("a point name unique in the station (`{}` repeats)", p.name),
+                    ));
+                }
+                let scale = p.scale.unwrap_or(1.0);
+                if !scale.is_finite() || scale == 0.0 {
+                    return Err(ConfigError::invalid(
+                        key("scale"),
+                        "a finite, non-zero number",
+                    ));
+                }
+                let offset = p.offset.unwrap_or(0.0);
+                if !offset.is_finite() {
+                    return Err(ConfigError::invalid(key("offset"), "a finite number"));
+                }
+                let words = p.data_type.words();
+                let last = u32::from(p.address) + u32::from(words) - 1;
+                if last > u32::from(u16::MAX) {
+                    return Err(ConfigError::invalid(
+                        key("address"),
+                        format!("an address leaving room for {words} registers below 65536"),
+                    ));
+                }
+                for w in 0..words {
+                    let addr = p.address + w;
+                    if let Some(other) = used.insert((p.register, addr), p.name.clone()) {
+                        return Err(ConfigError::invalid(
+                            key("address"),
+                            format!(
+                                "registers not shared with another point (register {addr} also belongs to `{other}`)"
+                            ),
+                        ));
+                    }
+                }
+                points.push(PointConfig {
+                    name: p.name,
+                    register: p.register,
+                    address: p.address,
+                    data_type: p.data_type,
+                    order: p.order.unwrap_or_default(),
+                    scale,
+                    offset,
+                    unit: p.unit,
+                });
+            }
+            if d.id.trim().is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("devices[{di}].id"),
+                    "a non-empty string",
+                ));
+            }
+            devices.push(DeviceConfig {
+                id: d.id,
+                endpoint,
+                unit_id: d.unit_id,
+                points,
+            });
+        }
+
+        let mut meters = Vec::with_capacity(raw.meters.len());
+        for (mi, m) in raw.meters.into_iter().enumerate() {
+            let check = |k: &str, v: &str| {
+                if names.contains(v) {
+                    Ok(())
+                } else {
+                    Err(ConfigError::invalid(
+                        format!("meters[{mi}].{k}"),
+                        format!("the name of a point in [[devices.points]] (no point `{v}`)"),
+                    ))
+                }
+            };
+            check("flow", &m.flow)?;
+            if let Some(p) = &m.pressure {
+                check("pressure", p)?;
+            }
+            if let Some(t) = &m.temperature {
+                check("temperature", t)?;
+            }
+            meters.push(MeterConfig {
+                name: m.name,
+                role: m.role,
+                flow: m.flow,
+                pressure: m.pressure,
+                temperature: m.temperature,
+            });
+        }
+
+        Ok(Self {
+            station_id: raw.station.id,
+            devices,
+            meters,
+        })
+    }
+
+    /// Distinct endpoints in first-seen order.
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        let mut out: Vec<Endpoint> = Vec::new();
+        for d in &self.devices {
+            if !out.contains(&d.endpoint) {
+                out.push(d.endpoint.clone());
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CITY_GATE: &str = include_str!("../../config/city-gate.toml");
+
+    #[test]
+    fn parses_city_gate_example() {
+        let c = StationConfig::from_toml_str(CITY_GATE).expect("example config parses");
+        assert_eq!(c.station_id, "cg01");
+        assert_eq!(c.devices.len(), 3);
+        assert_eq!(c.meters.len(), 3);
+        assert_eq!(c.endpoints().len(), 1);
+        let p = &c.devices[2].points[1];
+        assert_eq!(p.name, "PT_OUT2");
+        assert_eq!(p.data_type, DataType::U16);
+        assert!((p.scale - 0.1).abs() < 1e-12);
+        assert_eq!(c.devices[1].points[0].order, WordOrder::Cdab);
+    }
+
+    fn err(text: &str) -> String {
+        match StationConfig::from_toml_str(text) {
+            Ok(_) => panic!("config should be rejected"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    const HEAD: &str =
+        "[station]\nid = \"s\"\n[[devices]]\nid = \"d\"\nhost = \"h\"\nport = 1\nunit_id = 1\n";
+
+    #[test]
+    fn rejects_bad_type_naming_the_key() {
+        let e = err(&format!(
+            "{HEAD}[[devices.points]]\nname = \"A\"\nregister = \"holding\"\naddress = 0\ntype = \"f64\"\n"
+        ));
+        assert!(e.contains("type"), "{e}");
+        assert!(e.contains("f32"), "{e}");
+    }
+
+    #[test]
+    fn rejects_overlapping_registers() {
+        let e = err(&format!(
+            "{HEAD}[[devices.points]]\nname = \"A\"\nregister = \"holding\"\naddress = 0\ntype = \"f32\"\n\
+             [[devices.points]]\nname = \"B\"\nregister = \"holding\"\naddress = 1\ntype = \"u16\"\n"
+        ));
+        assert!(e.contains("devices[0].points[1].address"), "{e}");
+    }
+
+    #[test]
+    fn rejects_zero_scale_and_unknown_meter_point() {
+        let e = err(&format!(
+            "{HEAD}[[devices.points]]\nname = \"A\"\nregister = \"input\"\naddress = 0\ntype = \"u16\"\nscale = 0.0\n"
+        ));
+        assert!(e.contains("devices[0].points[0].scale"), "{e}");
+        let e = err(&format!(
+            "{HEAD}[[meters]]\nname = \"M\"\nrole = \"inlet\"\nflow = \"NOPE\"\n"
+        ));
+        assert!(e.contains("meters[0].flow"), "{e}");
+    }
+
+    #[test]
+    fn rejects_duplicate_unit_on_endpoint_and_missing_station() {
+        let e = err(&format!(
+            "{HEAD}[[devices]]\nid = \"d2\"\nhost = \"h\"\nport = 1\nunit_id = 1\n"
+        ));
+        assert!(e.contains("devices[1].unit_id"), "{e}");
+        let e = err("[[devices]]\nid = \"d\"\n");
+        assert!(e.contains("station"), "{e}");
+    }
+
+    #[test]
+    fn ignores_unknown_keys() {
+        let c = StationConfig::from_toml_str(&format!(
+            "{HEAD}future_key = 3\n[[devices.points]]\nname = \"A\"\nregister = \"input\"\naddress = 0\ntype = \"u16\"\ndeadband = 1\n[whatever]\nx = 1\n"
+        ))
+        .expect("unknown keys are ignored");
+        assert_eq!(c.devices[0].points.len(), 1);
+    }
+}

@@ -1,0 +1,480 @@
+//! Modbus/TCP server for a simulated station: hand-written framing on a tokio
+//! `TcpListener`.
+//!
+//! Responsibility: serve a [`Station`]'s register map to Modbus/TCP clients,
+//! inject faults per unit id, and record ground truth (function codes received,
+//! values served) for tests.
+//!
+//! Why not `tokio_modbus::server`: the simulator must be an *independent* peer
+//! for the daemon's tokio-modbus client, and the faults (garbage bytes, never
+//! answering, closing on the next request) need control below the codec. The
+//! framing here is small: MBAP header (transaction id u16, protocol id u16 = 0,
+//! length u16 = unit id + PDU bytes, unit id u8) then the PDU, big-endian.
+//!
+//! Behaviour:
+//! - One listener serves every unit id routed to it, like a serial gateway;
+//!   requests on one connection are answered in order, one at a time.
+//! - Unknown unit id -> exception 0x0B (gateway target failed to respond).
+//! - FC03 / FC04 read holding / input registers, 1..=125 of them, else 0x03;
+//!   any unmapped register in the range -> 0x02.
+//! - FC01 / FC02 are readable function codes but the config format has no bit
+//!   points, so every bit address answers 0x02 (count outside 1..=2000: 0x03).
+//! - Every other function code, writes included, answers 0x01 (illegal
+//!   function): the simulated devices are read-only. Every function code
+//!   received is counted ([`SimHandle::function_codes`]), before faults apply.
+//! - A malformed MBAP header (protocol id != 0, length outside 2..=254) closes
+//!   the connection: there is no way to find the next frame.
+//! - The station advances from the tokio clock (so paused-time tests work)
+//!   whenever a request is answered or a snapshot is taken, by the wall time
+//!   elapsed times `SimOptions::speed`.
+//! - [`SimHandle::stop`] closes the listener and every open connection; the
+//!   listener uses `SO_REUSEADDR`, so serving again on the same port works at
+//!   once. Dropping a handle without `stop` also shuts its server down, in the
+//!   background.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::SimError;
+use crate::config::{Endpoint, RegisterKind};
+use crate::physics::{Leak, PhysicsState, Station};
+
+/// Most entries kept in the served-values log.
+pub const SERVED_LOG_CAPACITY: usize = 100_000;
+
+/// A fault injected for one unit id of one listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fault {
+    /// Answer normally.
+    #[default]
+    None,
+    /// Read requests, never answer; the connection stays open.
+    NoResponse,
+    /// Answer after this delay (later requests on the connection wait too).
+    Delay(Duration),
+    /// Answer every request with this exception code.
+    Exception(u8),
+    /// Write random bytes (not a valid frame) and close the connection.
+    Garbage,
+    /// Close the TCP connection when the next request arrives.
+    CloseConnection,
+}
+
+/// One point value that was sent to a client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Served {
+    /// Point name.
+    pub point: String,
+    /// Engineering value the registers encode.
+    pub value: f64,
+    /// Simulated time of the value.
+    pub sim_time: Duration,
+    /// Unit id the request addressed.
+    pub unit_id: u8,
+}
+
+/// Current state for a live view.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StationSnapshot {
+    /// `[station] id`.
+    pub station_id: String,
+    /// Simulated time since start.
+    pub sim_time: Duration,
+    /// Value every point serves now, by point name.
+    pub values: BTreeMap<String, f64>,
+    /// Physical ground truth (no meter error), including the leak rate.
+    pub physics: PhysicsState,
+    /// Leak configured (active or not; see `physics.leak_active`).
+    pub leak: Option<Leak>,
+}
+
+/// State shared by every listener of one station.
+struct Shared {
+    station: Station,
+    last_wall: Instant,
+    served: VecDeque<Served>,
+}
+
+impl Shared {
+    /// Advances the station to the current tokio time.
+    fn sync(&mut self) {
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(self.last_wall);
+        self.last_wall = now;
+        let speed = self.station.speed;
+        self.station.step(elapsed.mul_f64(speed));
+    }
+
+    fn snapshot(&mut self) -> StationSnapshot {
+        self.sync();
+        StationSnapshot {
+            station_id: self.station.station_id().to_string(),
+            sim_time: self.station.sim_time(),
+            values: self.station.values(),
+            physics: self.station.physics(),
+            leak: self.station.leak(),
+        }
+    }
+}
+
+/// State of one listener.
+struct ListenerState {
+    /// Unit id -> device index in the station.
+    units: HashMap<u8, usize>,
+    faults: Mutex<HashMap<u8, Fault>>,
+    function_codes: Mutex<BTreeMap<u8, u64>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave these maps half-updated in a
+    // way that matters to a simulator; keep serving.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A running listener. See the module docs for what stop and drop do.
+pub struct SimHandle {
+    local_addr: SocketAddr,
+    shared: Arc<Mutex<Shared>>,
+    listener: Arc<ListenerState>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for SimHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimHandle")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SimHandle {
+    /// Address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Count of requests received per function code (this listener).
+    pub fn function_codes(&self) -> BTreeMap<u8, u64> {
+        lock(&self.listener.function_codes).clone()
+    }
+
+    /// Log of point values served (all listeners of the station), oldest
+    /// first, at most [`SERVED_LOG_CAPACITY`] entries.
+    pub fn served(&self) -> Vec<Served> {
+        lock(&self.shared).served.iter().cloned().collect()
+    }
+
+    /// Replaces the station's leak; its times count from now.
+    pub fn set_leak(&self, leak: Option<Leak>) -> Result<(), SimError> {
+        let mut s = lock(&self.shared);
+        s.sync();
+        s.station.set_leak(leak)
+    }
+
+    /// Sets the fault for a unit id on this listener (`Fault::None` clears it).
+    pub fn set_fault(&self, unit_id: u8, fault: Fault) {
+        let mut f = lock(&self.listener.faults);
+        if fault == Fault::None {
+            f.remove(&unit_id);
+        } else {
+            f.insert(unit_id, fault);
+        }
+    }
+
+    /// Current values of every point, physical truth and leak state.
+    pub fn snapshot(&self) -> StationSnapshot {
+        lock(&self.shared).snapshot()
+    }
+
+    /// Closes the listener and all open connections, and waits until they
+    /// are closed.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            if let Err(error) = task.await {
+                warn!(%error, "Simulator listener task failed.");
+            }
+        }
+        info!(addr = %self.local_addr, "Simulator listener stopped.");
+    }
+}
+
+/// Serves every unit of every device in the station on one listener at
+/// `bind`. Unit ids must be unique across the config's endpoints (else use
+/// [`serve_all`]).
+pub async fn serve(station: Station, bind: SocketAddr) -> Result<SimHandle, SimError> {
+    let mut units: HashMap<u8, usize> = HashMap::new();
+    for (i, d) in station.devices.iter().enumerate() {
+        if let Some(prev) = units.insert(d.unit_id, i) {
+            return Err(SimError::UnitIdCollision {
+                unit_id: d.unit_id,
+                first: station.devices[prev].endpoint.clone(),
+                second: d.endpoint.clone(),
+            });
+        }
+    }
+    let shared = Arc::new(Mutex::new(Shared {
+        station,
+        last_wall: Instant::now(),
+        served: VecDeque::new(),
+    }));
+    start_listener(shared, units, bind).await
+}
+
+/// Serves each endpoint (`host:port`) of the config on its own listener,
+/// bound where `bind_for` says (e.g. `127.0.0.1:0` in tests). All listeners
+/// share one station. Returns one handle per endpoint.
+pub async fn serve_all(
+    station: Station,
+    bind_for: impl Fn(&Endpoint) -> SocketAddr,
+) -> Result<BTreeMap<Endpoint, SimHandle>, SimError> {
+    let mut per_endpoint: BTreeMap<Endpoint, HashMap<u8, usize>> = BTreeMap::new();
+    for (i, d) in station.devices.iter().enumerate() {
+        // The config guarantees unit ids are unique per endpoint.
+        per_endpoint
+            .entry(d.endpoint.clone())
+            .or_default()
+            .insert(d.unit_id, i);
+    }
+    let shared = Arc::new(Mutex::new(Shared {
+        station,
+        last_wall: Instant::now(),
+        served: VecDeque::new(),
+    }));
+    let mut out = BTreeMap::new();
+    for (endpoint, units) in per_endpoint {
+        let addr = bind_for(&endpoint);
+        let handle = start_listener(shared.clone(), units, addr).await?;
+        info!(%endpoint, addr = %handle.local_addr(), "Serving endpoint.");
+        out.insert(endpoint, handle);
+    }
+    Ok(out)
+}
+
+fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+async fn start_listener(
+    shared: Arc<Mutex<Shared>>,
+    units: HashMap<u8, usize>,
+    bind: SocketAddr,
+) -> Result<SimHandle, SimError> {
+    let listener = bind_listener(bind).map_err(|source| SimError::Bind { addr: bind, source })?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|source| SimError::Bind { addr: bind, source })?;
+    let state = Arc::new(ListenerState {
+        units,
+        faults: Mutex::new(HashMap::new()),
+        function_codes: Mutex::new(BTreeMap::new()),
+    });
+    let (tx, rx) = oneshot::channel();
+    let task = tokio::spawn(accept_loop(listener, rx, shared.clone(), state.clone()));
+    info!(addr = %local_addr, "Simulator listening.");
+    Ok(SimHandle {
+        local_addr,
+        shared,
+        listener: state,
+        shutdown: Some(tx),
+        task: Some(task),
+    })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    mut shutdown: oneshot::Receiver<()>,
+    shared: Arc<Mutex<Shared>>,
+    state: Arc<ListenerState>,
+) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            // A sent signal or a dropped handle both stop the listener.
+            _ = &mut shutdown => break,
+            res = listener.accept() => match res {
+                Ok((stream, peer)) => {
+                    debug!(%peer, "Accepted connection.");
+                    conns.spawn(connection(stream, peer, shared.clone(), state.clone()));
+                }
+                Err(error) => {
+                    // E.g. EMFILE: back off instead of spinning.
+                    warn!(%error, "Accept failed.");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    drop(listener);
+    // Aborting drops each connection's TcpStream, which closes it.
+    conns.shutdown().await;
+}
+
+/// MBAP header length including the unit id.
+const MBAP_LEN: usize = 7;
+
+async fn connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Mutex<Shared>>,
+    state: Arc<ListenerState>,
+) {
+    let _ = stream.set_nodelay(true);
+    let mut header = [0u8; MBAP_LEN];
+    let mut pdu = Vec::with_capacity(260);
+    let mut response = Vec::with_capacity(260);
+    loop {
+        if stream.read_exact(&mut header).await.is_err() {
+            debug!(%peer, "Connection closed by peer.");
+            return;
+        }
+        let transaction_id = u16::from_be_bytes([header[0], header[1]]);
+        let protocol_id = u16::from_be_bytes([header[2], header[3]]);
+        let length = usize::from(u16::from_be_bytes([header[4], header[5]]));
+        let unit_id = header[6];
+        if protocol_id != 0 || !(2..=254).contains(&length) {
+            debug!(%peer, protocol_id, length, "Malformed MBAP header; closing.");
+            return;
+        }
+        pdu.resize(length - 1, 0);
+        if stream.read_exact(&mut pdu).await.is_err() {
+            debug!(%peer, "Connection closed mid-frame.");
+            return;
+        }
+        let function = pdu[0];
+        *lock(&state.function_codes).entry(function).or_insert(0) += 1;
+
+        let fault = lock(&state.faults)
+            .get(&unit_id)
+            .copied()
+            .unwrap_or_default();
+        response.clear();
+        match fault {
+            Fault::None => handle_pdu(&pdu, unit_id, &shared, &state, &mut response),
+            Fault::NoResponse => continue,
+            Fault::CloseConnection => {
+                debug!(%peer, unit_id, "Fault: closing connection.");
+                return;
+            }
+            Fault::Garbage => {
+                let mut rng = fastrand::Rng::new();
+                let mut junk: Vec<u8> = (0..rng.usize(9..=32)).map(|_| rng.u8(..)).collect();
+                // Make sure no client mistakes it for a frame: protocol id != 0.
+                junk[2] = 0xA5;
+                let _ = stream.write_all(&junk).await;
+                let _ = stream.shutdown().await;
+                return;
+            }
+            Fault::Delay(d) => {
+                tokio::time::sleep(d).await;
+                handle_pdu(&pdu, unit_id, &shared, &state, &mut response);
+            }
+            Fault::Exception(code) => response.extend_from_slice(&[function | 0x80, code]),
+        }
+        let mut frame = Vec::with_capacity(MBAP_LEN + response.len());
+        frame.extend_from_slice(&transaction_id.to_be_bytes());
+        frame.extend_from_slice(&0u16.to_be_bytes());
+        // Response PDUs are at most 2 + 250 bytes, so the length fits.
+        let len = u16::try_from(response.len() + 1).expect("response PDU fits in a frame");
+        frame.extend_from_slice(&len.to_be_bytes());
+        frame.push(unit_id);
+        frame.extend_from_slice(&response);
+        if let Err(error) = stream.write_all(&frame).await {
+            debug!(%peer, %error, "Write failed; closing.");
+            return;
+        }
+    }
+}
+
+/// Builds the response PDU for one request PDU (never empty).
+fn handle_pdu(
+    pdu: &[u8],
+    unit_id: u8,
+    shared: &Mutex<Shared>,
+    state: &ListenerState,
+    out: &mut Vec<u8>,
+) {
+    let function = pdu[0];
+    let exception = |out: &mut Vec<u8>, code: u8| {
+        out.clear();
+        out.extend_from_slice(&[function | 0x80, code]);
+    };
+    let Some(&device) = state.units.get(&unit_id) else {
+        return exception(out, 0x0B);
+    };
+    let kind = match function {
+        0x01 | 0x02 => None,
+        0x03 => Some(RegisterKind::Holding),
+        0x04 => Some(RegisterKind::Input),
+        _ => return exception(out, 0x01),
+    };
+    if pdu.len() != 5 {
+        return exception(out, 0x03);
+    }
+    let start = u16::from_be_bytes([pdu[1], pdu[2]]);
+    let count = u16::from_be_bytes([pdu[3], pdu[4]]);
+    let Some(kind) = kind else {
+        // Bits: the config format has no bit points.
+        let code = if (1..=2000).contains(&count) {
+            0x02
+        } else {
+            0x03
+        };
+        return exception(out, code);
+    };
+    if !(1..=125).contains(&count) {
+        return exception(out, 0x03);
+    }
+    let mut guard = lock(shared);
+    let s = &mut *guard;
+    s.sync();
+    let mut words = Vec::with_capacity(usize::from(count));
+    let sim_time = s.station.sim_time();
+    let mut served = Vec::new();
+    let result =
+        s.station
+            .read_registers(device, kind, start, count, &mut words, |point, value| {
+                served.push(Served {
+                    point: point.to_string(),
+                    value,
+                    sim_time,
+                    unit_id,
+                });
+            });
+    if let Err(code) = result {
+        return exception(out, code);
+    }
+    for entry in served {
+        if s.served.len() >= SERVED_LOG_CAPACITY {
+            s.served.pop_front();
+        }
+        s.served.push_back(entry);
+    }
+    drop(guard);
+    out.push(function);
+    // count <= 125, so 2 * count <= 250 fits in a byte.
+    out.push(u8::try_from(words.len() * 2).expect("at most 125 registers"));
+    for w in words {
+        out.extend_from_slice(&w.to_be_bytes());
+    }
+}
