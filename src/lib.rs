@@ -9,3 +9,6 @@ pub mod engine;
 pub mod model;
 pub mod sinks;
 pub mod sources;
+pub mod demo;
+pub mod telemetry;
+pub mod topology;

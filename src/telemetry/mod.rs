@@ -1,0 +1,35 @@
+//! Logging setup: human-readable text by default, JSON lines on request.
+//! Logs go to stderr, or to a file when a terminal view owns the screen.
+
+use std::path::Path;
+use tracing_subscriber::EnvFilter;
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Installs the global subscriber. `RUST_LOG` overrides the default level
+/// (`info`). With `file`, logs are appended there instead of stderr.
+pub fn init_logging(format: LogFormat, file: Option<&Path>) -> std::io::Result<()> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let result = match (format, file) {
+        (LogFormat::Text, None) => builder.with_writer(std::io::stderr).try_init(),
+        (LogFormat::Json, None) => builder.json().with_writer(std::io::stderr).try_init(),
+        (format, Some(path)) => {
+            let f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+            let w = std::sync::Mutex::new(f);
+            match format {
+                LogFormat::Text => builder.with_ansi(false).with_writer(w).try_init(),
+                LogFormat::Json => builder.json().with_writer(w).try_init(),
+            }
+        }
+    };
+    // A second init (tests) is harmless.
+    let _ = result;
+    Ok(())
+}
