@@ -2,5 +2,10 @@
 //! registers to the engine. Wiring only; see `config.rs` and `poller.rs`.
 
 pub mod config;
+pub mod poller;
+
+#[cfg(test)]
+mod tests;
 
 pub use config::{DataType, DeviceConfig, PointConfig, RegisterKind, WordOrder};
+pub use poller::spawn;

@@ -1,0 +1,572 @@
+//! The Modbus/TCP poller: one task per endpoint (`host:port`) reads the
+//! planned blocks of every device behind it and sends each result to the
+//! engine as an [`Input`]. The poller never decodes; the engine does.
+//!
+//! Invariants:
+//! - **Read-only toward the field.** The only requests ever built are
+//!   function codes 03 (read holding registers) and 04 (read input
+//!   registers), see [`read_request`]. Nothing here can write.
+//! - **One connection per endpoint.** Devices that share an endpoint (unit
+//!   ids behind one serial gateway) share one TCP connection; requests on it
+//!   are strictly serialised (one outstanding request), the unit id is set
+//!   per request. Serial gateways and small RTUs allow nothing else.
+//! - **Every network step is bounded.** tokio-modbus has no timeouts of its
+//!   own (slowtec/tokio-modbus#113, #183), so connecting and every request run
+//!   under `tokio::time::timeout` with the device's `timeout`. A dead unit
+//!   therefore delays the other devices of its endpoint by at most its
+//!   timeout per cycle.
+//! - **A context that failed is never reused.** After a timeout the late
+//!   answer may still arrive and the next call then fails with a
+//!   transaction-id mismatch (slowtec/tokio-modbus#324); after a transport or
+//!   framing error the stream position is unknown. In all those cases the
+//!   context is dropped and a fresh connection is made. An exception
+//!   response, by contrast, is a complete well-framed answer: it is reported
+//!   for that block only (a data-quality matter) and the connection stays.
+//! - **Reconnects back off.** Refused or failed connects and dropped
+//!   connections are retried after a capped exponential delay with jitter
+//!   (250 ms doubling to 30 s, ±20 %), reset by any well-formed response.
+//!   While disconnected nothing is sent: the engine marks the points STALE
+//!   after 1.5 poll periods by itself.
+//! - **Fixed rate, never bunched.** Each device is polled on its own
+//!   `poll_interval` grid; ticks missed because a cycle overran are skipped
+//!   and counted (`gaswatch_modbus_overruns_total`), not caught up.
+//! - **Never blocks on the engine.** Inputs go out with `try_send`; when the
+//!   channel is full the rest of that device cycle is dropped and counted
+//!   (`gaswatch_source_dropped_total{reason="channel_full"}`), with one WARN
+//!   per episode.
+//! - Responses are checked, not trusted: a register count different from the
+//!   request is `Malformed`. (We call `Client::call` directly rather than
+//!   `Reader::read_holding_registers`, whose `debug_assert_eq!` on the count
+//!   would panic on such a peer in debug builds.)
+
+use crate::engine::{BlockPlan, DevicePlan, EnginePlan};
+use crate::model::{BlockId, DeviceId, Input, ReadError, Timestamp};
+use crate::sources::modbus::RegisterKind;
+use metrics::{Counter, Histogram, counter, histogram};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_modbus::client::{Client, Context, tcp};
+use tokio_modbus::slave::SlaveContext;
+use tokio_modbus::{ProtocolError, Request, Response, Slave};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// First reconnect delay.
+const BACKOFF_BASE: Duration = Duration::from_millis(250);
+/// Largest reconnect delay.
+const BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// Shortest poll interval honoured (guards a zero interval).
+const MIN_INTERVAL: Duration = Duration::from_millis(1);
+
+/// Spawns one task per endpoint (host:port). Devices sharing an endpoint
+/// (several unit ids behind one serial gateway) share ONE TCP connection;
+/// requests on it are serialised.
+///
+/// The tasks run until `cancel` fires or the engine side of `tx` is closed.
+pub fn spawn(
+    plan: Arc<EnginePlan>,
+    tx: mpsc::Sender<Input>,
+    cancel: CancellationToken,
+) -> Vec<JoinHandle<()>> {
+    endpoints(&plan)
+        .into_iter()
+        .map(|(endpoint, devices)| {
+            let task = EndpointTask::new(
+                Arc::clone(&plan),
+                endpoint,
+                devices,
+                tx.clone(),
+                cancel.clone(),
+            );
+            tokio::spawn(task.run())
+        })
+        .collect()
+}
+
+/// Groups the devices with at least one block by `(host, port)`, in config order.
+fn endpoints(plan: &EnginePlan) -> Vec<((String, u16), Vec<DeviceId>)> {
+    let mut order: Vec<(String, u16)> = Vec::new();
+    let mut groups: BTreeMap<(String, u16), Vec<DeviceId>> = BTreeMap::new();
+    for (i, d) in plan.devices.iter().enumerate() {
+        if d.blocks.is_empty() {
+            continue;
+        }
+        let key = (d.host.clone(), d.port);
+        let group = groups.entry(key.clone()).or_default();
+        if group.is_empty() {
+            order.push(key);
+        }
+        group.push(DeviceId(i as u32));
+    }
+    order
+        .into_iter()
+        .filter_map(|k| groups.remove(&k).map(|g| (k, g)))
+        .collect()
+}
+
+/// The only requests this module can build: FC03 and FC04 reads.
+pub(crate) fn read_request(kind: RegisterKind, start: u16, count: u16) -> Request<'static> {
+    match kind {
+        RegisterKind::Holding => Request::ReadHoldingRegisters(start, count),
+        RegisterKind::Input => Request::ReadInputRegisters(start, count),
+    }
+}
+
+/// What one request produced.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Outcome {
+    Registers(Vec<u16>),
+    /// The read failed; `reconnect` when the context must be dropped.
+    Failed {
+        error: ReadError,
+        reconnect: bool,
+    },
+}
+
+/// Classifies the result of one `call` wrapped in a timeout.
+pub(crate) fn classify(
+    result: Result<tokio_modbus::Result<Response>, tokio::time::error::Elapsed>,
+    count: u16,
+) -> Outcome {
+    let failed = |error, reconnect| Outcome::Failed { error, reconnect };
+    match result {
+        Err(_elapsed) => failed(ReadError::Timeout, true),
+        Ok(Err(tokio_modbus::Error::Transport(e))) => match e.kind() {
+            // The codec could not frame or parse the answer.
+            io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput => {
+                failed(ReadError::Malformed, true)
+            }
+            _ => failed(ReadError::Transport, true),
+        },
+        // A response to another transaction or unit: the stream is out of step.
+        Ok(Err(tokio_modbus::Error::Protocol(ProtocolError::HeaderMismatch { .. }))) => {
+            failed(ReadError::Transport, true)
+        }
+        Ok(Err(tokio_modbus::Error::Protocol(ProtocolError::FunctionCodeMismatch { .. }))) => {
+            failed(ReadError::Malformed, true)
+        }
+        Ok(Ok(Err(code))) => failed(ReadError::Exception(u8::from(code)), false),
+        Ok(Ok(Ok(Response::ReadHoldingRegisters(regs) | Response::ReadInputRegisters(regs))))
+            if regs.len() == usize::from(count) =>
+        {
+            Outcome::Registers(regs)
+        }
+        // Well framed, but not the shape asked for: the stream is still in step.
+        Ok(Ok(Ok(_))) => failed(ReadError::Malformed, false),
+    }
+}
+
+/// Capped exponential backoff with ±20 % jitter.
+#[derive(Debug)]
+pub(crate) struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    pub(crate) fn new() -> Self {
+        Backoff { next: BACKOFF_BASE }
+    }
+
+    /// The delay before the next attempt; doubles the one after it.
+    pub(crate) fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(BACKOFF_CAP);
+        d.mul_f64(0.8 + 0.4 * fastrand::f64())
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.next = BACKOFF_BASE;
+    }
+}
+
+/// Next poll time on the grid `due + k * interval` strictly after `now`, and
+/// the number of grid ticks skipped on the way (overruns).
+pub(crate) fn advance(due: Instant, interval: Duration, now: Instant) -> (Instant, u64) {
+    let next = due + interval;
+    if next > now {
+        return (next, 0);
+    }
+    let behind = now.duration_since(next).as_nanos();
+    let step = interval.as_nanos().max(1);
+    let skipped = behind / step + 1;
+    let next = next + interval.mul_f64(skipped as f64);
+    // mul_f64 may round down by a nanosecond; make sure we are in the future.
+    let next = if next > now { next } else { now + interval };
+    (next, u64::try_from(skipped).unwrap_or(u64::MAX))
+}
+
+/// Per-device metric handles, registered once.
+struct DeviceMetrics {
+    requests: Counter,
+    timeout: Counter,
+    transport: Counter,
+    exception: Counter,
+    malformed: Counter,
+    overruns: Counter,
+    dropped: Counter,
+    response: Histogram,
+}
+
+impl DeviceMetrics {
+    fn new(device: &str) -> Self {
+        let err = |t: &'static str| counter!("gaswatch_modbus_errors_total", "device" => device.to_string(), "error_type" => t);
+        DeviceMetrics {
+            requests: counter!("gaswatch_modbus_requests_total", "device" => device.to_string()),
+            timeout: err("timeout"),
+            transport: err("transport"),
+            exception: err("exception"),
+            malformed: err("malformed"),
+            overruns: counter!("gaswatch_modbus_overruns_total", "device" => device.to_string()),
+            dropped: counter!(
+                "gaswatch_source_dropped_total",
+                "device" => device.to_string(),
+                "reason" => "channel_full"
+            ),
+            response: histogram!("gaswatch_modbus_response_seconds", "device" => device.to_string()),
+        }
+    }
+
+    fn error(&self, e: ReadError) {
+        match e {
+            ReadError::Timeout => self.timeout.increment(1),
+            ReadError::Transport => self.transport.increment(1),
+            ReadError::Exception(_) => self.exception.increment(1),
+            ReadError::Malformed => self.malformed.increment(1),
+        }
+    }
+}
+
+/// Poll state of one device.
+struct DeviceState {
+    id: DeviceId,
+    due: Instant,
+    /// Last reported state per block (`None` = good or not yet read), so a
+    /// change is logged once.
+    block_error: Vec<Option<ReadError>>,
+    metrics: DeviceMetrics,
+}
+
+/// Why a poll cycle ended early.
+enum CycleEnd {
+    Done,
+    /// The connection failed and was dropped.
+    Reconnect,
+    /// The engine is gone.
+    Closed,
+}
+
+struct EndpointTask {
+    plan: Arc<EnginePlan>,
+    name: String,
+    host: String,
+    port: u16,
+    connect_timeout: Duration,
+    devices: Vec<DeviceState>,
+    tx: mpsc::Sender<Input>,
+    cancel: CancellationToken,
+    backoff: Backoff,
+    /// True while connects fail (one WARN when it starts, one INFO when it ends).
+    unreachable: bool,
+    /// True while the channel is full (one WARN per episode).
+    channel_full: bool,
+    connects_ok: Counter,
+    connects_err: Counter,
+}
+
+impl EndpointTask {
+    fn new(
+        plan: Arc<EnginePlan>,
+        (host, port): (String, u16),
+        ids: Vec<DeviceId>,
+        tx: mpsc::Sender<Input>,
+        cancel: CancellationToken,
+    ) -> Self {
+        let name = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        let now = Instant::now();
+        let devices: Vec<DeviceState> = ids
+            .into_iter()
+            .map(|id| {
+                let d = plan.device(id);
+                DeviceState {
+                    id,
+                    due: now,
+                    block_error: vec![None; d.blocks.len()],
+                    metrics: DeviceMetrics::new(&d.id),
+                }
+            })
+            .collect();
+        let connect_timeout = devices
+            .iter()
+            .map(|s| plan.device(s.id).timeout)
+            .max()
+            .unwrap_or(Duration::from_secs(1));
+        EndpointTask {
+            connects_ok: counter!("gaswatch_modbus_connects_total", "endpoint" => name.clone(), "result" => "ok"),
+            connects_err: counter!("gaswatch_modbus_connects_total", "endpoint" => name.clone(), "result" => "error"),
+            plan,
+            name,
+            host,
+            port,
+            connect_timeout,
+            devices,
+            tx,
+            cancel,
+            backoff: Backoff::new(),
+            unreachable: false,
+            channel_full: false,
+        }
+    }
+
+    /// Runs `fut` unless cancellation comes first (`None`).
+    async fn or_cancel<F: Future>(cancel: &CancellationToken, fut: F) -> Option<F::Output> {
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => None,
+            out = fut => Some(out),
+        }
+    }
+
+    async fn run(mut self) {
+        debug!(endpoint = %self.name, devices = self.devices.len(), "Modbus poller started.");
+        let mut ctx: Option<Context> = None;
+        let mut retry_at = Instant::now();
+        loop {
+            if ctx.is_none() {
+                let cancel = self.cancel.clone();
+                if Self::or_cancel(&cancel, tokio::time::sleep_until(retry_at))
+                    .await
+                    .is_none()
+                {
+                    break;
+                }
+                let Some(result) = Self::or_cancel(&cancel, self.connect()).await else {
+                    break;
+                };
+                match result {
+                    Ok(c) => {
+                        self.connects_ok.increment(1);
+                        if self.unreachable {
+                            info!(endpoint = %self.name, "Modbus endpoint reachable again.");
+                            self.unreachable = false;
+                        } else {
+                            debug!(endpoint = %self.name, "Modbus endpoint connected.");
+                        }
+                        // Ticks that passed while disconnected are not overruns.
+                        let now = Instant::now();
+                        for d in &mut self.devices {
+                            d.due = d.due.max(now);
+                        }
+                        ctx = Some(c);
+                    }
+                    Err(error) => {
+                        self.connects_err.increment(1);
+                        let delay = self.backoff.next_delay();
+                        if self.unreachable {
+                            debug!(endpoint = %self.name, %error, ?delay, "Modbus connect failed again.");
+                        } else {
+                            warn!(endpoint = %self.name, %error, ?delay, "Modbus endpoint unreachable.");
+                            self.unreachable = true;
+                        }
+                        retry_at = Instant::now() + delay;
+                        continue;
+                    }
+                }
+            }
+            // The device due first (ties go to config order).
+            let Some(next) = (0..self.devices.len()).min_by_key(|&i| self.devices[i].due) else {
+                break;
+            };
+            let cancel = self.cancel.clone();
+            let due = self.devices[next].due;
+            if Self::or_cancel(&cancel, tokio::time::sleep_until(due))
+                .await
+                .is_none()
+            {
+                break;
+            }
+            let Some(c) = ctx.as_mut() else { continue };
+            let Some(end) = Self::or_cancel(&cancel, self.poll_device(c, next)).await else {
+                break;
+            };
+            let interval = self
+                .plan
+                .device(self.devices[next].id)
+                .poll_interval
+                .max(MIN_INTERVAL);
+            let (next_due, skipped) = advance(due, interval, Instant::now());
+            if skipped > 0 {
+                self.devices[next].metrics.overruns.increment(skipped);
+                debug!(device = %self.plan.device(self.devices[next].id).id, skipped, "Modbus poll cycle overran; ticks skipped.");
+            }
+            self.devices[next].due = next_due;
+            match end {
+                CycleEnd::Done => {}
+                CycleEnd::Reconnect => {
+                    // Never reuse a context after a timeout or transport error (#324).
+                    ctx = None;
+                    let delay = self.backoff.next_delay();
+                    debug!(endpoint = %self.name, ?delay, "Modbus connection dropped; reconnecting.");
+                    retry_at = Instant::now() + delay;
+                }
+                CycleEnd::Closed => {
+                    info!(endpoint = %self.name, "Engine channel closed; Modbus poller stops.");
+                    break;
+                }
+            }
+        }
+        debug!(endpoint = %self.name, "Modbus poller stopped.");
+    }
+
+    /// Resolves the host and connects, all within the connect timeout.
+    async fn connect(&self) -> io::Result<Context> {
+        let host = self.host.clone();
+        let port = self.port;
+        let attempt = async move {
+            let mut last = io::Error::new(io::ErrorKind::NotFound, "host resolved to no address");
+            for addr in tokio::net::lookup_host((host.as_str(), port)).await? {
+                match TcpStream::connect(addr).await {
+                    Ok(stream) => {
+                        // Small request/response frames: do not wait for Nagle.
+                        stream.set_nodelay(true)?;
+                        return Ok(tcp::attach_slave(stream, Slave::tcp_device()));
+                    }
+                    Err(e) => last = e,
+                }
+            }
+            Err(last)
+        };
+        match tokio::time::timeout(self.connect_timeout, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
+        }
+    }
+
+    /// Reads every block of one device once.
+    async fn poll_device(&mut self, ctx: &mut Context, index: usize) -> CycleEnd {
+        let plan = Arc::clone(&self.plan);
+        let device_id = self.devices[index].id;
+        let device = plan.device(device_id);
+        ctx.set_slave(Slave(device.unit_id));
+        let mut dropping = false;
+        for (bi, block) in device.blocks.iter().enumerate() {
+            let outcome = self.read_block(ctx, index, device, block).await;
+            let ts = Timestamp::now();
+            let block_id = BlockId(bi as u32);
+            let (input, reconnect) = match outcome {
+                Outcome::Registers(regs) => {
+                    self.backoff.reset();
+                    self.note_block(index, device, bi, None);
+                    (
+                        Input::Registers {
+                            device: device_id,
+                            block: block_id,
+                            ts,
+                            regs,
+                        },
+                        false,
+                    )
+                }
+                Outcome::Failed { error, reconnect } => {
+                    if matches!(error, ReadError::Exception(_) | ReadError::Malformed) && !reconnect
+                    {
+                        // A well-framed answer: the link is healthy.
+                        self.backoff.reset();
+                    }
+                    self.devices[index].metrics.error(error);
+                    self.note_block(index, device, bi, Some(error));
+                    (
+                        Input::ReadFailed {
+                            device: device_id,
+                            block: block_id,
+                            ts,
+                            error,
+                        },
+                        reconnect,
+                    )
+                }
+            };
+            if dropping {
+                self.devices[index].metrics.dropped.increment(1);
+            } else {
+                match self.tx.try_send(input) {
+                    Ok(()) => {
+                        if self.channel_full {
+                            info!(endpoint = %self.name, "Engine channel has room again.");
+                            self.channel_full = false;
+                        }
+                    }
+                    Err(TrySendError::Full(_)) => {
+                        dropping = true;
+                        self.devices[index].metrics.dropped.increment(1);
+                        if !self.channel_full {
+                            warn!(device = %device.id, "Engine channel full; dropping this poll cycle.");
+                            self.channel_full = true;
+                        }
+                    }
+                    Err(TrySendError::Closed(_)) => return CycleEnd::Closed,
+                }
+            }
+            if reconnect {
+                return CycleEnd::Reconnect;
+            }
+        }
+        CycleEnd::Done
+    }
+
+    /// One FC03/FC04 request under the device timeout.
+    async fn read_block(
+        &self,
+        ctx: &mut Context,
+        index: usize,
+        device: &DevicePlan,
+        block: &BlockPlan,
+    ) -> Outcome {
+        let m = &self.devices[index].metrics;
+        m.requests.increment(1);
+        let started = Instant::now();
+        let result = tokio::time::timeout(
+            device.timeout,
+            ctx.call(read_request(block.register, block.start, block.count)),
+        )
+        .await;
+        if matches!(result, Ok(Ok(_))) {
+            m.response.record(started.elapsed().as_secs_f64());
+        }
+        classify(result, block.count)
+    }
+
+    /// Logs a block's state change once.
+    fn note_block(
+        &mut self,
+        index: usize,
+        device: &DevicePlan,
+        block: usize,
+        now: Option<ReadError>,
+    ) {
+        let Some(slot) = self.devices[index].block_error.get_mut(block) else {
+            return;
+        };
+        if *slot == now {
+            return;
+        }
+        let before = std::mem::replace(slot, now);
+        match (before, now) {
+            (_, Some(error)) => {
+                warn!(device = %device.id, block, ?error, unit_id = device.unit_id, "Modbus read failed.")
+            }
+            (Some(_), None) => info!(device = %device.id, block, "Modbus reads good again."),
+            (None, None) => {}
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Unit tests of the poller's pure parts: result classification, backoff,
+//! the poll grid, and the read-only invariant. The network behaviour is
+//! covered by `tests/modbus_poller.rs` against a real pymodbus server.
+
+use super::RegisterKind;
+use super::poller::{Backoff, Outcome, advance, classify, read_request};
+use crate::model::ReadError;
+use std::io;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_modbus::{ExceptionCode, FunctionCode, ProtocolError, Request, Response};
+
+fn elapsed() -> tokio::time::error::Elapsed {
+    // The only public way to obtain an `Elapsed` is to let a timeout pass.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_millis(1), std::future::pending::<()>()).await
+    })
+    .expect_err("pending never completes")
+}
+
+#[test]
+fn only_function_codes_03_and_04_are_built() {
+    assert_eq!(
+        read_request(RegisterKind::Holding, 7, 3).function_code(),
+        FunctionCode::ReadHoldingRegisters
+    );
+    assert_eq!(
+        read_request(RegisterKind::Input, 7, 3).function_code(),
+        FunctionCode::ReadInputRegisters
+    );
+    assert!(matches!(
+        read_request(RegisterKind::Holding, 7, 3),
+        Request::ReadHoldingRegisters(7, 3)
+    ));
+    // No write API is even in scope of the poller.
+    let src = include_str!("poller.rs");
+    for forbidden in [
+        "Writer",
+        "Request::Write",
+        "write_single",
+        "write_multiple",
+        "ReadWrite",
+        "Masked",
+    ] {
+        assert!(!src.contains(forbidden), "poller.rs mentions {forbidden}");
+    }
+}
+
+#[test]
+fn classification_separates_transport_from_data_quality() {
+    let ok = classify(Ok(Ok(Ok(Response::ReadHoldingRegisters(vec![1, 2])))), 2);
+    assert_eq!(ok, Outcome::Registers(vec![1, 2]));
+    let ok_input = classify(Ok(Ok(Ok(Response::ReadInputRegisters(vec![9])))), 1);
+    assert_eq!(ok_input, Outcome::Registers(vec![9]));
+
+    let short = classify(Ok(Ok(Ok(Response::ReadHoldingRegisters(vec![1])))), 2);
+    assert_eq!(
+        short,
+        Outcome::Failed {
+            error: ReadError::Malformed,
+            reconnect: false
+        }
+    );
+
+    let exc = classify(Ok(Ok(Err(ExceptionCode::IllegalDataAddress))), 2);
+    assert_eq!(
+        exc,
+        Outcome::Failed {
+            error: ReadError::Exception(2),
+            reconnect: false
+        }
+    );
+    let exc_b = classify(Ok(Ok(Err(ExceptionCode::GatewayTargetDevice))), 2);
+    assert_eq!(
+        exc_b,
+        Outcome::Failed {
+            error: ReadError::Exception(0x0B),
+            reconnect: false
+        }
+    );
+
+    let timeout = classify(Err(elapsed()), 2);
+    assert_eq!(
+        timeout,
+        Outcome::Failed {
+            error: ReadError::Timeout,
+            reconnect: true
+        }
+    );
+
+    let reset = classify(
+        Ok(Err(io::Error::from(io::ErrorKind::ConnectionReset).into())),
+        2,
+    );
+    assert_eq!(
+        reset,
+        Outcome::Failed {
+            error: ReadError::Transport,
+            reconnect: true
+        }
+    );
+
+    let garbage = classify(
+        Ok(Err(io::Error::new(io::ErrorKind::InvalidData, "bad").into())),
+        2,
+    );
+    assert_eq!(
+        garbage,
+        Outcome::Failed {
+            error: ReadError::Malformed,
+            reconnect: true
+        }
+    );
+
+    let desync = classify(
+        Ok(Err(ProtocolError::HeaderMismatch {
+            message: "tid".into(),
+            result: Ok(Response::ReadHoldingRegisters(vec![1, 2])),
+        }
+        .into())),
+        2,
+    );
+    assert_eq!(
+        desync,
+        Outcome::Failed {
+            error: ReadError::Transport,
+            reconnect: true
+        }
+    );
+}
+
+#[test]
+fn backoff_doubles_to_the_cap_with_jitter_and_resets() {
+    let mut b = Backoff::new();
+    let mut nominal = 250.0_f64;
+    for _ in 0..12 {
+        let d = b.next_delay().as_secs_f64() * 1000.0;
+        assert!(
+            d >= nominal * 0.8 - 1.0 && d <= nominal * 1.2 + 1.0,
+            "{d} vs {nominal}"
+        );
+        nominal = (nominal * 2.0).min(30_000.0);
+    }
+    b.reset();
+    let d = b.next_delay();
+    assert!(d >= Duration::from_millis(199) && d <= Duration::from_millis(301));
+}
+
+#[test]
+fn poll_grid_skips_missed_ticks_instead_of_bunching() {
+    let t0 = Instant::now();
+    let i = Duration::from_millis(100);
+    // On time: next tick, nothing skipped.
+    assert_eq!(advance(t0, i, t0 + Duration::from_millis(30)), (t0 + i, 0));
+    // Cycle took 250 ms: ticks at 100 and 200 are skipped, next is 300.
+    assert_eq!(
+        advance(t0, i, t0 + Duration::from_millis(250)),
+        (t0 + 3 * i, 2)
+    );
+    // Exactly on a tick boundary: that tick is past, take the next.
+    assert_eq!(advance(t0, i, t0 + i), (t0 + 2 * i, 1));
+}
