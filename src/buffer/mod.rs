@@ -9,15 +9,18 @@
 //!
 //! [`SharedSpool`] wraps a spool for the two tasks that use it: the engine
 //! task appends, the sink task reads and acknowledges.
+//!
+//! The on-disk format, recovery rules and size cap are documented in
+//! `spool.rs`.
 
 pub mod config;
+mod spool;
 
-use std::collections::VecDeque;
-use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
 pub use config::SpoolConfig;
+pub use spool::{MAX_RECORD_BYTES, Spool};
 
 /// The class of a record; decides delivery order and drop policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -71,104 +74,6 @@ pub struct ClassStats {
     pub dropped: u64,
 }
 
-/// A sink's spool. (In-memory placeholder with the final API; the durable
-/// segment log replaces the internals.)
-#[derive(Debug)]
-pub struct Spool {
-    queues: [VecDeque<Record>; 3],
-    next_id: [u64; 3],
-    stats: [ClassStats; 3],
-    max_bytes: u64,
-}
-
-fn idx(class: RecordClass) -> usize {
-    class as usize
-}
-
-impl Spool {
-    /// Opens (or creates) the spool in `dir`, recovering what is there.
-    pub fn open(_dir: &Path, config: &SpoolConfig) -> Result<Spool, SpoolError> {
-        Ok(Spool {
-            queues: Default::default(),
-            next_id: [1; 3],
-            stats: Default::default(),
-            max_bytes: config.max_bytes,
-        })
-    }
-
-    /// Appends a record; it is durable after the next [`Spool::sync`].
-    /// Returns the record's id.
-    pub fn append(&mut self, class: RecordClass, payload: &[u8]) -> Result<u64, SpoolError> {
-        let i = idx(class);
-        let id = self.next_id[i];
-        self.next_id[i] += 1;
-        self.queues[i].push_back(Record {
-            id,
-            class,
-            payload: payload.to_vec(),
-        });
-        self.stats[i].records += 1;
-        self.stats[i].bytes += payload.len() as u64;
-        let total: u64 = self.stats.iter().map(|s| s.bytes).sum();
-        if total > self.max_bytes {
-            let t = idx(RecordClass::Telemetry);
-            while self.stats.iter().map(|s| s.bytes).sum::<u64>() > self.max_bytes {
-                let Some(r) = self.queues[t].pop_front() else {
-                    break;
-                };
-                self.stats[t].records -= 1;
-                self.stats[t].bytes -= r.payload.len() as u64;
-                self.stats[t].dropped += 1;
-            }
-        }
-        Ok(id)
-    }
-
-    /// Makes every appended record durable (fsync).
-    pub fn sync(&mut self) -> Result<(), SpoolError> {
-        Ok(())
-    }
-
-    /// Copies into `out` up to `max_records` / about `max_bytes` of the
-    /// unacknowledged records of `class` whose id is greater than `after`,
-    /// oldest first. Does not remove them.
-    pub fn read(
-        &mut self,
-        class: RecordClass,
-        after: u64,
-        max_records: usize,
-        max_bytes: usize,
-        out: &mut Vec<Record>,
-    ) -> Result<(), SpoolError> {
-        let mut bytes = 0;
-        for r in self.queues[idx(class)].iter().filter(|r| r.id > after) {
-            if out.len() >= max_records || (bytes > 0 && bytes + r.payload.len() > max_bytes) {
-                break;
-            }
-            bytes += r.payload.len();
-            out.push(r.clone());
-        }
-        Ok(())
-    }
-
-    /// Acknowledges every record of `class` with id <= `upto`: they are
-    /// delivered and may be deleted.
-    pub fn ack(&mut self, class: RecordClass, upto: u64) -> Result<(), SpoolError> {
-        let i = idx(class);
-        while self.queues[i].front().is_some_and(|r| r.id <= upto) {
-            if let Some(r) = self.queues[i].pop_front() {
-                self.stats[i].records -= 1;
-                self.stats[i].bytes -= r.payload.len() as u64;
-            }
-        }
-        Ok(())
-    }
-
-    pub fn stats(&self, class: RecordClass) -> ClassStats {
-        self.stats[idx(class)]
-    }
-}
-
 /// A spool shared by one producer (the engine task) and one consumer (a sink task).
 #[derive(Debug)]
 pub struct SharedSpool {
@@ -208,3 +113,6 @@ impl SharedSpool {
         self.notify.notified().await;
     }
 }
+
+#[cfg(test)]
+mod tests;

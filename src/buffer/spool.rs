@@ -1,0 +1,765 @@
+//! The durable spool: an append-only segment log per record class, with an
+//! acknowledgement watermark and a size cap.
+//!
+//! # On-disk format
+//!
+//! ```text
+//! <spool dir>/
+//!   alarm/      00000000000000000001.seg  00000000000000004711.seg  acked
+//!   balance/    ...
+//!   telemetry/  ...
+//! ```
+//!
+//! - A segment is named after the id of its first record (20 decimal digits,
+//!   so names sort like ids) and holds records back to back:
+//!   `[len u32 LE][crc32 u32 LE][id u64 LE][payload: len bytes]`, where the
+//!   CRC (crc32fast, IEEE) covers the id bytes and the payload. Ids increase
+//!   by one per append within a class and keep increasing across restarts.
+//! - A segment is closed (and fsynced) once it reaches the segment size, which
+//!   is `max_bytes / 8` clamped to 4 KiB..=8 MiB; a new one starts with the next
+//!   record. After `open` appends always go to a new segment, so an existing
+//!   file is never appended to after a crash.
+//! - `acked` holds the class's acknowledgement watermark as a decimal number:
+//!   every record with an id `<=` it was delivered. It is rewritten on every
+//!   `ack` (write `acked.tmp`, then rename: the file is always whole). It is not
+//!   fsynced: losing a watermark update after a crash only means records are
+//!   delivered again, and InfluxDB / MQTT consumers de-duplicate by timestamp
+//!   or sequence number.
+//! - A segment is deleted once every record in it is acknowledged (the
+//!   segment being appended to is kept until it is closed).
+//!
+//! # Durability
+//!
+//! `append` writes into a buffered writer; `sync` flushes it and fsyncs the
+//! open segment (and the directory after a new segment was created). The
+//! caller batches: the engine task calls `sync` every `flush_interval`. A
+//! crash loses at most the records appended since the last `sync`.
+//!
+//! # Recovery (`open`)
+//!
+//! For each class, segments are scanned in id order:
+//! - A torn tail (fewer bytes left than a header, or a length that runs past
+//!   the end of the file, or an absurd length) is truncated away. In the
+//!   newest segment that is the normal result of a crash between appends and
+//!   `sync` (WARN); in an older segment it is corruption (ERROR).
+//! - A record whose CRC does not match is skipped, counted
+//!   ([`Spool::corrupt_records`], `gaswatch_spool_corrupt_records_total`) and
+//!   logged at ERROR with the segment path and byte offset; the records around
+//!   it are delivered. (A flipped bit in a length field can make the rest of
+//!   that segment look torn; the format has no resynchronisation marker.)
+//! - Segments with no valid record, or fully acknowledged, are deleted.
+//! - The next id is one past the highest id seen (or the watermark, if higher).
+//!
+//! # Size cap
+//!
+//! When the segments of all classes together exceed `max_bytes`, the oldest
+//! telemetry segments are deleted (ERROR with the id range and the number of
+//! unacknowledged records lost; `gaswatch_spool_dropped_records_total`).
+//! Alarm and balance records are never dropped: if only they are left the
+//! spool grows past the cap (WARN, once per episode).
+//!
+//! # Reading
+//!
+//! Each class keeps one cached reader (file handle, buffered reader and byte
+//! position). The sink reads sequentially (`after` = the last id it read), so
+//! in steady state a read continues where the last one stopped and touches
+//! only the bytes just appended (usually still in the page cache). A read
+//! that goes backwards (a retry from the watermark) reopens the segment and
+//! skips forward. Every record read is CRC-checked again.
+
+use super::{ClassStats, Record, RecordClass, SpoolConfig, SpoolError};
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// Bytes before the payload: len, crc, id.
+const HEADER: u64 = 16;
+/// Largest payload accepted; a larger length on disk is treated as corruption.
+pub const MAX_RECORD_BYTES: usize = 64 << 20;
+const SEGMENT_EXT: &str = "seg";
+const ACK_FILE: &str = "acked";
+const ACK_TMP: &str = "acked.tmp";
+const MIN_SEGMENT_BYTES: u64 = 4 << 10;
+const MAX_SEGMENT_BYTES: u64 = 8 << 20;
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
+    move |source| SpoolError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn segment_name(first_id: u64) -> String {
+    format!("{first_id:020}.{SEGMENT_EXT}")
+}
+
+fn crc_of(id: u64, payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&id.to_le_bytes());
+    h.update(payload);
+    h.finalize()
+}
+
+/// One segment file as the index knows it.
+#[derive(Debug)]
+struct Segment {
+    /// Id in the file name; no record in the file has a smaller id.
+    first_id: u64,
+    /// Highest id in the file.
+    last_id: u64,
+    /// Valid bytes (every complete, framed record; the reader never reads past).
+    bytes: u64,
+    path: PathBuf,
+}
+
+impl Segment {
+    /// Records in this segment with an id above `acked` (exact unless some
+    /// were skipped as corrupt).
+    fn unacked(&self, acked: u64) -> u64 {
+        self.last_id
+            .saturating_sub(acked.max(self.first_id.saturating_sub(1)))
+    }
+}
+
+/// A record header as read from disk.
+struct Header {
+    len: u32,
+    crc: u32,
+    id: u64,
+}
+
+fn parse_header(b: &[u8; HEADER as usize]) -> Header {
+    let [
+        l0,
+        l1,
+        l2,
+        l3,
+        c0,
+        c1,
+        c2,
+        c3,
+        i0,
+        i1,
+        i2,
+        i3,
+        i4,
+        i5,
+        i6,
+        i7,
+    ] = *b;
+    Header {
+        len: u32::from_le_bytes([l0, l1, l2, l3]),
+        crc: u32::from_le_bytes([c0, c1, c2, c3]),
+        id: u64::from_le_bytes([i0, i1, i2, i3, i4, i5, i6, i7]),
+    }
+}
+
+/// Cached read position within one segment.
+#[derive(Debug)]
+struct Cursor {
+    seg_first: u64,
+    reader: BufReader<File>,
+    /// Byte offset of the next record.
+    pos: u64,
+    /// Highest id before `pos` (or `seg_first - 1` at the start).
+    last: u64,
+}
+
+#[derive(Debug)]
+struct ClassLog {
+    class: RecordClass,
+    dir: PathBuf,
+    segments: VecDeque<Segment>,
+    /// Writer on `segments.back()` while that segment is open for appends.
+    writer: Option<BufWriter<File>>,
+    unsynced: bool,
+    dir_unsynced: bool,
+    next_id: u64,
+    acked: u64,
+    /// Bytes of all segments held.
+    bytes: u64,
+    dropped: u64,
+    corrupt: u64,
+    cursor: Option<Cursor>,
+    scratch: Vec<u8>,
+}
+
+/// A sink's durable spool. See the module docs for the format.
+#[derive(Debug)]
+pub struct Spool {
+    dir: PathBuf,
+    sink: String,
+    classes: [ClassLog; 3],
+    max_bytes: u64,
+    segment_bytes: u64,
+    over_cap: bool,
+}
+
+fn idx(class: RecordClass) -> usize {
+    class as usize
+}
+
+impl Spool {
+    /// Opens (or creates) the spool in `dir`, recovering what is there.
+    pub fn open(dir: &Path, config: &SpoolConfig) -> Result<Spool, SpoolError> {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let sink = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "spool".to_string());
+        let [a, b, t] = RecordClass::ALL;
+        let classes = [
+            ClassLog::open(dir, a, &sink)?,
+            ClassLog::open(dir, b, &sink)?,
+            ClassLog::open(dir, t, &sink)?,
+        ];
+        let segment_bytes = (config.max_bytes / 8).clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES);
+        let mut spool = Spool {
+            dir: dir.to_path_buf(),
+            sink,
+            classes,
+            max_bytes: config.max_bytes,
+            segment_bytes,
+            over_cap: false,
+        };
+        spool.enforce_cap()?;
+        Ok(spool)
+    }
+
+    /// The folder this spool lives in (sinks put their quarantine files here).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Appends a record; it is durable after the next [`Spool::sync`].
+    /// Returns the record's id.
+    pub fn append(&mut self, class: RecordClass, payload: &[u8]) -> Result<u64, SpoolError> {
+        let log = &mut self.classes[idx(class)];
+        let id = log.append(payload, self.segment_bytes)?;
+        self.enforce_cap()?;
+        Ok(id)
+    }
+
+    /// Makes every appended record durable (fsync).
+    pub fn sync(&mut self) -> Result<(), SpoolError> {
+        for log in &mut self.classes {
+            log.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Copies into `out` up to `max_records` / about `max_bytes` (at least one
+    /// record) of the unacknowledged records of `class` whose id is greater
+    /// than `after`, oldest first. Does not remove them.
+    pub fn read(
+        &mut self,
+        class: RecordClass,
+        after: u64,
+        max_records: usize,
+        max_bytes: usize,
+        out: &mut Vec<Record>,
+    ) -> Result<(), SpoolError> {
+        self.classes[idx(class)].read(after, max_records, max_bytes, out)
+    }
+
+    /// Acknowledges every record of `class` with id <= `upto`: they are
+    /// delivered and may be deleted.
+    pub fn ack(&mut self, class: RecordClass, upto: u64) -> Result<(), SpoolError> {
+        self.classes[idx(class)].ack(upto)
+    }
+
+    /// Depth of one class. `bytes` is the on-disk size of the segments still
+    /// held (a partly acknowledged segment counts whole).
+    pub fn stats(&self, class: RecordClass) -> ClassStats {
+        let log = &self.classes[idx(class)];
+        ClassStats {
+            records: log.segments.iter().map(|s| s.unacked(log.acked)).sum(),
+            bytes: log.bytes,
+            dropped: log.dropped,
+        }
+    }
+
+    /// Records of `class` skipped because their CRC did not match, since open.
+    pub fn corrupt_records(&self, class: RecordClass) -> u64 {
+        self.classes[idx(class)].corrupt
+    }
+
+    /// The acknowledgement watermark of `class`.
+    pub fn acked(&self, class: RecordClass) -> u64 {
+        self.classes[idx(class)].acked
+    }
+
+    fn total_bytes(&self) -> u64 {
+        self.classes.iter().map(|c| c.bytes).sum()
+    }
+
+    /// Deletes the oldest telemetry segments while over the cap.
+    fn enforce_cap(&mut self) -> Result<(), SpoolError> {
+        let mut total = self.total_bytes();
+        if total <= self.max_bytes {
+            self.over_cap = false;
+            return Ok(());
+        }
+        let t = &mut self.classes[idx(RecordClass::Telemetry)];
+        let (mut lost, mut first_lost, mut last_lost) = (0u64, None, 0u64);
+        while total > self.max_bytes {
+            let Some(front) = t.segments.front() else {
+                break;
+            };
+            let n = front.unacked(t.acked);
+            if n > 0 {
+                first_lost.get_or_insert(front.first_id.max(t.acked + 1));
+                last_lost = front.last_id;
+                lost += n;
+            }
+            total -= front.bytes;
+            t.remove_front()?;
+        }
+        if lost > 0 {
+            t.dropped += lost;
+            metrics::counter!("gaswatch_spool_dropped_records_total", "sink" => self.sink.clone(), "class" => "telemetry")
+                .increment(lost);
+            tracing::error!(
+                sink = %self.sink,
+                class = "telemetry",
+                first_id = first_lost.unwrap_or(0),
+                last_id = last_lost,
+                records = lost,
+                max_bytes = self.max_bytes,
+                "Spool over its size cap: dropped the oldest telemetry."
+            );
+        }
+        if total > self.max_bytes {
+            if !self.over_cap {
+                tracing::warn!(
+                    sink = %self.sink,
+                    bytes = total,
+                    max_bytes = self.max_bytes,
+                    "Spool over its size cap with only alarms and balance results left; they are never dropped, so it grows."
+                );
+            }
+            self.over_cap = true;
+        } else {
+            self.over_cap = false;
+        }
+        Ok(())
+    }
+}
+
+/// What reading one frame found.
+enum Frame {
+    /// A complete record; `crc_ok` tells whether it is intact. The payload is
+    /// in the scratch buffer.
+    Record { id: u64, len: u64, crc_ok: bool },
+    /// A partial or implausible record: the rest of the segment is unusable.
+    Torn,
+    /// No bytes left.
+    End,
+}
+
+/// Reads one frame of at most `remaining` bytes.
+fn read_frame(r: &mut impl Read, remaining: u64, scratch: &mut Vec<u8>) -> io::Result<Frame> {
+    if remaining == 0 {
+        return Ok(Frame::End);
+    }
+    if remaining < HEADER {
+        return Ok(Frame::Torn);
+    }
+    let mut hb = [0u8; HEADER as usize];
+    if let Err(e) = r.read_exact(&mut hb) {
+        return if e.kind() == io::ErrorKind::UnexpectedEof {
+            Ok(Frame::Torn)
+        } else {
+            Err(e)
+        };
+    }
+    let h = parse_header(&hb);
+    let len = u64::from(h.len);
+    if len > MAX_RECORD_BYTES as u64 || HEADER + len > remaining {
+        return Ok(Frame::Torn);
+    }
+    scratch.clear();
+    scratch.resize(h.len as usize, 0);
+    if let Err(e) = r.read_exact(scratch) {
+        return if e.kind() == io::ErrorKind::UnexpectedEof {
+            Ok(Frame::Torn)
+        } else {
+            Err(e)
+        };
+    }
+    Ok(Frame::Record {
+        id: h.id,
+        len: HEADER + len,
+        crc_ok: crc_of(h.id, scratch) == h.crc,
+    })
+}
+
+/// The result of scanning one segment on open.
+struct Scan {
+    last_id: u64,
+    records: u64,
+    valid_bytes: u64,
+    file_bytes: u64,
+}
+
+impl ClassLog {
+    fn open(root: &Path, class: RecordClass, sink: &str) -> Result<ClassLog, SpoolError> {
+        let dir = root.join(class.as_str());
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let acked = read_ack(&dir, sink, class);
+        let mut files = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
+            let entry = entry.map_err(io_err(&dir))?;
+            let path = entry.path();
+            if path.extension().and_then(|e| e.to_str()) != Some(SEGMENT_EXT) {
+                continue;
+            }
+            let Some(first) = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| s.parse::<u64>().ok())
+            else {
+                tracing::warn!(sink, path = %path.display(), "Ignoring a file in the spool that is not a segment.");
+                continue;
+            };
+            files.push((first, path));
+        }
+        files.sort();
+        let mut log = ClassLog {
+            class,
+            dir,
+            segments: VecDeque::new(),
+            writer: None,
+            unsynced: false,
+            dir_unsynced: false,
+            next_id: 1,
+            acked,
+            bytes: 0,
+            dropped: 0,
+            corrupt: 0,
+            cursor: None,
+            scratch: Vec::new(),
+        };
+        let n_files = files.len();
+        let mut highest = acked;
+        for (i, (first_id, path)) in files.into_iter().enumerate() {
+            let scan = log.scan(&path, sink)?;
+            if scan.valid_bytes < scan.file_bytes {
+                let newest = i + 1 == n_files;
+                let dropped_bytes = scan.file_bytes - scan.valid_bytes;
+                if newest {
+                    tracing::warn!(sink, class = class.as_str(), segment = %path.display(), offset = scan.valid_bytes, bytes = dropped_bytes,
+                        "Truncating a torn tail of the spool (records appended after the last sync before a crash).");
+                } else {
+                    tracing::error!(sink, class = class.as_str(), segment = %path.display(), offset = scan.valid_bytes, bytes = dropped_bytes,
+                        "Truncating a corrupt segment tail in the spool; records after this offset are lost.");
+                }
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(io_err(&path))?;
+                f.set_len(scan.valid_bytes).map_err(io_err(&path))?;
+                f.sync_all().map_err(io_err(&path))?;
+            }
+            highest = highest.max(scan.last_id);
+            if scan.records == 0 || scan.last_id <= acked {
+                fs::remove_file(&path).map_err(io_err(&path))?;
+                log.dir_unsynced = true;
+                continue;
+            }
+            log.bytes += scan.valid_bytes;
+            log.segments.push_back(Segment {
+                first_id,
+                last_id: scan.last_id,
+                bytes: scan.valid_bytes,
+                path,
+            });
+        }
+        log.next_id = highest + 1;
+        Ok(log)
+    }
+
+    fn scan(&mut self, path: &Path, sink: &str) -> Result<Scan, SpoolError> {
+        let file = File::open(path).map_err(io_err(path))?;
+        let file_bytes = file.metadata().map_err(io_err(path))?.len();
+        let mut r = BufReader::with_capacity(64 << 10, file);
+        let mut pos = 0;
+        let (mut last_id, mut records) = (0, 0);
+        loop {
+            match read_frame(&mut r, file_bytes - pos, &mut self.scratch).map_err(io_err(path))? {
+                Frame::End | Frame::Torn => break,
+                Frame::Record { id, len, crc_ok } => {
+                    if crc_ok {
+                        last_id = last_id.max(id);
+                        records += 1;
+                    } else {
+                        self.corrupt += 1;
+                        metrics::counter!("gaswatch_spool_corrupt_records_total", "sink" => sink.to_string(), "class" => self.class.as_str())
+                            .increment(1);
+                        tracing::error!(sink, class = self.class.as_str(), segment = %path.display(), offset = pos,
+                            "Spool record failed its CRC check; skipped (lost).");
+                    }
+                    pos += len;
+                }
+            }
+        }
+        Ok(Scan {
+            last_id,
+            records,
+            valid_bytes: pos,
+            file_bytes,
+        })
+    }
+
+    fn append(&mut self, payload: &[u8], segment_bytes: u64) -> Result<u64, SpoolError> {
+        let len = u32::try_from(payload.len())
+            .ok()
+            .filter(|&l| l as usize <= MAX_RECORD_BYTES)
+            .ok_or_else(|| SpoolError::Io {
+                path: self.dir.display().to_string(),
+                source: io::Error::new(io::ErrorKind::InvalidInput, "record larger than 64 MiB"),
+            })?;
+        let frame = HEADER + u64::from(len);
+        let full = self
+            .segments
+            .back()
+            .is_some_and(|s| s.bytes > 0 && s.bytes + frame > segment_bytes);
+        if self.writer.is_none() || full {
+            self.roll()?;
+        }
+        let id = self.next_id;
+        let (Some(w), Some(seg)) = (self.writer.as_mut(), self.segments.back_mut()) else {
+            return Err(SpoolError::Io {
+                path: self.dir.display().to_string(),
+                source: io::Error::other("no open segment"),
+            });
+        };
+        let mut header = [0u8; HEADER as usize];
+        header[0..4].copy_from_slice(&len.to_le_bytes());
+        header[4..8].copy_from_slice(&crc_of(id, payload).to_le_bytes());
+        header[8..16].copy_from_slice(&id.to_le_bytes());
+        let res = w.write_all(&header).and_then(|()| w.write_all(payload));
+        if let Err(e) = res {
+            // The file may now hold part of this record: close it so the
+            // next append starts a new segment; the index never points past
+            // the last complete record.
+            let path = seg.path.clone();
+            self.writer = None;
+            return Err(io_err(&path)(e));
+        }
+        seg.last_id = id;
+        seg.bytes += frame;
+        self.bytes += frame;
+        self.next_id += 1;
+        self.unsynced = true;
+        Ok(id)
+    }
+
+    /// Closes the open segment (flush + fsync) and starts a new one.
+    fn roll(&mut self) -> Result<(), SpoolError> {
+        self.seal()?;
+        let path = self.dir.join(segment_name(self.next_id));
+        let file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        self.writer = Some(BufWriter::with_capacity(64 << 10, file));
+        self.dir_unsynced = true;
+        self.segments.push_back(Segment {
+            first_id: self.next_id,
+            last_id: self.next_id.saturating_sub(1),
+            bytes: 0,
+            path,
+        });
+        Ok(())
+    }
+
+    /// Flushes and fsyncs the open segment and stops appending to it.
+    fn seal(&mut self) -> Result<(), SpoolError> {
+        self.sync()?;
+        self.writer = None;
+        // A segment created but never written to is of no use.
+        if self.segments.back().is_some_and(|s| s.bytes == 0) {
+            self.remove_back()?;
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), SpoolError> {
+        if self.unsynced {
+            if let (Some(w), Some(seg)) = (self.writer.as_mut(), self.segments.back()) {
+                w.flush().map_err(io_err(&seg.path))?;
+                w.get_ref().sync_data().map_err(io_err(&seg.path))?;
+            }
+            self.unsynced = false;
+        }
+        if self.dir_unsynced {
+            File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err(&self.dir))?;
+            self.dir_unsynced = false;
+        }
+        Ok(())
+    }
+
+    fn remove_front(&mut self) -> Result<(), SpoolError> {
+        if self.segments.len() == 1 && self.writer.is_some() {
+            self.writer = None;
+            self.unsynced = false;
+        }
+        if let Some(seg) = self.segments.pop_front() {
+            self.bytes -= seg.bytes;
+            if self
+                .cursor
+                .as_ref()
+                .is_some_and(|c| c.seg_first == seg.first_id)
+            {
+                self.cursor = None;
+            }
+            fs::remove_file(&seg.path).map_err(io_err(&seg.path))?;
+            self.dir_unsynced = true;
+        }
+        Ok(())
+    }
+
+    fn remove_back(&mut self) -> Result<(), SpoolError> {
+        if let Some(seg) = self.segments.pop_back() {
+            self.bytes -= seg.bytes;
+            if self
+                .cursor
+                .as_ref()
+                .is_some_and(|c| c.seg_first == seg.first_id)
+            {
+                self.cursor = None;
+            }
+            fs::remove_file(&seg.path).map_err(io_err(&seg.path))?;
+            self.dir_unsynced = true;
+        }
+        Ok(())
+    }
+
+    fn read(
+        &mut self,
+        after: u64,
+        max_records: usize,
+        max_bytes: usize,
+        out: &mut Vec<Record>,
+    ) -> Result<(), SpoolError> {
+        let after = after.max(self.acked);
+        if let (Some(w), Some(seg)) = (self.writer.as_mut(), self.segments.back())
+            && !w.buffer().is_empty()
+        {
+            w.flush().map_err(io_err(&seg.path))?;
+        }
+        let (mut n, mut bytes) = (0usize, 0usize);
+        let mut si = self.segments.partition_point(|s| s.last_id <= after);
+        while si < self.segments.len() && n < max_records {
+            let seg = &self.segments[si];
+            let reuse = self
+                .cursor
+                .as_ref()
+                .is_some_and(|c| c.seg_first == seg.first_id && c.last <= after);
+            if !reuse {
+                let file = File::open(&seg.path).map_err(io_err(&seg.path))?;
+                self.cursor = Some(Cursor {
+                    seg_first: seg.first_id,
+                    reader: BufReader::with_capacity(64 << 10, file),
+                    pos: 0,
+                    last: seg.first_id.saturating_sub(1),
+                });
+            }
+            let Some(cur) = self.cursor.as_mut() else {
+                break;
+            };
+            while n < max_records {
+                let frame_start = cur.pos;
+                match read_frame(&mut cur.reader, seg.bytes - cur.pos, &mut self.scratch)
+                    .map_err(io_err(&seg.path))?
+                {
+                    Frame::End => break,
+                    Frame::Torn => {
+                        // The index says these bytes are complete records:
+                        // the file changed under us. Drop the cursor.
+                        self.cursor = None;
+                        return Err(io_err(&seg.path)(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("segment shorter than indexed at offset {frame_start}"),
+                        )));
+                    }
+                    Frame::Record { id, len, crc_ok } => {
+                        let payload_len = self.scratch.len();
+                        if id > after && crc_ok && n > 0 && bytes + payload_len > max_bytes {
+                            // Leave it for the next read.
+                            cur.reader
+                                .seek(SeekFrom::Start(frame_start))
+                                .map_err(io_err(&seg.path))?;
+                            return Ok(());
+                        }
+                        cur.pos += len;
+                        if !crc_ok {
+                            self.corrupt += 1;
+                            tracing::error!(class = self.class.as_str(), segment = %seg.path.display(), offset = frame_start,
+                                "Spool record failed its CRC check on read; skipped (lost).");
+                            continue;
+                        }
+                        cur.last = id;
+                        if id > after {
+                            n += 1;
+                            bytes += payload_len;
+                            out.push(Record {
+                                id,
+                                class: self.class,
+                                payload: self.scratch.clone(),
+                            });
+                        }
+                    }
+                }
+            }
+            si += 1;
+        }
+        Ok(())
+    }
+
+    fn ack(&mut self, upto: u64) -> Result<(), SpoolError> {
+        let upto = upto.min(self.next_id.saturating_sub(1));
+        if upto <= self.acked {
+            return Ok(());
+        }
+        self.acked = upto;
+        let tmp = self.dir.join(ACK_TMP);
+        let dst = self.dir.join(ACK_FILE);
+        fs::write(&tmp, format!("{upto}\n")).map_err(io_err(&tmp))?;
+        fs::rename(&tmp, &dst).map_err(io_err(&dst))?;
+        while let Some(front) = self.segments.front() {
+            let open = self.segments.len() == 1 && self.writer.is_some();
+            if front.last_id > self.acked || open {
+                break;
+            }
+            self.remove_front()?;
+        }
+        Ok(())
+    }
+}
+
+fn read_ack(dir: &Path, sink: &str, class: RecordClass) -> u64 {
+    let path = dir.join(ACK_FILE);
+    match fs::read_to_string(&path) {
+        Ok(s) => match s.trim().parse::<u64>() {
+            Ok(v) => v,
+            Err(_) => {
+                tracing::warn!(sink, class = class.as_str(), path = %path.display(),
+                    "Spool watermark file is unreadable; delivering every record still held again.");
+                0
+            }
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+        Err(error) => {
+            tracing::warn!(sink, class = class.as_str(), path = %path.display(), %error,
+                "Cannot read the spool watermark file; delivering every record still held again.");
+            0
+        }
+    }
+}
