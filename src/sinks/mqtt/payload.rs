@@ -1,0 +1,452 @@
+//! Dispatch payloads and topics (see `docs/dispatch-protocol.md`), and the
+//! spool record format "publish this (topic, payload, retain, qos)".
+//!
+//! The engine task turns alarm transitions and balance results into
+//! ready-to-publish [`PublishRecord`]s (via [`alarm_records`] and
+//! [`balance_record`]) and appends them to the MQTT sink's spool; the
+//! publisher only decodes and sends them, so it never needs the plan.
+//!
+//! Invariants:
+//! - Every JSON payload carries `"v":1`; fields are only ever added.
+//! - Non-finite numbers are encoded as `null`, never as a string.
+//! - The topic suffix after `alarms/active/` is the alarm id verbatim (its
+//!   `/` become topic levels), with MQTT wildcards `+` and `#` replaced by `_`.
+
+use crate::engine::plan::AlarmDef;
+use crate::model::{AlarmAction, AlarmEvent, AlarmKind, BalanceResult, Timestamp};
+use serde::Serialize;
+
+/// Version of every JSON payload and of the spool envelope.
+pub const PAYLOAD_VERSION: u8 = 1;
+
+/// QoS used for every dispatch message (at least once).
+pub const QOS_AT_LEAST_ONCE: u8 = 1;
+
+/// The topics of one station under one prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    base: String,
+}
+
+impl Topics {
+    /// Topics `<prefix>/<station>/...`.
+    pub fn new(prefix: &str, station: &str) -> Topics {
+        Topics {
+            base: format!("{}/{}", sanitize(prefix), sanitize(station)),
+        }
+    }
+
+    /// `<prefix>/<station>/alarms/events`: every transition, QoS 1, not retained.
+    pub fn alarm_events(&self) -> String {
+        format!("{}/alarms/events", self.base)
+    }
+
+    /// `<prefix>/<station>/alarms/active/<alarm id as levels>`: retained while active.
+    pub fn alarm_active(&self, alarm_id: &str) -> String {
+        format!("{}/alarms/active/{}", self.base, sanitize(alarm_id))
+    }
+
+    /// `<prefix>/<station>/status`: retained online/offline, also the last will.
+    pub fn status(&self) -> String {
+        format!("{}/status", self.base)
+    }
+
+    /// `<prefix>/<station>/balance`: closed balance windows, QoS 1, not retained.
+    pub fn balance(&self) -> String {
+        format!("{}/balance", self.base)
+    }
+}
+
+/// Replaces the MQTT wildcards (and NUL, which MQTT forbids) so a name can be
+/// used inside a topic.
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if matches!(c, '+' | '#' | '\0') {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// A finite number, or `None` (JSON `null`).
+fn finite(x: f64) -> Option<f64> {
+    x.is_finite().then_some(x)
+}
+
+#[derive(Serialize)]
+struct AlarmJson<'a> {
+    v: u8,
+    station: &'a str,
+    alarm_id: &'a str,
+    source: &'a str,
+    kind: &'a str,
+    priority: &'a str,
+    action: &'a str,
+    value: Option<f64>,
+    limit: Option<f64>,
+    ts: String,
+    ts_ns: i64,
+    seq: u64,
+    message: String,
+}
+
+/// Human-readable one-liner, e.g. `PT_OUT1 above HH limit 1750 kPa`.
+fn alarm_message(def: &AlarmDef, e: &AlarmEvent, unit: &str) -> String {
+    let high = !matches!(e.kind, AlarmKind::Low | AlarmKind::LowLow);
+    let dir = match (high, e.action) {
+        (true, AlarmAction::Raise) => "above",
+        (false, AlarmAction::Raise) => "below",
+        (true, AlarmAction::Clear) => "back below",
+        (false, AlarmAction::Clear) => "back above",
+    };
+    let unit = if unit.is_empty() {
+        String::new()
+    } else {
+        format!(" {unit}")
+    };
+    format!(
+        "{} {dir} {} limit {}{unit}",
+        def.source,
+        e.kind.code(),
+        e.limit
+    )
+}
+
+/// The JSON v1 alarm event (one line, no trailing newline). `def` is the
+/// definition `e.alarm` points at; `unit` is the source tag's unit ("%" for
+/// the imbalance alarm).
+pub fn encode_alarm(station: &str, def: &AlarmDef, e: &AlarmEvent, unit: &str) -> Vec<u8> {
+    let json = AlarmJson {
+        v: PAYLOAD_VERSION,
+        station,
+        alarm_id: &def.id,
+        source: &def.source,
+        kind: e.kind.code(),
+        priority: e.priority.as_str(),
+        action: e.action.as_str(),
+        value: finite(e.value),
+        limit: finite(e.limit),
+        ts: e.ts.to_rfc3339(),
+        ts_ns: e.ts.nanos(),
+        seq: e.seq,
+        message: alarm_message(def, e, unit),
+    };
+    // Serializing a struct of strings and numbers into a Vec cannot fail.
+    serde_json::to_vec(&json).unwrap_or_default()
+}
+
+#[derive(Serialize)]
+struct BalanceJson<'a> {
+    v: u8,
+    station: &'a str,
+    start: String,
+    end: String,
+    start_ns: i64,
+    end_ns: i64,
+    inlet_sm3: Option<f64>,
+    outlet_sm3: Option<f64>,
+    imbalance_sm3: Option<f64>,
+    imbalance_percent: Option<f64>,
+    coverage: Option<f64>,
+    quality: &'a str,
+}
+
+/// The JSON v1 balance result (one line, no trailing newline).
+pub fn encode_balance(station: &str, b: &BalanceResult) -> Vec<u8> {
+    let json = BalanceJson {
+        v: PAYLOAD_VERSION,
+        station,
+        start: b.start.to_rfc3339(),
+        end: b.end.to_rfc3339(),
+        start_ns: b.start.nanos(),
+        end_ns: b.end.nanos(),
+        inlet_sm3: finite(b.inlet_sm3),
+        outlet_sm3: finite(b.outlet_sm3),
+        imbalance_sm3: finite(b.imbalance_sm3),
+        imbalance_percent: finite(b.imbalance_percent),
+        coverage: finite(b.coverage),
+        quality: b.quality.as_str(),
+    };
+    serde_json::to_vec(&json).unwrap_or_default()
+}
+
+#[derive(Serialize)]
+struct StatusJson<'a> {
+    v: u8,
+    station: &'a str,
+    state: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ts: Option<String>,
+}
+
+/// Station status: `online`/`offline` with the time, or without `ts` for
+/// the last will (which is fixed at connect time, so a time would lie).
+pub fn encode_status(station: &str, online: bool, ts: Option<Timestamp>) -> Vec<u8> {
+    let json = StatusJson {
+        v: PAYLOAD_VERSION,
+        station,
+        state: if online { "online" } else { "offline" },
+        ts: ts.map(Timestamp::to_rfc3339),
+    };
+    serde_json::to_vec(&json).unwrap_or_default()
+}
+
+/// One spooled "publish this" instruction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishRecord {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retain: bool,
+    /// 0, 1 or 2; dispatch records are always 1.
+    pub qos: u8,
+}
+
+/// Why a spool record could not be decoded (a corrupt or foreign record).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("record is {0} bytes, shorter than the 5-byte header")]
+    TooShort(usize),
+    #[error("unknown record version {0}, expected 1")]
+    Version(u8),
+    #[error("invalid QoS {0}, expected 0, 1 or 2")]
+    Qos(u8),
+    #[error("topic length {topic_len} exceeds the record ({available} bytes left)")]
+    TopicLength { topic_len: usize, available: usize },
+    #[error("topic is not UTF-8")]
+    TopicUtf8,
+}
+
+const FLAG_RETAIN: u8 = 0b0000_0001;
+
+/// Encodes a QoS 1 publish as a spool record.
+///
+/// Layout (all integers big-endian):
+/// `version u8 (=1) | flags u8 (bit 0 retain) | qos u8 | topic_len u16 | topic | payload`.
+/// Topics longer than 65535 bytes are not valid MQTT and are truncated.
+pub fn encode_record(topic: &str, payload: &[u8], retain: bool) -> Vec<u8> {
+    let topic = topic.as_bytes();
+    let topic = &topic[..topic.len().min(u16::MAX as usize)];
+    let mut out = Vec::with_capacity(5 + topic.len() + payload.len());
+    out.push(PAYLOAD_VERSION);
+    out.push(if retain { FLAG_RETAIN } else { 0 });
+    out.push(QOS_AT_LEAST_ONCE);
+    out.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+    out.extend_from_slice(topic);
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Decodes a record written by [`encode_record`].
+pub fn decode_record(bytes: &[u8]) -> Result<PublishRecord, RecordError> {
+    let [version, flags, qos, hi, lo, rest @ ..] = bytes else {
+        return Err(RecordError::TooShort(bytes.len()));
+    };
+    if *version != PAYLOAD_VERSION {
+        return Err(RecordError::Version(*version));
+    }
+    if *qos > 2 {
+        return Err(RecordError::Qos(*qos));
+    }
+    let topic_len = u16::from_be_bytes([*hi, *lo]) as usize;
+    if topic_len > rest.len() {
+        return Err(RecordError::TopicLength {
+            topic_len,
+            available: rest.len(),
+        });
+    }
+    let (topic, payload) = rest.split_at(topic_len);
+    let topic = std::str::from_utf8(topic).map_err(|_| RecordError::TopicUtf8)?;
+    Ok(PublishRecord {
+        topic: topic.to_string(),
+        payload: payload.to_vec(),
+        retain: flags & FLAG_RETAIN != 0,
+        qos: *qos,
+    })
+}
+
+/// The two spool records of one alarm transition, in publish order:
+/// 1. the event on `alarms/events` (not retained);
+/// 2. the retained state on `alarms/active/<id>`: the same JSON on raise, an
+///    empty payload on clear (which deletes the retained message).
+///
+/// Append both with [`crate::buffer::RecordClass::Alarm`].
+pub fn alarm_records(
+    topics: &Topics,
+    station: &str,
+    def: &AlarmDef,
+    e: &AlarmEvent,
+    unit: &str,
+) -> [Vec<u8>; 2] {
+    let json = encode_alarm(station, def, e, unit);
+    let active = topics.alarm_active(&def.id);
+    let state = match e.action {
+        AlarmAction::Raise => encode_record(&active, &json, true),
+        AlarmAction::Clear => encode_record(&active, &[], true),
+    };
+    [encode_record(&topics.alarm_events(), &json, false), state]
+}
+
+/// The spool record of one balance result; append with
+/// [`crate::buffer::RecordClass::Balance`].
+pub fn balance_record(topics: &Topics, station: &str, b: &BalanceResult) -> Vec<u8> {
+    encode_record(&topics.balance(), &encode_balance(station, b), false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Priority, Quality};
+
+    fn def() -> AlarmDef {
+        AlarmDef {
+            id: "cg01/PT_OUT1/HH".to_string(),
+            source: "PT_OUT1".to_string(),
+            kind: AlarmKind::HighHigh,
+            priority: Priority::High,
+            limit: 1750.0,
+            deadband: 35.0,
+        }
+    }
+
+    fn event(action: AlarmAction) -> AlarmEvent {
+        AlarmEvent {
+            alarm: 0,
+            kind: AlarmKind::HighHigh,
+            action,
+            priority: Priority::High,
+            value: 1760.2,
+            limit: 1750.0,
+            ts: Timestamp(1_795_821_743_123_000_000),
+            seq: 17,
+        }
+    }
+
+    #[test]
+    fn alarm_raise_json_is_exact() {
+        let got = encode_alarm("cg01", &def(), &event(AlarmAction::Raise), "kPa");
+        let want = r#"{"v":1,"station":"cg01","alarm_id":"cg01/PT_OUT1/HH","source":"PT_OUT1","kind":"HH","priority":"high","action":"raise","value":1760.2,"limit":1750.0,"ts":"2026-11-27T23:22:23.123Z","ts_ns":1795821743123000000,"seq":17,"message":"PT_OUT1 above HH limit 1750 kPa"}"#;
+        assert_eq!(String::from_utf8_lossy(&got), want);
+    }
+
+    #[test]
+    fn alarm_clear_json_keeps_the_id_and_says_back_below() {
+        let mut e = event(AlarmAction::Clear);
+        e.value = f64::NAN;
+        e.seq = 18;
+        let got = encode_alarm("cg01", &def(), &e, "");
+        let want = r#"{"v":1,"station":"cg01","alarm_id":"cg01/PT_OUT1/HH","source":"PT_OUT1","kind":"HH","priority":"high","action":"clear","value":null,"limit":1750.0,"ts":"2026-11-27T23:22:23.123Z","ts_ns":1795821743123000000,"seq":18,"message":"PT_OUT1 back below HH limit 1750"}"#;
+        assert_eq!(String::from_utf8_lossy(&got), want);
+    }
+
+    #[test]
+    fn low_alarm_message_says_below() {
+        let mut d = def();
+        d.kind = AlarmKind::LowLow;
+        let mut e = event(AlarmAction::Raise);
+        e.kind = AlarmKind::LowLow;
+        e.limit = 400.5;
+        assert_eq!(
+            alarm_message(&d, &e, "kPa"),
+            "PT_OUT1 below LL limit 400.5 kPa"
+        );
+    }
+
+    #[test]
+    fn balance_json_is_exact_and_nan_is_null() {
+        let b = BalanceResult {
+            start: Timestamp::from_secs(1_795_820_400),
+            end: Timestamp::from_secs(1_795_824_000),
+            inlet_sm3: 0.0,
+            outlet_sm3: 12.5,
+            imbalance_sm3: -12.5,
+            imbalance_percent: f64::NAN,
+            coverage: 0.75,
+            quality: Quality::Uncertain,
+        };
+        let got = encode_balance("cg01", &b);
+        let want = r#"{"v":1,"station":"cg01","start":"2026-11-27T23:00:00.000Z","end":"2026-11-28T00:00:00.000Z","start_ns":1795820400000000000,"end_ns":1795824000000000000,"inlet_sm3":0.0,"outlet_sm3":12.5,"imbalance_sm3":-12.5,"imbalance_percent":null,"coverage":0.75,"quality":"uncertain"}"#;
+        assert_eq!(String::from_utf8_lossy(&got), want);
+    }
+
+    #[test]
+    fn status_json_is_exact() {
+        assert_eq!(
+            String::from_utf8_lossy(&encode_status("cg01", false, None)),
+            r#"{"v":1,"station":"cg01","state":"offline"}"#
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&encode_status(
+                "cg01",
+                true,
+                Some(Timestamp::from_millis(1_795_821_743_123))
+            )),
+            r#"{"v":1,"station":"cg01","state":"online","ts":"2026-11-27T23:22:23.123Z"}"#
+        );
+    }
+
+    #[test]
+    fn topics() {
+        let t = Topics::new("gaswatch", "cg01");
+        assert_eq!(t.alarm_events(), "gaswatch/cg01/alarms/events");
+        assert_eq!(
+            t.alarm_active("cg01/PT_OUT1/HH"),
+            "gaswatch/cg01/alarms/active/cg01/PT_OUT1/HH"
+        );
+        assert_eq!(
+            t.alarm_active("cg01/a+b#/HH"),
+            "gaswatch/cg01/alarms/active/cg01/a_b_/HH"
+        );
+        assert_eq!(t.status(), "gaswatch/cg01/status");
+        assert_eq!(t.balance(), "gaswatch/cg01/balance");
+    }
+
+    #[test]
+    fn record_roundtrip_and_errors() {
+        let bytes = encode_record("a/b", b"{}", true);
+        assert_eq!(bytes, [1, 1, 1, 0, 3, b'a', b'/', b'b', b'{', b'}']);
+        assert_eq!(
+            decode_record(&bytes),
+            Ok(PublishRecord {
+                topic: "a/b".to_string(),
+                payload: b"{}".to_vec(),
+                retain: true,
+                qos: 1
+            })
+        );
+        let empty = decode_record(&encode_record("t", &[], false)).expect("decodes");
+        assert!(empty.payload.is_empty() && !empty.retain);
+        assert_eq!(decode_record(&[1, 0]), Err(RecordError::TooShort(2)));
+        assert_eq!(
+            decode_record(&[2, 0, 1, 0, 0]),
+            Err(RecordError::Version(2))
+        );
+        assert_eq!(decode_record(&[1, 0, 3, 0, 0]), Err(RecordError::Qos(3)));
+        assert!(matches!(
+            decode_record(&[1, 0, 1, 0, 9, b'x']),
+            Err(RecordError::TopicLength { .. })
+        ));
+        assert_eq!(
+            decode_record(&[1, 0, 1, 0, 1, 0xff]),
+            Err(RecordError::TopicUtf8)
+        );
+    }
+
+    #[test]
+    fn alarm_records_raise_then_clear() {
+        let t = Topics::new("gaswatch", "cg01");
+        let [ev, st] = alarm_records(&t, "cg01", &def(), &event(AlarmAction::Raise), "kPa");
+        let ev = decode_record(&ev).expect("event");
+        let st = decode_record(&st).expect("state");
+        assert_eq!(ev.topic, "gaswatch/cg01/alarms/events");
+        assert!(!ev.retain);
+        assert_eq!(st.topic, "gaswatch/cg01/alarms/active/cg01/PT_OUT1/HH");
+        assert!(st.retain);
+        assert_eq!(st.payload, ev.payload);
+        let [_, st] = alarm_records(&t, "cg01", &def(), &event(AlarmAction::Clear), "kPa");
+        let st = decode_record(&st).expect("state");
+        assert!(st.retain && st.payload.is_empty());
+    }
+}
