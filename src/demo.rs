@@ -249,7 +249,8 @@ fn update_summary(s: &mut DemoSummary, st: &LiveState, plan: &crate::engine::Eng
     s.samples = st.samples;
     s.balances = s.balances.max(st.balances.len());
     // `events` is bounded; count by sequence numbers to see each once.
-    for e in st.events.iter().filter(|e| e.seq as usize > *seen) {
+    let last_seen = *seen;
+    for e in st.events.iter().filter(|e| e.seq as usize > last_seen) {
         *seen = e.seq as usize;
         if e.action == AlarmAction::Raise {
             let id = plan.alarms[e.alarm as usize].id.clone();

@@ -75,7 +75,7 @@ pub async fn run(config: Config, opts: RunOptions, cancel: CancellationToken) ->
                 Arc::clone(&spool),
                 sinks_cancel.clone(),
             )));
-            Some((spool, cfg.topic_prefix.clone()))
+            Some((spool, mqtt::payload::Topics::new(&cfg.topic_prefix, &config.station.id)))
         }
         None => None,
     };

@@ -14,7 +14,7 @@ use std::sync::Arc;
 pub struct Router {
     pub plan: Arc<EnginePlan>,
     pub influx: Option<Arc<SharedSpool>>,
-    pub mqtt: Option<(Arc<SharedSpool>, String)>,
+    pub mqtt: Option<(Arc<SharedSpool>, mqtt::payload::Topics)>,
     pub file: Option<FileSink>,
     lines: Vec<u8>,
     scratch: Vec<u8>,
@@ -29,7 +29,7 @@ pub enum RouteError {
 }
 
 impl Router {
-    pub fn new(plan: Arc<EnginePlan>, influx: Option<Arc<SharedSpool>>, mqtt: Option<(Arc<SharedSpool>, String)>, file: Option<FileSink>) -> Self {
+    pub fn new(plan: Arc<EnginePlan>, influx: Option<Arc<SharedSpool>>, mqtt: Option<(Arc<SharedSpool>, mqtt::payload::Topics)>, file: Option<FileSink>) -> Self {
         Router {
             plan,
             influx,
@@ -66,14 +66,14 @@ impl Router {
                 influxdb::line::encode_alarm(&mut self.scratch, station, &def.id, &def.source, e);
                 sp.lock().append(RecordClass::Alarm, &self.scratch)?;
             }
-            let json = mqtt::payload::encode_alarm(station, def, e, unit);
-            if let Some((sp, prefix)) = &self.mqtt {
+            if let Some((sp, topics)) = &self.mqtt {
                 let mut spool = sp.lock();
-                for rec in mqtt::payload::alarm_records(prefix, station, def, e, &json) {
+                for rec in mqtt::payload::alarm_records(topics, station, def, e, unit) {
                     spool.append(RecordClass::Alarm, &rec)?;
                 }
             }
             if let Some(f) = &mut self.file {
+                let json = mqtt::payload::encode_alarm(station, def, e, unit);
                 f.write_alarm(&json).map_err(|e| RouteError::File(e.to_string()))?;
             }
         }
@@ -83,12 +83,12 @@ impl Router {
                 influxdb::line::encode_balance(&mut self.scratch, station, b);
                 sp.lock().append(RecordClass::Balance, &self.scratch)?;
             }
-            let json = mqtt::payload::encode_balance(station, b);
-            if let Some((sp, prefix)) = &self.mqtt {
-                let rec = mqtt::payload::balance_record(prefix, station, &json);
+            if let Some((sp, topics)) = &self.mqtt {
+                let rec = mqtt::payload::balance_record(topics, station, b);
                 sp.lock().append(RecordClass::Balance, &rec)?;
             }
             if let Some(f) = &mut self.file {
+                let json = mqtt::payload::encode_balance(station, b);
                 f.write_balance(&json).map_err(|e| RouteError::File(e.to_string()))?;
             }
         }
