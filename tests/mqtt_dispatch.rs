@@ -349,3 +349,63 @@ async fn broker_outage_loses_no_alarm() {
     );
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_restart_with_records_in_flight_loses_none_and_keeps_first_delivery_order() {
+    let mut broker = Mosquitto::start();
+    let events = "gaswatch/cg01/alarms/events";
+    let mut sub = Subscriber::connect(broker.port(), "test-e", &[events], true).await;
+    let h = Harness::start(broker.port());
+    let d = def("PT_OUT1");
+    // Wait until the publisher is connected (its first alarm went through).
+    h.append_alarm(&d, &event(AlarmAction::Raise, 1));
+    assert!(sub.next(Duration::from_secs(10)).await.is_some());
+    assert!(h.wait_spool_empty().await);
+
+    // Half appended just before the stop (some will be in flight), half during the outage.
+    for seq in 2..=101 {
+        h.append_alarm(&d, &event(AlarmAction::Raise, seq));
+    }
+    broker.stop();
+    for seq in 102..=201 {
+        h.append_alarm(&d, &event(AlarmAction::Clear, seq));
+    }
+    broker.start_again();
+
+    let mut order = Vec::new();
+    let mut unique = BTreeSet::new();
+    let mut total = 0;
+    while unique.len() < 200 {
+        let m = sub.next(Duration::from_secs(20)).await.unwrap_or_else(|| {
+            panic!(
+                "only {} of 200 alarms: missing {:?}",
+                unique.len(),
+                (2..=201)
+                    .filter(|s| !unique.contains(s))
+                    .collect::<Vec<u64>>()
+            )
+        });
+        let seq = json(&m)["seq"].as_u64().expect("seq");
+        if seq < 2 {
+            continue;
+        }
+        total += 1;
+        if unique.insert(seq) {
+            order.push(seq);
+        }
+    }
+    assert_eq!(
+        order,
+        (2..=201).collect::<Vec<u64>>(),
+        "first deliveries in order"
+    );
+    eprintln!(
+        "restart with records in flight: 200 alarms, {total} deliveries ({} duplicates)",
+        total - 200
+    );
+    assert!(
+        h.wait_spool_empty().await,
+        "spool not acked after the restart"
+    );
+    h.shutdown().await;
+}
