@@ -4,6 +4,8 @@
 //! and stop them on drop. Each integration test file uses `mod support;`.
 #![allow(dead_code)]
 
+pub mod pymodbus;
+
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
