@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod mosquitto;
+pub mod pymodbus;
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};

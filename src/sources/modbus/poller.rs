@@ -22,9 +22,12 @@
 //!   context is dropped and a fresh connection is made. An exception
 //!   response, by contrast, is a complete well-framed answer: it is reported
 //!   for that block only (a data-quality matter) and the connection stays.
-//! - **Reconnects back off.** Refused or failed connects and dropped
-//!   connections are retried after a capped exponential delay with jitter
-//!   (250 ms doubling to 30 s, ±20 %), reset by any well-formed response.
+//! - **Reconnects back off.** Refused or failed connects are retried after a
+//!   capped exponential delay with jitter (250 ms doubling to 30 s, ±20 %),
+//!   reset by any well-framed response (registers or exception). A connection
+//!   dropped after it had answered is re-opened at once (the drop is our
+//!   resync, not proof the endpoint is down); one that never answered backs
+//!   off like a refused connect.
 //!   While disconnected nothing is sent: the engine marks the points STALE
 //!   after 1.5 poll periods by itself.
 //! - **Fixed rate, never bunched.** Each device is polled on its own
@@ -250,6 +253,8 @@ struct DeviceState {
     /// Last reported state per block (`None` = good or not yet read), so a
     /// change is logged once.
     block_error: Vec<Option<ReadError>>,
+    /// Set on reconnect: the ticks missed while disconnected are not overruns.
+    resumed: bool,
     metrics: DeviceMetrics,
 }
 
@@ -276,6 +281,8 @@ struct EndpointTask {
     unreachable: bool,
     /// True while the channel is full (one WARN per episode).
     channel_full: bool,
+    /// True once the current connection carried a well-formed response.
+    link_ok: bool,
     connects_ok: Counter,
     connects_err: Counter,
 }
@@ -302,6 +309,7 @@ impl EndpointTask {
                     id,
                     due: now,
                     block_error: vec![None; d.blocks.len()],
+                    resumed: false,
                     metrics: DeviceMetrics::new(&d.id),
                 }
             })
@@ -325,6 +333,7 @@ impl EndpointTask {
             backoff: Backoff::new(),
             unreachable: false,
             channel_full: false,
+            link_ok: false,
         }
     }
 
@@ -363,11 +372,13 @@ impl EndpointTask {
                             debug!(endpoint = %self.name, "Modbus endpoint connected.");
                         }
                         // Ticks that passed while disconnected are not overruns.
-                        let now = Instant::now();
+                        // `due` itself is kept: the most overdue device goes
+                        // first, so no device starves another after a reconnect.
                         for d in &mut self.devices {
-                            d.due = d.due.max(now);
+                            d.resumed = true;
                         }
                         ctx = Some(c);
+                        self.link_ok = false;
                     }
                     Err(error) => {
                         self.connects_err.increment(1);
@@ -405,7 +416,8 @@ impl EndpointTask {
                 .poll_interval
                 .max(MIN_INTERVAL);
             let (next_due, skipped) = advance(due, interval, Instant::now());
-            if skipped > 0 {
+            let resumed = std::mem::replace(&mut self.devices[next].resumed, false);
+            if skipped > 0 && !resumed {
                 self.devices[next].metrics.overruns.increment(skipped);
                 debug!(device = %self.plan.device(self.devices[next].id).id, skipped, "Modbus poll cycle overran; ticks skipped.");
             }
@@ -415,7 +427,15 @@ impl EndpointTask {
                 CycleEnd::Reconnect => {
                     // Never reuse a context after a timeout or transport error (#324).
                     ctx = None;
-                    let delay = self.backoff.next_delay();
+                    // A connection that answered before is dropped to resync,
+                    // not because the endpoint is down: reconnect at once so a
+                    // dead unit behind a gateway costs the others only its
+                    // timeout. Otherwise back off.
+                    let delay = if self.link_ok {
+                        Duration::ZERO
+                    } else {
+                        self.backoff.next_delay()
+                    };
                     debug!(endpoint = %self.name, ?delay, "Modbus connection dropped; reconnecting.");
                     retry_at = Instant::now() + delay;
                 }
@@ -466,6 +486,7 @@ impl EndpointTask {
             let (input, reconnect) = match outcome {
                 Outcome::Registers(regs) => {
                     self.backoff.reset();
+                    self.link_ok = true;
                     self.note_block(index, device, bi, None);
                     (
                         Input::Registers {
@@ -478,10 +499,10 @@ impl EndpointTask {
                     )
                 }
                 Outcome::Failed { error, reconnect } => {
-                    if matches!(error, ReadError::Exception(_) | ReadError::Malformed) && !reconnect
-                    {
-                        // A well-framed answer: the link is healthy.
+                    if !reconnect {
+                        // A well-framed answer (exception, wrong count): the link is healthy.
                         self.backoff.reset();
+                        self.link_ok = true;
                     }
                     self.devices[index].metrics.error(error);
                     self.note_block(index, device, bi, Some(error));
