@@ -41,6 +41,8 @@ pub enum StartError {
     Spool(#[from] crate::buffer::SpoolError),
     #[error("file sink: {0}")]
     File(String),
+    #[error("{0}")]
+    Sink(String),
 }
 
 /// Runs the daemon until `cancel` fires, then drains and returns.
@@ -52,12 +54,10 @@ pub async fn run(config: Config, opts: RunOptions, cancel: CancellationToken) ->
 
     let influx = match &config.sinks.influxdb {
         Some(cfg) => {
-            let token = resolve(cfg.token.as_ref(), "sinks.influxdb.token")?;
-            let password = resolve(cfg.password.as_ref(), "sinks.influxdb.password")?;
-            let spool = Spool::open(&config.spool.dir.join("influxdb"), &config.spool)?;
-            let spool = SharedSpool::new("influxdb", spool);
-            let writer = influxdb::writer::InfluxWriter::new(cfg.clone(), token, password, config.spool.dir.join("influxdb"));
-            sink_tasks.push(tokio::spawn(writer.run(Arc::clone(&spool), sinks_cancel.clone())));
+            let dir = config.spool.dir.join("influxdb");
+            let writer = influxdb::writer::WriterConfig::resolve(cfg, &dir).map_err(|e| StartError::Sink(e.to_string()))?;
+            let spool = SharedSpool::new("influxdb", Spool::open(&dir, &config.spool)?);
+            sink_tasks.push(tokio::spawn(influxdb::writer::run(writer, Arc::clone(&spool), sinks_cancel.clone())));
             Some(spool)
         }
         None => None,
