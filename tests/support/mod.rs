@@ -4,6 +4,8 @@
 //! and stop them on drop. Each integration test file uses `mod support;`.
 #![allow(dead_code)]
 
+pub mod influxdb;
+
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
@@ -49,7 +51,11 @@ where
 pub fn find_program(name: &str) -> Option<std::path::PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/bin", "/sbin", "/usr/local/bin"].iter().map(Into::into))
+        .chain(
+            ["/usr/sbin", "/usr/bin", "/sbin", "/usr/local/bin"]
+                .iter()
+                .map(Into::into),
+        )
         .map(|d| d.join(name))
         .find(|p| p.is_file())
 }
