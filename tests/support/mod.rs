@@ -6,6 +6,7 @@
 
 pub mod mosquitto;
 pub mod pymodbus;
+pub mod influxdb;
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
@@ -52,7 +53,11 @@ where
 pub fn find_program(name: &str) -> Option<std::path::PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/bin", "/sbin", "/usr/local/bin"].iter().map(Into::into))
+        .chain(
+            ["/usr/sbin", "/usr/bin", "/sbin", "/usr/local/bin"]
+                .iter()
+                .map(Into::into),
+        )
         .map(|d| d.join(name))
         .find(|p| p.is_file())
 }

@@ -1,3 +1,10 @@
-//! Sink wiring.
+//! InfluxDB sink: line-protocol encoding (`line`) and the writer task that
+//! delivers spooled lines over the v1 or v2 write API (`writer`).
 
 pub mod config;
+pub mod line;
+pub mod writer;
+
+pub use config::{InfluxApi, InfluxConfig};
+pub use line::{encode_alarm, encode_balance, encode_sample};
+pub use writer::{Auth, InfluxError, WriterConfig, run};

@@ -1,0 +1,346 @@
+//! InfluxDB line-protocol encoding of engine output. Pure: no I/O, no
+//! allocation beyond growing the caller's reused buffer.
+//!
+//! Each `encode_*` appends exactly one line ending in `\n` and with at least
+//! one field. Timestamps are nanoseconds (the writer sends `precision=ns`)
+//! and come from the sample, alarm or window end, never from write time, so
+//! a retried batch overwrites instead of duplicating.
+//!
+//! Escaping (InfluxDB 1.x/2.x line protocol): measurement names escape
+//! commas and spaces; tag keys, tag values and field keys escape commas,
+//! equals signs and spaces; string field values escape double quotes and
+//! backslashes. Line protocol cannot carry a newline in a name or tag value,
+//! so CR and LF there are replaced by a space. Tags with an empty value are
+//! left out (InfluxDB rejects them). Tags are written sorted by key, as
+//! InfluxDB recommends. Non-finite numbers are left out (line protocol has no
+//! NaN); floats are written in Rust's shortest round-trip form, which
+//! InfluxDB parses back to the same `f64`.
+
+use crate::engine::TagInfo;
+use crate::model::{AlarmEvent, BalanceResult, Reason, Sample};
+use std::io::Write;
+
+fn escape_into(buf: &mut Vec<u8>, s: &str, special: &[u8]) {
+    for &b in s.as_bytes() {
+        let b = if b == b'\n' || b == b'\r' { b' ' } else { b };
+        match b {
+            _ if special.contains(&b) => {
+                buf.push(b'\\');
+                buf.push(b);
+            }
+            _ => buf.push(b),
+        }
+    }
+}
+
+fn measurement(buf: &mut Vec<u8>, name: &str) {
+    escape_into(buf, name, b", ");
+}
+
+/// `,key=value` (omitted when the value is empty).
+fn tag(buf: &mut Vec<u8>, key: &str, value: &str) {
+    if value.is_empty() {
+        return;
+    }
+    buf.push(b',');
+    escape_into(buf, key, b",= ");
+    buf.push(b'=');
+    escape_into(buf, value, b",= ");
+}
+
+/// Writes field separators: a space before the first field, a comma after.
+struct Fields<'a> {
+    buf: &'a mut Vec<u8>,
+    n: usize,
+}
+
+impl<'a> Fields<'a> {
+    fn new(buf: &'a mut Vec<u8>) -> Self {
+        Fields { buf, n: 0 }
+    }
+
+    fn key(&mut self, key: &str) {
+        self.buf.push(if self.n == 0 { b' ' } else { b',' });
+        self.n += 1;
+        escape_into(self.buf, key, b",= ");
+        self.buf.push(b'=');
+    }
+
+    fn float(&mut self, key: &str, v: f64) {
+        if v.is_finite() {
+            self.key(key);
+            // Writing into a Vec<u8> cannot fail.
+            let _ = write!(self.buf, "{v}");
+        }
+    }
+
+    fn uint(&mut self, key: &str, v: u64) {
+        self.key(key);
+        let _ = write!(self.buf, "{v}i");
+    }
+
+    fn string(&mut self, key: &str, v: &str) {
+        self.key(key);
+        self.buf.push(b'"');
+        for &b in v.as_bytes() {
+            if b == b'"' || b == b'\\' {
+                self.buf.push(b'\\');
+            }
+            self.buf.push(b);
+        }
+        self.buf.push(b'"');
+    }
+
+    fn end(self, ts_ns: i64) {
+        let _ = writeln!(self.buf, " {ts_ns}");
+    }
+}
+
+/// `telemetry,device=,point=,station=,unit= value=,quality="",reason="" <ts>`.
+///
+/// `value` only when the sample has one; `reason` only when it is not
+/// [`Reason::None`]; `unit` only when not empty.
+pub fn encode_sample(
+    buf: &mut Vec<u8>,
+    station: &str,
+    tag_info: &TagInfo,
+    device_id: &str,
+    s: &Sample,
+) {
+    measurement(buf, "telemetry");
+    tag(buf, "device", device_id);
+    tag(buf, "point", &tag_info.name);
+    tag(buf, "station", station);
+    tag(buf, "unit", &tag_info.unit);
+    let mut f = Fields::new(buf);
+    if s.has_value() {
+        f.float("value", s.value);
+    }
+    f.string("quality", s.quality.as_str());
+    if s.reason != Reason::None {
+        f.string("reason", s.reason.as_str());
+    }
+    f.end(s.ts.nanos());
+}
+
+/// `alarm,alarm_id=,kind=,priority=,source=,station= action="raise",value=,limit=,seq=<n>i <ts>`.
+pub fn encode_alarm(
+    buf: &mut Vec<u8>,
+    station: &str,
+    alarm_id: &str,
+    source: &str,
+    e: &AlarmEvent,
+) {
+    measurement(buf, "alarm");
+    tag(buf, "alarm_id", alarm_id);
+    tag(buf, "kind", e.kind.code());
+    tag(buf, "priority", e.priority.as_str());
+    tag(buf, "source", source);
+    tag(buf, "station", station);
+    let mut f = Fields::new(buf);
+    f.string("action", e.action.as_str());
+    f.float("value", e.value);
+    f.float("limit", e.limit);
+    f.uint("seq", e.seq);
+    f.end(e.ts.nanos());
+}
+
+/// `balance,station=,window_s= inlet_sm3=,outlet_sm3=,imbalance_sm3=,imbalance_percent=,coverage=,quality="" <window end>`.
+///
+/// `imbalance_percent` (and any other non-finite number) is left out when NaN.
+pub fn encode_balance(buf: &mut Vec<u8>, station: &str, b: &BalanceResult) {
+    measurement(buf, "balance");
+    tag(buf, "station", station);
+    let window_s = b.end.since(b.start) / 1_000_000_000;
+    let mut itoa_buf = [0u8; 24];
+    let window = fmt_i64(&mut itoa_buf, window_s);
+    tag(buf, "window_s", window);
+    let mut f = Fields::new(buf);
+    f.float("inlet_sm3", b.inlet_sm3);
+    f.float("outlet_sm3", b.outlet_sm3);
+    f.float("imbalance_sm3", b.imbalance_sm3);
+    f.float("imbalance_percent", b.imbalance_percent);
+    f.float("coverage", b.coverage);
+    f.string("quality", b.quality.as_str());
+    f.end(b.end.nanos());
+}
+
+/// Formats an integer into a stack buffer.
+fn fmt_i64(buf: &mut [u8; 24], v: i64) -> &str {
+    let mut cur = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(cur, "{v}");
+    let n = usize::try_from(cur.position()).unwrap_or(0);
+    std::str::from_utf8(&buf[..n]).unwrap_or("0")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{AlarmAction, AlarmKind, DeviceId, Priority, Quality, TagId, Timestamp};
+
+    fn info(name: &str, unit: &str) -> TagInfo {
+        TagInfo {
+            name: name.to_string(),
+            unit: unit.to_string(),
+            device: DeviceId(0),
+            stale_after_ns: 0,
+        }
+    }
+
+    fn sample(value: f64, quality: Quality, reason: Reason) -> Sample {
+        Sample {
+            tag: TagId(0),
+            value,
+            quality,
+            reason,
+            ts: Timestamp(1_700_000_000_123_456_789),
+        }
+    }
+
+    fn s(buf: &[u8]) -> &str {
+        std::str::from_utf8(buf).expect("utf8")
+    }
+
+    #[test]
+    fn good_sample() {
+        let mut buf = Vec::new();
+        encode_sample(
+            &mut buf,
+            "cg01",
+            &info("PT_IN1", "kPa"),
+            "rtu1",
+            &sample(4012.5, Quality::Good, Reason::None),
+        );
+        assert_eq!(
+            s(&buf),
+            "telemetry,device=rtu1,point=PT_IN1,station=cg01,unit=kPa value=4012.5,quality=\"good\" 1700000000123456789\n"
+        );
+    }
+
+    #[test]
+    fn bad_sample_without_value_and_unit() {
+        let mut buf = b"previous\n".to_vec();
+        encode_sample(
+            &mut buf,
+            "cg01",
+            &info("ZS_1", ""),
+            "rtu1",
+            &sample(f64::NAN, Quality::Bad, Reason::Timeout),
+        );
+        assert_eq!(
+            s(&buf),
+            "previous\ntelemetry,device=rtu1,point=ZS_1,station=cg01 quality=\"bad\",reason=\"timeout\" 1700000000123456789\n"
+        );
+    }
+
+    #[test]
+    fn uncertain_with_value_and_exception_reason() {
+        let mut buf = Vec::new();
+        encode_sample(
+            &mut buf,
+            "s",
+            &info("p", "u"),
+            "d",
+            &sample(-3.0, Quality::Uncertain, Reason::Exception(2)),
+        );
+        assert_eq!(
+            s(&buf),
+            "telemetry,device=d,point=p,station=s,unit=u value=-3,quality=\"uncertain\",reason=\"exception_02_illegal_address\" 1700000000123456789\n"
+        );
+    }
+
+    #[test]
+    fn tag_escaping() {
+        let mut buf = Vec::new();
+        encode_sample(
+            &mut buf,
+            "city gate,north=1",
+            &info("PT=1, a", "m³/h"),
+            "line\nbreak",
+            &sample(1e-7, Quality::Good, Reason::None),
+        );
+        assert_eq!(
+            s(&buf),
+            "telemetry,device=line\\ break,point=PT\\=1\\,\\ a,station=city\\ gate\\,north\\=1,unit=m³/h value=0.0000001,quality=\"good\" 1700000000123456789\n"
+        );
+    }
+
+    #[test]
+    fn string_field_and_measurement_escaping() {
+        let mut buf = Vec::new();
+        measurement(&mut buf, "a b,c");
+        let mut f = Fields::new(&mut buf);
+        f.string("k e=y", "say \"hi\" C:\\path");
+        f.end(0);
+        assert_eq!(
+            s(&buf),
+            "a\\ b\\,c k\\ e\\=y=\"say \\\"hi\\\" C:\\\\path\" 0\n"
+        );
+    }
+
+    #[test]
+    fn alarm_line() {
+        let e = AlarmEvent {
+            alarm: 3,
+            kind: AlarmKind::HighHigh,
+            action: AlarmAction::Raise,
+            priority: Priority::Critical,
+            value: 6.35,
+            limit: 6.3,
+            ts: Timestamp(1_700_000_001_000_000_000),
+            seq: 42,
+        };
+        let mut buf = Vec::new();
+        encode_alarm(&mut buf, "cg01", "cg01/PT_OUT1/HH", "PT_OUT1", &e);
+        assert_eq!(
+            s(&buf),
+            "alarm,alarm_id=cg01/PT_OUT1/HH,kind=HH,priority=critical,source=PT_OUT1,station=cg01 action=\"raise\",value=6.35,limit=6.3,seq=42i 1700000001000000000\n"
+        );
+    }
+
+    #[test]
+    fn balance_line_omits_nan_percent() {
+        let b = BalanceResult {
+            start: Timestamp::from_secs(1_700_000_000),
+            end: Timestamp::from_secs(1_700_003_600),
+            inlet_sm3: 0.0,
+            outlet_sm3: 12.25,
+            imbalance_sm3: -12.25,
+            imbalance_percent: f64::NAN,
+            coverage: 1.0,
+            quality: Quality::Good,
+        };
+        let mut buf = Vec::new();
+        encode_balance(&mut buf, "cg01", &b);
+        assert_eq!(
+            s(&buf),
+            "balance,station=cg01,window_s=3600 inlet_sm3=0,outlet_sm3=12.25,imbalance_sm3=-12.25,coverage=1,quality=\"good\" 1700003600000000000\n"
+        );
+        let b = BalanceResult {
+            imbalance_percent: 0.5,
+            inlet_sm3: 1000.0,
+            quality: Quality::Uncertain,
+            ..b
+        };
+        buf.clear();
+        encode_balance(&mut buf, "cg01", &b);
+        assert!(s(&buf).contains("imbalance_percent=0.5,coverage=1,quality=\"uncertain\""));
+    }
+
+    #[test]
+    fn float_round_trips() {
+        for v in [
+            0.1,
+            1.0 / 3.0,
+            123_456_789.123_456_79,
+            1e300,
+            -2.5e-300,
+            f64::MIN_POSITIVE,
+        ] {
+            let mut buf = Vec::new();
+            Fields::new(&mut buf).float("v", v);
+            let text = s(&buf).trim_start_matches(" v=");
+            assert_eq!(text.parse::<f64>().expect("parse"), v);
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! A real InfluxDB 1.6.7 (`influxd`) for integration tests: config, meta,
+//! data and WAL in a temp dir, HTTP and RPC on 127.0.0.1 free ports, every
+//! other listener off. `stop()` / `start()` restart it on the same ports and
+//! data (for outage tests); it is killed on drop.
+
+use super::{find_program, free_port};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct InfluxServer {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    pub http_port: u16,
+    child: Option<Child>,
+    client: reqwest::Client,
+}
+
+impl InfluxServer {
+    /// Starts influxd and waits for `/ping` to answer 204.
+    pub async fn start_new() -> InfluxServer {
+        let bin = find_program("influxd")
+            .expect("influxd not found: install InfluxDB 1.x (`apt-get install influxdb`) to run these tests");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let http_port = free_port();
+        let rpc_port = free_port();
+        let root = dir.path();
+        let conf = format!(
+            r#"reporting-disabled = true
+bind-address = "127.0.0.1:{rpc_port}"
+
+[meta]
+  dir = "{root}/meta"
+  logging-enabled = false
+
+[data]
+  dir = "{root}/data"
+  wal-dir = "{root}/wal"
+  query-log-enabled = false
+
+[monitor]
+  store-enabled = false
+
+[subscriber]
+  enabled = false
+
+[continuous_queries]
+  enabled = false
+
+[http]
+  enabled = true
+  bind-address = "127.0.0.1:{http_port}"
+  auth-enabled = false
+  log-enabled = false
+  pprof-enabled = false
+
+[logging]
+  level = "warn"
+
+[ifql]
+  enabled = false
+"#,
+            root = root.display()
+        );
+        std::fs::write(root.join("influxdb.conf"), conf).expect("write influxdb.conf");
+        let mut s = InfluxServer {
+            dir,
+            bin,
+            http_port,
+            child: None,
+            client: reqwest::Client::new(),
+        };
+        s.start().await;
+        s
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// (Re)starts influxd on the same ports and data dir; waits for `/ping`.
+    pub async fn start(&mut self) {
+        assert!(self.child.is_none(), "influxd already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("influxd.log"))
+            .expect("open influxd.log");
+        let child = Command::new(&self.bin)
+            .arg("run")
+            .arg("-config")
+            .arg(self.dir.path().join("influxdb.conf"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn influxd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                panic!("influxd exited with {status}; log:\n{}", self.log());
+            }
+            let ping = self.client.get(format!("{}/ping", self.url())).send().await;
+            if ping.is_ok_and(|r| r.status().as_u16() == 204) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "influxd did not answer /ping within 30 s; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Kills influxd (its WAL is fsynced per write, so data survives).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("influxd.log")).unwrap_or_default()
+    }
+
+    pub async fn create_database(&self, db: &str) {
+        let v = self
+            .post_query(None, &format!("CREATE DATABASE \"{db}\""))
+            .await;
+        assert!(
+            v["results"][0].get("error").is_none(),
+            "CREATE DATABASE failed: {v}"
+        );
+    }
+
+    /// Runs an InfluxQL query against `db` (timestamps as ns epoch).
+    pub async fn query(&self, db: &str, influxql: &str) -> serde_json::Value {
+        let mut url = reqwest::Url::parse(&format!("{}/query", self.url())).expect("url");
+        url.query_pairs_mut()
+            .append_pair("db", db)
+            .append_pair("epoch", "ns")
+            .append_pair("q", influxql);
+        let resp = self.client.get(url).send().await.expect("query");
+        let body = resp.bytes().await.expect("query body");
+        serde_json::from_slice(&body).expect("query JSON")
+    }
+
+    async fn post_query(&self, db: Option<&str>, q: &str) -> serde_json::Value {
+        let mut url = reqwest::Url::parse(&format!("{}/query", self.url())).expect("url");
+        url.query_pairs_mut().append_pair("q", q);
+        if let Some(db) = db {
+            url.query_pairs_mut().append_pair("db", db);
+        }
+        let resp = self.client.post(url).send().await.expect("query");
+        let body = resp.bytes().await.expect("query body");
+        serde_json::from_slice(&body).expect("query JSON")
+    }
+}
+
+impl Drop for InfluxServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
