@@ -103,7 +103,7 @@ pub async fn run(config: Config, opts: RunOptions, cancel: CancellationToken) ->
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let live = opts.live;
 
-    let mut emit = |out: &mut Output, router: &mut Router| {
+    let emit = |out: &mut Output, router: &mut Router| {
         if out.is_empty() {
             return;
         }
