@@ -722,3 +722,64 @@ async fn silent_peer_times_out_and_reconnects_while_others_keep_their_rate() {
     );
     p.stop().await;
 }
+
+// ---------------------------------------------------------------- back-pressure
+
+/// A full engine channel never blocks the poller: the cycle's inputs are
+/// dropped and counted, and fresh inputs flow once the engine drains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_channel_drops_and_counts_cycles_without_blocking_the_poller() {
+    metrics();
+    let port = free_port();
+    let _server = PymodbusServer::start(port, &vec![(1, Unit::holding(0, &[8, 9]))]);
+    let plan = plan(&[Dev {
+        id: "busy-dev",
+        port,
+        unit: 1,
+        poll_ms: 50,
+        timeout_ms: 300,
+        points: &[("Q", "holding", 0, "u32")],
+    }]);
+    let (tx, mut rx) = mpsc::channel::<Input>(2);
+    let cancel = CancellationToken::new();
+    let handles = modbus::spawn(plan, tx, cancel.clone());
+    let dropped = || {
+        counter_value(
+            "gaswatch_source_dropped_total",
+            &[("device", "busy-dev"), ("reason", "channel_full")],
+        )
+    };
+    eventually("inputs dropped while nobody reads the channel", || {
+        dropped() >= 5.0
+    })
+    .await;
+    let requests = counter_value("gaswatch_modbus_requests_total", &[("device", "busy-dev")]);
+    assert!(
+        requests >= 7.0,
+        "the poller kept polling: {requests} requests"
+    );
+
+    // Drain: the two stale inputs first, then fresh ones keep coming.
+    let mut received = 0;
+    let deadline = Instant::now() + DEADLINE;
+    while received < 6 && Instant::now() < deadline {
+        if let Ok(Some(input)) = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
+            assert!(
+                matches!(input, Input::Registers { ref regs, .. } if regs == &[8, 9]),
+                "{input:?}"
+            );
+            received += 1;
+        }
+    }
+    assert_eq!(received, 6, "inputs flow again once the engine reads");
+    for h in &handles {
+        assert!(!h.is_finished());
+    }
+    cancel.cancel();
+    for h in handles {
+        tokio::time::timeout(Duration::from_secs(2), h)
+            .await
+            .expect("stops")
+            .expect("no panic");
+    }
+}

@@ -94,7 +94,7 @@ pub fn spawn(
 }
 
 /// Groups the devices with at least one block by `(host, port)`, in config order.
-fn endpoints(plan: &EnginePlan) -> Vec<((String, u16), Vec<DeviceId>)> {
+pub(crate) fn endpoints(plan: &EnginePlan) -> Vec<((String, u16), Vec<DeviceId>)> {
     let mut order: Vec<(String, u16)> = Vec::new();
     let mut groups: BTreeMap<(String, u16), Vec<DeviceId>> = BTreeMap::new();
     for (i, d) in plan.devices.iter().enumerate() {

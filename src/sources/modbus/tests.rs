@@ -3,7 +3,7 @@
 //! covered by `tests/modbus_poller.rs` against a real pymodbus server.
 
 use super::RegisterKind;
-use super::poller::{Backoff, Outcome, advance, classify, read_request};
+use super::poller::{Backoff, Outcome, advance, classify, endpoints, read_request};
 use crate::model::ReadError;
 use std::io;
 use std::time::Duration;
@@ -163,4 +163,57 @@ fn poll_grid_skips_missed_ticks_instead_of_bunching() {
     );
     // Exactly on a tick boundary: that tick is past, take the next.
     assert_eq!(advance(t0, i, t0 + i), (t0 + 2 * i, 1));
+}
+
+#[test]
+fn sample_toml_parses_and_plans_one_endpoint() {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Devices {
+        devices: Vec<super::DeviceConfig>,
+    }
+    let sample: Devices = toml::from_str(include_str!("sample.toml")).expect("sample.toml parses");
+    assert_eq!(sample.devices.len(), 2);
+    let endpoints: std::collections::BTreeSet<_> = sample
+        .devices
+        .iter()
+        .map(|d| (d.host.as_str(), d.port))
+        .collect();
+    assert_eq!(
+        endpoints.len(),
+        1,
+        "both devices share one gateway connection"
+    );
+    assert_eq!(sample.devices[0].timeout, Duration::from_millis(500));
+}
+
+#[test]
+fn devices_are_grouped_by_endpoint_in_config_order() {
+    use crate::model::DeviceId;
+    let mut text =
+        String::from("[station]\nid = \"s1\"\nkind = \"city_gate\"\n[sinks.file]\ndir = \"d\"\n");
+    for (id, host, port, unit) in [
+        ("a", "10.0.0.1", 502, 1),
+        ("b", "10.0.0.2", 502, 1),
+        ("c", "10.0.0.1", 502, 2),
+    ] {
+        text.push_str(&format!(
+            "[[devices]]\nid = \"{id}\"\nhost = \"{host}\"\nport = {port}\nunit_id = {unit}\n\
+             [[devices.points]]\nname = \"P_{id}\"\nregister = \"holding\"\naddress = 0\ntype = \"u16\"\n"
+        ));
+    }
+    let config = crate::config::Config::from_str_named(&text, std::path::Path::new("t.toml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let plan = crate::engine::EnginePlan::compile(&config);
+    let groups = endpoints(&plan);
+    assert_eq!(
+        groups,
+        vec![
+            (
+                ("10.0.0.1".to_string(), 502),
+                vec![DeviceId(0), DeviceId(2)]
+            ),
+            (("10.0.0.2".to_string(), 502), vec![DeviceId(1)]),
+        ]
+    );
 }
