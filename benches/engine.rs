@@ -13,9 +13,15 @@ use std::sync::Arc;
 /// A station with `devices` devices of `points` f32 points each (CDAB on odd
 /// devices), one meter per device and a limit on every fifth point.
 fn station(devices: usize, points: usize) -> Config {
-    let mut s = String::from("[station]\nid = \"bench\"\nkind = \"city_gate\"\n[sinks.file]\ndir = \"x\"\n");
+    let mut s = String::from(
+        "[station]\nid = \"bench\"\nkind = \"city_gate\"\n[sinks.file]\ndir = \"x\"\n",
+    );
     for d in 0..devices {
-        let _ = write!(s, "[[devices]]\nid = \"d{d}\"\nhost = \"127.0.0.1\"\nunit_id = {}\n", d % 250 + 1);
+        let _ = write!(
+            s,
+            "[[devices]]\nid = \"d{d}\"\nhost = \"127.0.0.1\"\nunit_id = {}\n",
+            d % 250 + 1
+        );
         for p in 0..points {
             let order = if d % 2 == 1 { "CDAB" } else { "ABCD" };
             let _ = write!(
@@ -27,7 +33,10 @@ fn station(devices: usize, points: usize) -> Config {
     }
     for d in 0..devices {
         let role = if d == 0 { "inlet" } else { "outlet" };
-        let _ = write!(s, "[[meters]]\nname = \"M{d}\"\nrole = \"{role}\"\nflow = \"P{d}_0\"\n");
+        let _ = write!(
+            s,
+            "[[meters]]\nname = \"M{d}\"\nrole = \"{role}\"\nflow = \"P{d}_0\"\n"
+        );
         for p in (1..points).step_by(5) {
             let _ = write!(s, "[[limits]]\npoint = \"P{d}_{p}\"\nh = 1e9\nl = -1e9\n");
         }
@@ -50,7 +59,9 @@ fn bench_engine(c: &mut Criterion) {
                     device: DeviceId(d as u32),
                     block: BlockId(b as u32),
                     ts: Timestamp(0),
-                    regs: (0..blk.count).map(|i| if i % 2 == 0 { 0x4479 } else { 0 }).collect(),
+                    regs: (0..blk.count)
+                        .map(|i| if i % 2 == 0 { 0x4479 } else { 0 })
+                        .collect(),
                 })
                 .collect::<Vec<_>>()
         })

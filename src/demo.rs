@@ -66,7 +66,10 @@ pub enum DemoError {
     #[error("{0}")]
     Start(#[from] topology::StartError),
     #[error("cannot create {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Url(String),
 }
@@ -101,7 +104,11 @@ pub async fn run(args: DemoArgs, log_format: LogFormat) -> Result<(), DemoError>
         "demo finished: {} samples, {} balance windows, alarms raised: {}{}",
         summary.samples,
         summary.balances,
-        if summary.alarms_raised.is_empty() { "none".to_string() } else { summary.alarms_raised.join(", ") },
+        if summary.alarms_raised.is_empty() {
+            "none".to_string()
+        } else {
+            summary.alarms_raised.join(", ")
+        },
         summary
             .leak_alarm_after_s
             .map(|s| format!("; leak (imbalance) alarm {s:.0} s after start"))
@@ -111,8 +118,12 @@ pub async fn run(args: DemoArgs, log_format: LogFormat) -> Result<(), DemoError>
 }
 
 /// Builds the demo config: the embedded station, pointed at the simulator.
-pub fn demo_config(args: &DemoArgs, endpoints: &BTreeMap<(String, u16), u16>) -> Result<Config, DemoError> {
-    let mut c = Config::from_str_named(DEMO_STATION, Path::new("config/city-gate.toml")).map_err(|e| DemoError::Config(e.to_string()))?;
+pub fn demo_config(
+    args: &DemoArgs,
+    endpoints: &BTreeMap<(String, u16), u16>,
+) -> Result<Config, DemoError> {
+    let mut c = Config::from_str_named(DEMO_STATION, Path::new("config/city-gate.toml"))
+        .map_err(|e| DemoError::Config(e.to_string()))?;
     for d in &mut c.devices {
         if let Some(&port) = endpoints.get(&(d.host.clone(), d.port)) {
             d.host = "127.0.0.1".into();
@@ -122,7 +133,9 @@ pub fn demo_config(args: &DemoArgs, endpoints: &BTreeMap<(String, u16), u16>) ->
     c.balance.window = args.window;
     c.spool.dir = args.data.join("spool");
     c.sinks = SinksConfig {
-        file: Some(FileSinkConfig { dir: args.data.clone() }),
+        file: Some(FileSinkConfig {
+            dir: args.data.clone(),
+        }),
         influxdb: args.influx.as_ref().map(|url| InfluxConfig {
             url: url.clone(),
             api: InfluxApi::V1,
@@ -166,20 +179,28 @@ fn parse_mqtt_url(url: &str) -> Result<(String, u16), DemoError> {
     let (host, port) = match rest.rsplit_once(':') {
         Some((h, p)) => (
             h.to_string(),
-            p.trim_end_matches('/')
-                .parse::<u16>()
-                .map_err(|_| DemoError::Url(format!("--mqtt {url}: expected mqtt://HOST:PORT with a numeric port")))?,
+            p.trim_end_matches('/').parse::<u16>().map_err(|_| {
+                DemoError::Url(format!(
+                    "--mqtt {url}: expected mqtt://HOST:PORT with a numeric port"
+                ))
+            })?,
         ),
         None => (rest.trim_end_matches('/').to_string(), 1883),
     };
     if host.is_empty() {
-        return Err(DemoError::Url(format!("--mqtt {url}: expected mqtt://HOST:PORT")));
+        return Err(DemoError::Url(format!(
+            "--mqtt {url}: expected mqtt://HOST:PORT"
+        )));
     }
     Ok((host, port))
 }
 
 /// Runs simulator + daemon until `cancel` or `args.duration`; returns what it saw.
-pub async fn run_with(args: DemoArgs, fancy: bool, cancel: CancellationToken) -> Result<DemoSummary, DemoError> {
+pub async fn run_with(
+    args: DemoArgs,
+    fancy: bool,
+    cancel: CancellationToken,
+) -> Result<DemoSummary, DemoError> {
     let leak = (args.leak_percent > 0.0).then_some(Leak {
         start_after: args.leak_after,
         percent: args.leak_percent,
@@ -203,7 +224,9 @@ pub async fn run_with(args: DemoArgs, fancy: bool, cancel: CancellationToken) ->
     let daemon_cancel = cancel.child_token();
     let daemon = tokio::spawn(topology::run(
         config,
-        RunOptions { live: Some(Arc::clone(&live)) },
+        RunOptions {
+            live: Some(Arc::clone(&live)),
+        },
         daemon_cancel.clone(),
     ));
 
@@ -219,13 +242,15 @@ pub async fn run_with(args: DemoArgs, fancy: bool, cancel: CancellationToken) ->
         if args.duration.is_some_and(|d| started.elapsed() >= d) || daemon.is_finished() {
             break;
         }
-        let Ok(state) = live.lock().map(|s| s.clone()) else { break };
+        let Ok(state) = live.lock().map(|s| s.clone()) else {
+            break;
+        };
         update_summary(&mut summary, &state, &plan, started, &mut seen_events);
         let screen = render(&plan, &state, started.elapsed(), &args);
         let mut out = std::io::stdout().lock();
         if fancy {
             let _ = write!(out, "\x1b[2J\x1b[H{screen}");
-        } else if started.elapsed().as_secs() % 10 == 0 {
+        } else if started.elapsed().as_secs().is_multiple_of(10) {
             let _ = writeln!(out, "{}", status_line(&plan, &state, started.elapsed()));
         }
         let _ = out.flush();
@@ -245,7 +270,13 @@ pub async fn run_with(args: DemoArgs, fancy: bool, cancel: CancellationToken) ->
     }
 }
 
-fn update_summary(s: &mut DemoSummary, st: &LiveState, plan: &crate::engine::EnginePlan, started: Instant, seen: &mut usize) {
+fn update_summary(
+    s: &mut DemoSummary,
+    st: &LiveState,
+    plan: &crate::engine::EnginePlan,
+    started: Instant,
+    seen: &mut usize,
+) {
     s.samples = st.samples;
     s.balances = s.balances.max(st.balances.len());
     // `events` is bounded; count by sequence numbers to see each once.
@@ -268,12 +299,22 @@ fn status_line(plan: &crate::engine::EnginePlan, st: &LiveState, t: Duration) ->
         "t={:>4}s samples={} active_alarms={} last_window_imbalance={}",
         t.as_secs(),
         st.samples,
-        st.active.values().map(|a| plan.alarms[a.alarm as usize].id.as_str()).collect::<Vec<_>>().join(","),
-        last.map(|b| format!("{:+.2}% ({})", b.imbalance_percent, b.quality.as_str())).unwrap_or_else(|| "-".into())
+        st.active
+            .values()
+            .map(|a| plan.alarms[a.alarm as usize].id.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+        last.map(|b| format!("{:+.2}% ({})", b.imbalance_percent, b.quality.as_str()))
+            .unwrap_or_else(|| "-".into())
     )
 }
 
-fn render(plan: &crate::engine::EnginePlan, st: &LiveState, t: Duration, args: &DemoArgs) -> String {
+fn render(
+    plan: &crate::engine::EnginePlan,
+    st: &LiveState,
+    t: Duration,
+    args: &DemoArgs,
+) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -287,20 +328,42 @@ fn render(plan: &crate::engine::EnginePlan, st: &LiveState, t: Duration, args: &
             s,
             "simulated leak of {:.1} % {}",
             args.leak_percent,
-            if t >= args.leak_after { "ACTIVE".to_string() } else { format!("starts at {} s", args.leak_after.as_secs()) }
+            if t >= args.leak_after {
+                "ACTIVE".to_string()
+            } else {
+                format!("starts at {} s", args.leak_after.as_secs())
+            }
         );
     }
-    let _ = writeln!(s, "\n{:<10} {:<10} {:>14} {:<8} {:<9}", "device", "point", "value", "unit", "quality");
+    let _ = writeln!(
+        s,
+        "\n{:<10} {:<10} {:>14} {:<8} {:<9}",
+        "device", "point", "value", "unit", "quality"
+    );
     for (i, tag) in plan.tags.iter().enumerate() {
         let (v, q, _) = st.values[i];
-        let value = if v.is_finite() { format!("{v:>14.2}") } else { format!("{:>14}", "-") };
+        let value = if v.is_finite() {
+            format!("{v:>14.2}")
+        } else {
+            format!("{:>14}", "-")
+        };
         let q = match q {
             Quality::Good => "good".to_string(),
             other => format!("\x1b[33m{}\x1b[0m", other.as_str()),
         };
-        let _ = writeln!(s, "{:<10} {:<10} {value} {:<8} {q}", plan.device(tag.device).id, tag.name, tag.unit);
+        let _ = writeln!(
+            s,
+            "{:<10} {:<10} {value} {:<8} {q}",
+            plan.device(tag.device).id,
+            tag.name,
+            tag.unit
+        );
     }
-    let _ = writeln!(s, "\nbalance (输差) per {} s window:", args.window.as_secs());
+    let _ = writeln!(
+        s,
+        "\nbalance (输差) per {} s window:",
+        args.window.as_secs()
+    );
     for b in st.balances.iter().rev().take(5) {
         let _ = writeln!(
             s,
@@ -333,7 +396,14 @@ fn render(plan: &crate::engine::EnginePlan, st: &LiveState, t: Duration, args: &
     let _ = writeln!(s, "\nrecent events:");
     for e in st.events.iter().rev().take(6) {
         let def = &plan.alarms[e.alarm as usize];
-        let _ = writeln!(s, "  #{:<4} {} {:<5} {}", e.seq, e.ts.to_rfc3339(), e.action.as_str(), def.id);
+        let _ = writeln!(
+            s,
+            "  #{:<4} {} {:<5} {}",
+            e.seq,
+            e.ts.to_rfc3339(),
+            e.action.as_str(),
+            def.id
+        );
     }
     let _ = writeln!(s, "\nfiles: {}", args.data.display());
     s

@@ -5,10 +5,10 @@
 
 pub mod buffer;
 pub mod config;
+pub mod demo;
 pub mod engine;
 pub mod model;
 pub mod sinks;
 pub mod sources;
-pub mod demo;
 pub mod telemetry;
 pub mod topology;

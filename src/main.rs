@@ -9,7 +9,11 @@ use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "gaswatch", version, about = "SCADA telemetry ingester for gas stations")]
+#[command(
+    name = "gaswatch",
+    version,
+    about = "SCADA telemetry ingester for gas stations"
+)]
 struct Cli {
     /// Log format: text (default) or json.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -58,7 +62,11 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("{e}");
-                eprintln!("{}: {} problem(s) found", config.display(), e.problems.len());
+                eprintln!(
+                    "{}: {} problem(s) found",
+                    config.display(),
+                    e.problems.len()
+                );
                 ExitCode::from(2)
             }
         },
@@ -80,7 +88,9 @@ fn main() -> ExitCode {
                 gaswatch::topology::run(c, Default::default(), cancel).await
             })
         }
-        Command::Demo(args) => runtime_main(async move { gaswatch::demo::run(args, cli.log_format).await }),
+        Command::Demo(args) => {
+            runtime_main(async move { gaswatch::demo::run(args, cli.log_format).await })
+        }
     }
 }
 
@@ -89,7 +99,10 @@ where
     F: std::future::Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");

@@ -23,17 +23,30 @@ async fn demo_shows_a_leak_alarm_after_the_injected_leak_and_none_before() {
         seed: 7,
         plain: true,
     };
-    let summary = run_with(args, false, CancellationToken::new()).await.expect("demo runs");
+    let summary = run_with(args, false, CancellationToken::new())
+        .await
+        .expect("demo runs");
     assert!(summary.samples > 300, "{summary:?}");
     assert!(summary.balances >= 3, "{summary:?}");
     let t = summary.leak_alarm_after_s.expect("leak alarm raised");
-    assert!(t >= leak_after.as_secs_f64(), "imbalance alarm before the leak started: {summary:?}");
     assert!(
-        summary.alarms_raised.iter().all(|a| a.ends_with("IMBALANCE")),
+        t >= leak_after.as_secs_f64(),
+        "imbalance alarm before the leak started: {summary:?}"
+    );
+    assert!(
+        summary
+            .alarms_raised
+            .iter()
+            .all(|a| a.ends_with("IMBALANCE")),
         "no pressure alarm expected at normal operation: {summary:?}"
     );
-    let alarms = std::fs::read_to_string(dir.path().join("alarms.jsonl")).expect("alarms.jsonl written");
-    assert!(alarms.contains("\"alarm_id\":\"cg01/balance/IMBALANCE\""), "{alarms}");
-    let balance = std::fs::read_to_string(dir.path().join("balance.jsonl")).expect("balance.jsonl written");
+    let alarms =
+        std::fs::read_to_string(dir.path().join("alarms.jsonl")).expect("alarms.jsonl written");
+    assert!(
+        alarms.contains("\"alarm_id\":\"cg01/balance/IMBALANCE\""),
+        "{alarms}"
+    );
+    let balance =
+        std::fs::read_to_string(dir.path().join("balance.jsonl")).expect("balance.jsonl written");
     assert!(balance.lines().count() >= 3);
 }

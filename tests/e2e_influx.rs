@@ -32,7 +32,11 @@ fn parse_file_lines(dir: &Path) -> Points {
         }
         for line in std::fs::read_to_string(&p).expect("read").lines() {
             let mut parts = line.split(' ');
-            let (series, fields, ts) = (parts.next().expect("series"), parts.next().expect("fields"), parts.next().expect("ts"));
+            let (series, fields, ts) = (
+                parts.next().expect("series"),
+                parts.next().expect("fields"),
+                parts.next().expect("ts"),
+            );
             let point = series
                 .split(',')
                 .find_map(|kv| kv.strip_prefix("point="))
@@ -61,15 +65,23 @@ async fn every_polled_point_lands_in_a_real_influxdb_exactly_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let station = Station::from_config_str(STATION, &SimOptions::default()).expect("station");
     let any: SocketAddr = ([127, 0, 0, 1], 0).into();
-    let handles = gaswatch_sim::serve_all(station, |_| any).await.expect("serve");
+    let handles = gaswatch_sim::serve_all(station, |_| any)
+        .await
+        .expect("serve");
 
     let mut c = Config::from_str_named(STATION, Path::new("city-gate.toml")).expect("config");
     for d in &mut c.devices {
-        let h = handles.iter().find(|(ep, _)| ep.port == d.port).map(|(_, h)| h).expect("endpoint");
+        let h = handles
+            .iter()
+            .find(|(ep, _)| ep.port == d.port)
+            .map(|(_, h)| h)
+            .expect("endpoint");
         d.port = h.local_addr().port();
         d.poll_interval = Duration::from_millis(250);
     }
-    c.sinks.file = Some(FileSinkConfig { dir: dir.path().join("files") });
+    c.sinks.file = Some(FileSinkConfig {
+        dir: dir.path().join("files"),
+    });
     c.sinks.influxdb = Some(InfluxConfig {
         url: influx.url(),
         api: InfluxApi::V1,
@@ -89,12 +101,21 @@ async fn every_polled_point_lands_in_a_real_influxdb_exactly_once() {
     let plan = gaswatch::engine::EnginePlan::compile(&c);
     let live = Arc::new(Mutex::new(LiveState::new(&plan)));
     let cancel = CancellationToken::new();
-    let daemon = tokio::spawn(topology::run(c, RunOptions { live: Some(live.clone()) }, cancel.clone()));
+    let daemon = tokio::spawn(topology::run(
+        c,
+        RunOptions {
+            live: Some(live.clone()),
+        },
+        cancel.clone(),
+    ));
 
     // Let every point be polled a good number of times.
     let enough = plan.tags.len() as u64 * 20;
     assert!(
-        support::wait_until_async(Duration::from_secs(30), || async { live.lock().map(|s| s.samples >= enough).unwrap_or(false) }).await,
+        support::wait_until_async(Duration::from_secs(30), || async {
+            live.lock().map(|s| s.samples >= enough).unwrap_or(false)
+        })
+        .await,
         "too few samples"
     );
     // Stop the station first, then the daemon: SIGTERM-style drain delivers the rest.
@@ -108,22 +129,39 @@ async fn every_polled_point_lands_in_a_real_influxdb_exactly_once() {
     let written = parse_file_lines(&dir.path().join("files"));
     assert!(written.len() as u64 >= enough, "{} lines", written.len());
 
-    let v = influx.query("gaswatch", "SELECT point, value, quality FROM telemetry").await;
-    let rows = v["results"][0]["series"][0]["values"].as_array().cloned().unwrap_or_default();
+    let v = influx
+        .query("gaswatch", "SELECT point, value, quality FROM telemetry")
+        .await;
+    let rows = v["results"][0]["series"][0]["values"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let mut stored = Points::new();
     for r in rows {
         let ts = r[0].as_i64().expect("time");
         let point = r[1].as_str().expect("point").to_string();
         let value = r[2].as_f64();
         let quality = r[3].as_str().expect("quality").to_string();
-        assert!(stored.insert((point, ts), (value, quality)).is_none(), "duplicate in InfluxDB");
+        assert!(
+            stored.insert((point, ts), (value, quality)).is_none(),
+            "duplicate in InfluxDB"
+        );
     }
-    assert_eq!(stored.len(), written.len(), "InfluxDB holds exactly what the daemon wrote to its file");
+    assert_eq!(
+        stored.len(),
+        written.len(),
+        "InfluxDB holds exactly what the daemon wrote to its file"
+    );
     for (k, w) in &written {
-        let s = stored.get(k).unwrap_or_else(|| panic!("{k:?} missing in InfluxDB"));
+        let s = stored
+            .get(k)
+            .unwrap_or_else(|| panic!("{k:?} missing in InfluxDB"));
         assert_eq!(s.1, w.1, "quality of {k:?}");
         match (s.0, w.0) {
-            (Some(a), Some(b)) => assert!((a - b).abs() <= 1e-9 * b.abs().max(1.0), "{k:?}: {a} vs {b}"),
+            (Some(a), Some(b)) => assert!(
+                (a - b).abs() <= 1e-9 * b.abs().max(1.0),
+                "{k:?}: {a} vs {b}"
+            ),
             (a, b) => assert_eq!(a, b, "{k:?}"),
         }
     }
@@ -131,7 +169,10 @@ async fn every_polled_point_lands_in_a_real_influxdb_exactly_once() {
     // Every good value is one the simulator served for that point.
     let mut served_by_point: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     for s in &served {
-        served_by_point.entry(s.point.as_str()).or_default().push(s.value);
+        served_by_point
+            .entry(s.point.as_str())
+            .or_default()
+            .push(s.value);
     }
     let mut good = 0;
     for ((point, _), (value, quality)) in &written {
@@ -140,9 +181,13 @@ async fn every_polled_point_lands_in_a_real_influxdb_exactly_once() {
         }
         good += 1;
         let v = value.expect("good has a value");
-        let candidates = served_by_point.get(point.as_str()).unwrap_or_else(|| panic!("simulator never served {point}"));
+        let candidates = served_by_point
+            .get(point.as_str())
+            .unwrap_or_else(|| panic!("simulator never served {point}"));
         assert!(
-            candidates.iter().any(|c| (c - v).abs() <= 1e-6 * c.abs().max(1.0)),
+            candidates
+                .iter()
+                .any(|c| (c - v).abs() <= 1e-6 * c.abs().max(1.0)),
             "{point} = {v} was never served by the simulator"
         );
     }

@@ -22,16 +22,26 @@ async fn pressure_alarm_reaches_a_real_broker_subscriber() {
     let dir = tempfile::tempdir().expect("tempdir");
     let station = Station::from_config_str(STATION, &SimOptions::default()).expect("station");
     let any: SocketAddr = ([127, 0, 0, 1], 0).into();
-    let handles = gaswatch_sim::serve_all(station, |_| any).await.expect("serve");
+    let handles = gaswatch_sim::serve_all(station, |_| any)
+        .await
+        .expect("serve");
 
     let mut c = Config::from_str_named(STATION, Path::new("city-gate.toml")).expect("config");
     for d in &mut c.devices {
-        let h = handles.iter().find(|(ep, _)| ep.port == d.port).map(|(_, h)| h).expect("endpoint");
+        let h = handles
+            .iter()
+            .find(|(ep, _)| ep.port == d.port)
+            .map(|(_, h)| h)
+            .expect("endpoint");
         d.port = h.local_addr().port();
         d.poll_interval = Duration::from_millis(250);
     }
     // The outlet runs at about 1500 kPa: an H limit at 1400 raises at once.
-    let lim = c.limits.iter_mut().find(|l| l.point == "PT_OUT1").expect("limit");
+    let lim = c
+        .limits
+        .iter_mut()
+        .find(|l| l.point == "PT_OUT1")
+        .expect("limit");
     lim.l = None;
     lim.ll = None;
     lim.h = Some(1400.0);
@@ -49,11 +59,20 @@ async fn pressure_alarm_reaches_a_real_broker_subscriber() {
     c.spool.dir = dir.path().join("spool");
     assert!(c.validate().is_empty(), "{:?}", c.validate());
 
-    let mut sub = Subscriber::connect(broker.port(), "dispatcher-1", &["gaswatch/cg01/alarms/events"], false).await;
+    let mut sub = Subscriber::connect(
+        broker.port(),
+        "dispatcher-1",
+        &["gaswatch/cg01/alarms/events"],
+        false,
+    )
+    .await;
     let cancel = CancellationToken::new();
     let daemon = tokio::spawn(topology::run(c, RunOptions::default(), cancel.clone()));
 
-    let msg = sub.next(Duration::from_secs(20)).await.expect("an alarm event within 20 s");
+    let msg = sub
+        .next(Duration::from_secs(20))
+        .await
+        .expect("an alarm event within 20 s");
     let v: serde_json::Value = serde_json::from_slice(&msg.payload).expect("JSON payload");
     assert_eq!(v["v"], 1);
     assert_eq!(v["station"], "cg01");
@@ -64,12 +83,24 @@ async fn pressure_alarm_reaches_a_real_broker_subscriber() {
     assert!(v["seq"].as_u64().expect("seq") >= 1);
 
     // A console connecting late sees the retained status and active alarm.
-    let mut late = Subscriber::connect(broker.port(), "console-late", &["gaswatch/cg01/status", "gaswatch/cg01/alarms/active/#"], false).await;
+    let mut late = Subscriber::connect(
+        broker.port(),
+        "console-late",
+        &["gaswatch/cg01/status", "gaswatch/cg01/alarms/active/#"],
+        false,
+    )
+    .await;
     let retained = late.drain_until_barrier().await;
-    let status = retained.iter().find(|m| m.topic == "gaswatch/cg01/status").expect("retained status");
+    let status = retained
+        .iter()
+        .find(|m| m.topic == "gaswatch/cg01/status")
+        .expect("retained status");
     assert!(String::from_utf8_lossy(&status.payload).contains("\"online\""));
     assert!(
-        retained.iter().any(|m| m.topic == "gaswatch/cg01/alarms/active/cg01/PT_OUT1/H" && !m.payload.is_empty()),
+        retained
+            .iter()
+            .any(|m| m.topic == "gaswatch/cg01/alarms/active/cg01/PT_OUT1/H"
+                && !m.payload.is_empty()),
         "{retained:?}"
     );
 
@@ -79,7 +110,18 @@ async fn pressure_alarm_reaches_a_real_broker_subscriber() {
         h.stop().await;
     }
     // After a clean stop the station reports offline (retained).
-    let mut after = Subscriber::connect(broker.port(), "console-after", &["gaswatch/cg01/status"], false).await;
+    let mut after = Subscriber::connect(
+        broker.port(),
+        "console-after",
+        &["gaswatch/cg01/status"],
+        false,
+    )
+    .await;
     let retained = after.drain_until_barrier().await;
-    assert!(retained.iter().any(|m| String::from_utf8_lossy(&m.payload).contains("\"offline\"")), "{retained:?}");
+    assert!(
+        retained
+            .iter()
+            .any(|m| String::from_utf8_lossy(&m.payload).contains("\"offline\"")),
+        "{retained:?}"
+    );
 }

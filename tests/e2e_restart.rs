@@ -18,12 +18,17 @@ use tokio_util::sync::CancellationToken;
 
 const STATION: &str = include_str!("../config/city-gate.toml");
 
-async fn start_sim(bind: impl Fn(&gaswatch_sim::Endpoint) -> SocketAddr) -> BTreeMap<gaswatch_sim::Endpoint, gaswatch_sim::SimHandle> {
+async fn start_sim(
+    bind: impl Fn(&gaswatch_sim::Endpoint) -> SocketAddr,
+) -> BTreeMap<gaswatch_sim::Endpoint, gaswatch_sim::SimHandle> {
     let station = Station::from_config_str(STATION, &SimOptions::default()).expect("station");
     gaswatch_sim::serve_all(station, bind).await.expect("serve")
 }
 
-fn config_for(handles: &BTreeMap<gaswatch_sim::Endpoint, gaswatch_sim::SimHandle>, dir: &Path) -> Config {
+fn config_for(
+    handles: &BTreeMap<gaswatch_sim::Endpoint, gaswatch_sim::SimHandle>,
+    dir: &Path,
+) -> Config {
     let mut c = Config::from_str_named(STATION, Path::new("city-gate.toml")).expect("config");
     for d in &mut c.devices {
         let h = handles
@@ -35,17 +40,23 @@ fn config_for(handles: &BTreeMap<gaswatch_sim::Endpoint, gaswatch_sim::SimHandle
         d.poll_interval = Duration::from_millis(200);
         d.timeout = Duration::from_millis(200);
     }
-    c.sinks.file = Some(gaswatch::sinks::file::config::FileSinkConfig { dir: dir.to_path_buf() });
+    c.sinks.file = Some(gaswatch::sinks::file::config::FileSinkConfig {
+        dir: dir.to_path_buf(),
+    });
     c.spool.dir = dir.join("spool");
     c
 }
 
 fn all_good(live: &Mutex<LiveState>) -> bool {
-    live.lock().map(|s| s.values.iter().all(|v| v.1 == Quality::Good)).unwrap_or(false)
+    live.lock()
+        .map(|s| s.values.iter().all(|v| v.1 == Quality::Good))
+        .unwrap_or(false)
 }
 
 fn none_good(live: &Mutex<LiveState>) -> bool {
-    live.lock().map(|s| s.values.iter().all(|v| v.1 != Quality::Good)).unwrap_or(false)
+    live.lock()
+        .map(|s| s.values.iter().all(|v| v.1 != Quality::Good))
+        .unwrap_or(false)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,14 +64,26 @@ async fn points_resume_after_the_station_restarts_without_restarting_the_daemon(
     let dir = tempfile::tempdir().expect("tempdir");
     let any: SocketAddr = ([127, 0, 0, 1], 0).into();
     let handles = start_sim(|_| any).await;
-    let addrs: BTreeMap<_, _> = handles.iter().map(|(ep, h)| (ep.clone(), h.local_addr())).collect();
+    let addrs: BTreeMap<_, _> = handles
+        .iter()
+        .map(|(ep, h)| (ep.clone(), h.local_addr()))
+        .collect();
     let config = config_for(&handles, dir.path());
     let plan = gaswatch::engine::EnginePlan::compile(&config);
     let live = Arc::new(Mutex::new(LiveState::new(&plan)));
     let cancel = CancellationToken::new();
-    let daemon = tokio::spawn(topology::run(config, RunOptions { live: Some(live.clone()) }, cancel.clone()));
+    let daemon = tokio::spawn(topology::run(
+        config,
+        RunOptions {
+            live: Some(live.clone()),
+        },
+        cancel.clone(),
+    ));
 
-    assert!(support::wait_until_async(Duration::from_secs(10), || async { all_good(&live) }).await, "points never became good");
+    assert!(
+        support::wait_until_async(Duration::from_secs(10), || async { all_good(&live) }).await,
+        "points never became good"
+    );
 
     for (_, h) in handles {
         h.stop().await;
@@ -94,7 +117,11 @@ async fn points_resume_after_the_station_restarts_without_restarting_the_daemon(
         }
     }
     for tag in &plan.tags {
-        assert!(text.contains(&format!("point={}", tag.name)), "no line for {}", tag.name);
+        assert!(
+            text.contains(&format!("point={}", tag.name)),
+            "no line for {}",
+            tag.name
+        );
     }
     assert!(text.contains("quality=\"good\""));
     assert!(

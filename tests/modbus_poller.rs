@@ -574,7 +574,7 @@ async fn garbage_peer(listener: TcpListener, accepted: Arc<AtomicUsize>) {
             };
             let _ = s.write_all(&reply).await;
             // Hold random bytes open (the client must time out), close the rest.
-            if k % 7 == 0 {
+            if k.is_multiple_of(7) {
                 let mut sink = [0u8; 256];
                 while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
             }

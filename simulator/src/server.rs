@@ -202,10 +202,10 @@ impl SimHandle {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        if let Some(task) = self.task.take() {
-            if let Err(error) = task.await {
-                warn!(%error, "Simulator listener task failed.");
-            }
+        if let Some(task) = self.task.take()
+            && let Err(error) = task.await
+        {
+            warn!(%error, "Simulator listener task failed.");
         }
         info!(addr = %self.local_addr, "Simulator listener stopped.");
     }

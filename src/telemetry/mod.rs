@@ -21,7 +21,10 @@ pub fn init_logging(format: LogFormat, file: Option<&Path>) -> std::io::Result<(
         (LogFormat::Text, None) => builder.with_writer(std::io::stderr).try_init(),
         (LogFormat::Json, None) => builder.json().with_writer(std::io::stderr).try_init(),
         (format, Some(path)) => {
-            let f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?;
             let w = std::sync::Mutex::new(f);
             match format {
                 LogFormat::Text => builder.with_ansi(false).with_writer(w).try_init(),

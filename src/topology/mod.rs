@@ -46,7 +46,11 @@ pub enum StartError {
 }
 
 /// Runs the daemon until `cancel` fires, then drains and returns.
-pub async fn run(config: Config, opts: RunOptions, cancel: CancellationToken) -> Result<(), StartError> {
+pub async fn run(
+    config: Config,
+    opts: RunOptions,
+    cancel: CancellationToken,
+) -> Result<(), StartError> {
     let plan = Arc::new(EnginePlan::compile(&config));
     let sinks_cancel = CancellationToken::new();
     let sources_cancel = cancel.child_token();
@@ -55,9 +59,14 @@ pub async fn run(config: Config, opts: RunOptions, cancel: CancellationToken) ->
     let influx = match &config.sinks.influxdb {
         Some(cfg) => {
             let dir = config.spool.dir.join("influxdb");
-            let writer = influxdb::writer::WriterConfig::resolve(cfg, &dir).map_err(|e| StartError::Sink(e.to_string()))?;
+            let writer = influxdb::writer::WriterConfig::resolve(cfg, &dir)
+                .map_err(|e| StartError::Sink(e.to_string()))?;
             let spool = SharedSpool::new("influxdb", Spool::open(&dir, &config.spool)?);
-            sink_tasks.push(tokio::spawn(influxdb::writer::run(writer, Arc::clone(&spool), sinks_cancel.clone())));
+            sink_tasks.push(tokio::spawn(influxdb::writer::run(
+                writer,
+                Arc::clone(&spool),
+                sinks_cancel.clone(),
+            )));
             Some(spool)
         }
         None => None,
@@ -75,7 +84,10 @@ pub async fn run(config: Config, opts: RunOptions, cancel: CancellationToken) ->
                 Arc::clone(&spool),
                 sinks_cancel.clone(),
             )));
-            Some((spool, mqtt::payload::Topics::new(&cfg.topic_prefix, &config.station.id)))
+            Some((
+                spool,
+                mqtt::payload::Topics::new(&cfg.topic_prefix, &config.station.id),
+            ))
         }
         None => None,
     };
@@ -161,7 +173,10 @@ pub async fn run(config: Config, opts: RunOptions, cancel: CancellationToken) ->
     }
     sinks_cancel.cancel();
     for t in sink_tasks {
-        if tokio::time::timeout(Duration::from_secs(10), t).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), t)
+            .await
+            .is_err()
+        {
             warn!("A sink did not stop within 10 s; its spool keeps the rest.");
         }
     }
@@ -169,9 +184,15 @@ pub async fn run(config: Config, opts: RunOptions, cancel: CancellationToken) ->
     Ok(())
 }
 
-fn resolve(s: Option<&crate::config::Secret>, key: &'static str) -> Result<Option<crate::config::SecretString>, StartError> {
+fn resolve(
+    s: Option<&crate::config::Secret>,
+    key: &'static str,
+) -> Result<Option<crate::config::SecretString>, StartError> {
     match s {
         None => Ok(None),
-        Some(s) => s.resolve().map(Some).map_err(|message| StartError::Secret { key, message }),
+        Some(s) => s
+            .resolve()
+            .map(Some)
+            .map_err(|message| StartError::Secret { key, message }),
     }
 }

@@ -29,7 +29,12 @@ pub enum RouteError {
 }
 
 impl Router {
-    pub fn new(plan: Arc<EnginePlan>, influx: Option<Arc<SharedSpool>>, mqtt: Option<(Arc<SharedSpool>, mqtt::payload::Topics)>, file: Option<FileSink>) -> Self {
+    pub fn new(
+        plan: Arc<EnginePlan>,
+        influx: Option<Arc<SharedSpool>>,
+        mqtt: Option<(Arc<SharedSpool>, mqtt::payload::Topics)>,
+        file: Option<FileSink>,
+    ) -> Self {
         Router {
             plan,
             influx,
@@ -55,12 +60,16 @@ impl Router {
                 sp.lock().append(RecordClass::Telemetry, &self.lines)?;
             }
             if let Some(f) = &mut self.file {
-                f.write_telemetry(&self.lines).map_err(|e| RouteError::File(e.to_string()))?;
+                f.write_telemetry(&self.lines)
+                    .map_err(|e| RouteError::File(e.to_string()))?;
             }
         }
         for e in &out.alarms {
             let def = &plan.alarms[e.alarm as usize];
-            let unit = plan.tag(&def.source).map(|t| plan.tag_info(t).unit.as_str()).unwrap_or("%");
+            let unit = plan
+                .tag(&def.source)
+                .map(|t| plan.tag_info(t).unit.as_str())
+                .unwrap_or("%");
             if let Some(sp) = &self.influx {
                 self.scratch.clear();
                 influxdb::line::encode_alarm(&mut self.scratch, station, &def.id, &def.source, e);
@@ -74,7 +83,8 @@ impl Router {
             }
             if let Some(f) = &mut self.file {
                 let json = mqtt::payload::encode_alarm(station, def, e, unit);
-                f.write_alarm(&json).map_err(|e| RouteError::File(e.to_string()))?;
+                f.write_alarm(&json)
+                    .map_err(|e| RouteError::File(e.to_string()))?;
             }
         }
         for b in &out.balances {
@@ -89,7 +99,8 @@ impl Router {
             }
             if let Some(f) = &mut self.file {
                 let json = mqtt::payload::encode_balance(station, b);
-                f.write_balance(&json).map_err(|e| RouteError::File(e.to_string()))?;
+                f.write_balance(&json)
+                    .map_err(|e| RouteError::File(e.to_string()))?;
             }
         }
         if let Some(sp) = &self.influx {

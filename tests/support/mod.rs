@@ -4,9 +4,9 @@
 //! and stop them on drop. Each integration test file uses `mod support;`.
 #![allow(dead_code)]
 
+pub mod influxdb;
 pub mod mosquitto;
 pub mod pymodbus;
-pub mod influxdb;
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
