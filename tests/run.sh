@@ -32,4 +32,4 @@ done
 # Two cores: keep test binaries from oversubscribing the machine with servers.
 export RUST_BACKTRACE=1
 cargo build --workspace --all-targets --locked
-cargo test --workspace --locked "$@" -- --test-threads=2
+cargo test --workspace --locked --no-fail-fast "$@" -- --test-threads=2
