@@ -18,6 +18,7 @@
 pub mod alarms;
 pub mod balance;
 pub mod decode;
+pub mod gas;
 pub mod plan;
 
 pub use plan::{AlarmDef, BlockPlan, DevicePlan, EnginePlan, PointDecoder, TagInfo};
