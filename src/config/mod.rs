@@ -35,6 +35,13 @@ pub struct Config {
     /// The station gas balance (输差).
     #[serde(default)]
     pub balance: BalanceConfig,
+    /// Gas properties: base conditions, atmospheric pressure, Z method.
+    #[serde(default)]
+    pub gas: crate::engine::gas::GasConfig,
+    /// Line-pack elements of the balance (station pipework, pipe segments,
+    /// spheres, cylinder banks): gas stored in them is not a leak.
+    #[serde(default)]
+    pub linepack: Vec<LinepackConfig>,
     /// HH/H/L/LL alarm limits on points.
     #[serde(default)]
     pub limits: Vec<LimitConfig>,
@@ -102,12 +109,89 @@ pub struct MeterConfig {
     pub name: String,
     /// "inlet" or "outlet".
     pub role: MeterRole,
-    /// Point giving the flow rate at base conditions (Sm³/h).
+    /// Point giving the flow (Sm³/h or m³/h) or totaliser (Sm³ or m³),
+    /// as `kind` says.
     pub flow: String,
-    /// Point giving the line pressure (optional).
+    /// Point giving the line pressure (kPa; needed for line-condition kinds).
     pub pressure: Option<String>,
-    /// Point giving the line temperature (optional).
+    /// Point giving the line temperature (degC; needed for line-condition kinds).
     pub temperature: Option<String>,
+    /// What `flow` measures: "base_flow" (default, Sm³/h), "line_flow"
+    /// (m³/h at line P and T, converted with `[gas]`), "base_totaliser"
+    /// (Sm³) or "line_totaliser" (m³ at line conditions).
+    #[serde(default)]
+    pub kind: MeterKind,
+    /// Whether `pressure` is gauge (default; `[gas] atmospheric_pressure_kpa`
+    /// is added) or absolute.
+    #[serde(default = "default_true")]
+    pub pressure_gauge: bool,
+    /// Value at which a totaliser rolls over to 0 (e.g. 100000000). A
+    /// decrease that is not a rollover is a meter reset: that interval is
+    /// left out (never a spike).
+    pub rollover: Option<f64>,
+    /// The meter's expanded uncertainty (k = 2, %), as on its data sheet.
+    /// Propagated into the 输差率 uncertainty. Default 1.
+    #[serde(default = "default_meter_uncertainty")]
+    pub uncertainty_percent: f64,
+}
+
+/// What a meter's `flow` point measures.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MeterKind {
+    /// Flow rate at base conditions, Sm³/h (a flow computer's corrected flow).
+    #[default]
+    BaseFlow,
+    /// Flow rate at line conditions, m³/h: corrected here (AGA 7).
+    LineFlow,
+    /// Totaliser at base conditions, Sm³.
+    BaseTotaliser,
+    /// Totaliser at line conditions, m³: each delta corrected here.
+    LineTotaliser,
+}
+
+impl MeterKind {
+    pub fn is_totaliser(self) -> bool {
+        matches!(self, MeterKind::BaseTotaliser | MeterKind::LineTotaliser)
+    }
+    pub fn is_line(self) -> bool {
+        matches!(self, MeterKind::LineFlow | MeterKind::LineTotaliser)
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_meter_uncertainty() -> f64 {
+    1.0
+}
+
+/// A line-pack element: a geometric volume whose stored gas is tracked from
+/// a pressure and a temperature point that represent it.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LinepackConfig {
+    /// Element name, e.g. "station-pipework".
+    pub name: String,
+    /// Geometric (water) volume, m³.
+    pub volume_m3: f64,
+    /// Pressure point representing the element (kPa).
+    pub pressure: String,
+    /// Temperature point representing the element (degC).
+    pub temperature: String,
+    /// Whether `pressure` is gauge (default) or absolute.
+    #[serde(default = "default_true")]
+    pub pressure_gauge: bool,
+    /// Expanded uncertainty of the line-pack change, % of the change. Default 2.
+    #[serde(default = "default_linepack_uncertainty")]
+    pub uncertainty_percent: f64,
+    /// Rupture alarm when the pressure falls faster than this (kPa per
+    /// minute, between two consecutive good scans). None: no rupture detector.
+    pub rupture_kpa_per_min: Option<f64>,
+}
+
+fn default_linepack_uncertainty() -> f64 {
+    2.0
 }
 
 /// The station balance: inlet meters minus outlet meters over fixed windows.
@@ -124,6 +208,80 @@ pub struct BalanceConfig {
     /// result to be judged (below it: no alarm, quality uncertain or bad).
     #[serde(default = "default_min_coverage")]
     pub min_coverage: f64,
+    /// Longer windows computed beside `window`, epoch-aligned (default ["1h"]).
+    #[serde(default = "default_longer_windows", deserialize_with = "durations")]
+    pub longer_windows: Vec<Duration>,
+    /// Also balance the gas day (24 h starting at `contract_hour`). Default true.
+    #[serde(default = "default_true")]
+    pub gas_day: bool,
+    /// Local hour (0-23) at which the gas day starts (contract hour). Default 8.
+    #[serde(default = "default_contract_hour")]
+    pub contract_hour: u8,
+    /// Offset of local time from UTC in hours, for the gas day. Default 8 (China).
+    #[serde(default = "default_utc_offset")]
+    pub utc_offset_hours: i8,
+    /// The sequential leak test on the shortest window's residual.
+    #[serde(default)]
+    pub leak: LeakConfig,
+}
+
+/// The sequential (CUSUM) leak test; see `src/engine/leak.rs`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LeakConfig {
+    /// Run the leak test. Default true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Smallest leak the test is tuned for, % of inlet (the CUSUM reference
+    /// value is half of it). Default 0.5.
+    #[serde(default = "default_leak_min")]
+    pub min_leak_percent: f64,
+    /// Alarm threshold of the CUSUM, in standard deviations of the
+    /// residual. Default 8.
+    #[serde(default = "default_leak_threshold")]
+    pub threshold_sigma: f64,
+    /// Windows over which the meter bias is learned (exponential average
+    /// weight 1/n). Default 288 (one day of 5-minute windows).
+    #[serde(default = "default_bias_windows")]
+    pub bias_windows: u32,
+}
+
+impl Default for LeakConfig {
+    fn default() -> Self {
+        LeakConfig {
+            enabled: true,
+            min_leak_percent: default_leak_min(),
+            threshold_sigma: default_leak_threshold(),
+            bias_windows: default_bias_windows(),
+        }
+    }
+}
+
+fn default_leak_min() -> f64 {
+    0.5
+}
+fn default_leak_threshold() -> f64 {
+    8.0
+}
+fn default_bias_windows() -> u32 {
+    288
+}
+/// A list of humantime durations, e.g. `["1h", "8h"]`.
+fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+    let v: Vec<String> = Vec::deserialize(d)?;
+    v.iter()
+        .map(|s| humantime::parse_duration(s).map_err(serde::de::Error::custom))
+        .collect()
+}
+
+fn default_longer_windows() -> Vec<Duration> {
+    vec![Duration::from_secs(3600)]
+}
+fn default_contract_hour() -> u8 {
+    8
+}
+fn default_utc_offset() -> i8 {
+    8
 }
 
 impl Default for BalanceConfig {
@@ -132,6 +290,11 @@ impl Default for BalanceConfig {
             window: default_window(),
             limit_percent: default_limit_percent(),
             min_coverage: default_min_coverage(),
+            longer_windows: default_longer_windows(),
+            gas_day: true,
+            contract_hour: default_contract_hour(),
+            utc_offset_hours: default_utc_offset(),
+            leak: LeakConfig::default(),
         }
     }
 }

@@ -215,6 +215,8 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
         );
     }
 
+    validate_balance_extras(c, &points, &mut p);
+
     // Limits.
     for (li, l) in c.limits.iter().enumerate() {
         let lk = format!("limits[{li}]");
@@ -336,5 +338,122 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
 fn check_secret(p: &mut Problems, key: &str, s: Option<&Secret>) {
     if let Some(msg) = s.and_then(Secret::shape_problem) {
         p.add(key, msg);
+    }
+}
+
+/// Meter kinds, line-pack elements, extra windows, leak test and `[gas]`.
+fn validate_balance_extras(c: &Config, points: &HashMap<&str, String>, p: &mut Problems) {
+    let point_problem = |p: &mut Problems, key: String, point: &str| {
+        if !points.contains_key(point) {
+            p.add(
+                key,
+                format!(
+                    "expected the name of a point defined under [[devices.points]], got {point:?}"
+                ),
+            );
+        }
+    };
+    for (mi, m) in c.meters.iter().enumerate() {
+        let mk = format!("meters[{mi}]");
+        if m.kind.is_line() {
+            for (field, v) in [("pressure", &m.pressure), ("temperature", &m.temperature)] {
+                if v.is_none() {
+                    p.add(
+                        format!("{mk}.{field}"),
+                        format!("kind {:?} is at line conditions: a {field} point is required for the conversion", m.kind),
+                    );
+                }
+            }
+        }
+        if let Some(r) = m.rollover {
+            if !m.kind.is_totaliser() {
+                p.add(format!("{mk}.rollover"), "only totaliser kinds roll over");
+            } else if !(r.is_finite() && r > 0.0) {
+                p.add(
+                    format!("{mk}.rollover"),
+                    format!("expected a positive number, got {r}"),
+                );
+            }
+        }
+        if !(m.uncertainty_percent.is_finite() && (0.0..=20.0).contains(&m.uncertainty_percent)) {
+            p.add(
+                format!("{mk}.uncertainty_percent"),
+                format!("expected 0-20 %, got {}", m.uncertainty_percent),
+            );
+        }
+    }
+    let mut names = HashSet::new();
+    for (i, l) in c.linepack.iter().enumerate() {
+        let k = format!("linepack[{i}]");
+        if !is_ident(&l.name) || !names.insert(l.name.as_str()) {
+            p.add(
+                format!("{k}.name"),
+                format!(
+                    "expected a unique name of 1-64 letters, digits, '_', '-' or '.', got {:?}",
+                    l.name
+                ),
+            );
+        }
+        if !(l.volume_m3.is_finite() && l.volume_m3 > 0.0) {
+            p.add(
+                format!("{k}.volume_m3"),
+                format!("expected a positive geometric volume, got {}", l.volume_m3),
+            );
+        }
+        point_problem(p, format!("{k}.pressure"), &l.pressure);
+        point_problem(p, format!("{k}.temperature"), &l.temperature);
+        if !(l.uncertainty_percent.is_finite() && (0.0..=50.0).contains(&l.uncertainty_percent)) {
+            p.add(
+                format!("{k}.uncertainty_percent"),
+                format!("expected 0-50 %, got {}", l.uncertainty_percent),
+            );
+        }
+        if let Some(r) = l.rupture_kpa_per_min
+            && !(r.is_finite() && r > 0.0)
+        {
+            p.add(
+                format!("{k}.rupture_kpa_per_min"),
+                format!("expected a positive rate, got {r}"),
+            );
+        }
+    }
+    for (i, w) in c.balance.longer_windows.iter().enumerate() {
+        if *w <= c.balance.window || w.as_secs() > 7 * 86_400 {
+            p.add(
+                format!("balance.longer_windows[{i}]"),
+                format!("expected a window longer than balance.window ({:?}) and at most 7 days, got {w:?}", c.balance.window),
+            );
+        }
+    }
+    if c.balance.contract_hour > 23 {
+        p.add(
+            "balance.contract_hour",
+            format!("expected an hour 0-23, got {}", c.balance.contract_hour),
+        );
+    }
+    if !(-12..=14).contains(&c.balance.utc_offset_hours) {
+        p.add(
+            "balance.utc_offset_hours",
+            format!("expected -12..=14, got {}", c.balance.utc_offset_hours),
+        );
+    }
+    let l = &c.balance.leak;
+    if !(l.min_leak_percent.is_finite() && l.min_leak_percent > 0.0 && l.min_leak_percent < 50.0) {
+        p.add(
+            "balance.leak.min_leak_percent",
+            format!("expected 0-50 %, got {}", l.min_leak_percent),
+        );
+    }
+    if !(l.threshold_sigma.is_finite() && l.threshold_sigma > 0.0) {
+        p.add(
+            "balance.leak.threshold_sigma",
+            format!("expected a positive number, got {}", l.threshold_sigma),
+        );
+    }
+    if l.bias_windows == 0 {
+        p.add("balance.leak.bias_windows", "expected at least 1");
+    }
+    for (key, msg) in c.gas.problems() {
+        p.add(format!("gas.{key}"), msg);
     }
 }

@@ -43,9 +43,6 @@ impl AlarmStates {
         ts: Timestamp,
         out: &mut Vec<AlarmEvent>,
     ) {
-        let Some(active) = self.active.get_mut(index as usize) else {
-            return;
-        };
         let (raise, clear) = match def.kind {
             AlarmKind::HighHigh | AlarmKind::High => {
                 (value > def.limit, value < def.limit - def.deadband)
@@ -57,6 +54,31 @@ impl AlarmStates {
                 value.abs() > def.limit,
                 value.abs() < def.limit - def.deadband,
             ),
+            // Leak (CUSUM statistic) and rupture (pressure fall rate) are
+            // high-type: raise above the limit.
+            AlarmKind::Leak | AlarmKind::Rupture => {
+                (value > def.limit, value < def.limit - def.deadband)
+            }
+        };
+        self.transition(index, def, raise, clear, value, ts, out);
+    }
+
+    /// Raises or clears alarm `index` on conditions the caller decided (the
+    /// 输差 alarm needs both the limit and the window's own uncertainty).
+    /// Pushes an event only on a transition.
+    #[allow(clippy::too_many_arguments)]
+    pub fn transition(
+        &mut self,
+        index: u32,
+        def: &AlarmDef,
+        raise: bool,
+        clear: bool,
+        value: f64,
+        ts: Timestamp,
+        out: &mut Vec<AlarmEvent>,
+    ) {
+        let Some(active) = self.active.get_mut(index as usize) else {
+            return;
         };
         let action = if !*active && raise {
             AlarmAction::Raise

@@ -19,14 +19,36 @@ pub mod alarms;
 pub mod balance;
 pub mod decode;
 pub mod gas;
+pub mod leak;
 pub mod plan;
 
 pub use plan::{AlarmDef, BlockPlan, DevicePlan, EnginePlan, PointDecoder, TagInfo};
 
+use crate::config::MeterKind;
 use crate::model::{Input, Output, Quality, Reason, Sample, TagId, Timestamp};
 use alarms::AlarmStates;
-use balance::Balance;
+use balance::{Balance, ElementSpec, MeterSpec};
+use gas::GasModel;
+use leak::{LeakDetector, LeakTuning};
 use std::sync::Arc;
+
+/// Run-time state of a meter beyond its flow tag: the last totaliser reading.
+#[derive(Debug, Clone, Copy, Default)]
+struct MeterRt {
+    /// (time ns, reading) of the last good totaliser value.
+    last_total: Option<(i64, f64)>,
+}
+
+/// Counters the daemon exports as metrics (the engine does no I/O itself).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BalanceCounters {
+    /// Totaliser decreases taken as a rollover.
+    pub totaliser_rollovers: u64,
+    /// Totaliser decreases taken as a meter reset (interval left out).
+    pub totaliser_resets: u64,
+    /// Line-condition samples left out because P, T or Z was not available.
+    pub conversions_failed: u64,
+}
 
 #[derive(Debug, Clone, Copy)]
 struct TagState {
@@ -44,7 +66,15 @@ pub struct Engine {
     plan: Arc<EnginePlan>,
     tags: Vec<TagState>,
     alarms: AlarmStates,
-    balance: Option<Balance>,
+    /// One balance per window length (`plan.windows`); empty without meters.
+    balances: Vec<Balance>,
+    /// One leak detector per window length.
+    leaks: Vec<LeakDetector>,
+    meters: Vec<MeterRt>,
+    /// Last good pressure (time ns, kPa) per line-pack element, for rupture.
+    last_pressure: Vec<Option<(i64, f64)>>,
+    gas: GasModel,
+    counters: BalanceCounters,
 }
 
 impl Engine {
@@ -66,21 +96,83 @@ impl Engine {
                 t.meter = Some(i as u32);
             }
         }
-        let balance = (!plan.meters.is_empty()).then(|| {
-            let meters: Vec<_> = plan
-                .meters
+        let meter_specs: Vec<MeterSpec> = plan
+            .meters
+            .iter()
+            .map(|m| MeterSpec {
+                role: m.role,
+                max_gap_ns: plan.tag_info(m.flow).stale_after_ns,
+                uncertainty_percent: m.uncertainty_percent,
+            })
+            .collect();
+        let element_specs: Vec<ElementSpec> = plan
+            .linepack
+            .iter()
+            .map(|l| ElementSpec {
+                max_gap_ns: plan
+                    .tag_info(l.pressure)
+                    .stale_after_ns
+                    .max(plan.tag_info(l.temperature).stale_after_ns),
+                uncertainty_percent: l.uncertainty_percent,
+            })
+            .collect();
+        let balances: Vec<Balance> = plan
+            .windows
+            .iter()
+            .map(|w| {
+                Balance::with_elements(
+                    w.window_ns,
+                    w.offset_ns,
+                    plan.balance_min_coverage,
+                    &meter_specs,
+                    &element_specs,
+                )
+            })
+            .collect();
+        let leaks = if plan.leak_alarm.is_some() {
+            plan.windows
                 .iter()
-                .map(|m| (m.role, plan.tag_info(m.flow).stale_after_ns))
-                .collect();
-            Balance::new(plan.balance_window_ns, plan.balance_min_coverage, &meters)
+                .map(|w| {
+                    // Warm up for about an hour of windows, at least 3.
+                    let warmup = (3_600_000_000_000 / w.window_ns.max(1)).clamp(3, 12) as u32;
+                    LeakDetector::new(LeakTuning {
+                        min_leak_percent: plan.leak.min_leak_percent,
+                        threshold_sigma: plan.leak.threshold_sigma,
+                        bias_windows: plan.leak.bias_windows,
+                        warmup,
+                    })
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        // Validation builds the gas model first; an ideal gas is the
+        // fallback only for unvalidated plans (tests, benches).
+        let gas = plan.gas.build().unwrap_or_else(|_| {
+            GasModel::ideal(plan.gas.base(), plan.gas.atmospheric_pressure_kpa)
         });
         let alarms = AlarmStates::new(plan.alarms.len(), start_seq);
         Engine {
+            meters: vec![MeterRt::default(); plan.meters.len()],
+            last_pressure: vec![None; plan.linepack.len()],
             plan,
             tags,
             alarms,
-            balance,
+            balances,
+            leaks,
+            gas,
+            counters: BalanceCounters::default(),
         }
+    }
+
+    /// Totaliser and conversion counters since start.
+    pub fn counters(&self) -> BalanceCounters {
+        self.counters
+    }
+
+    /// State and reason of each leak detector (one per window length).
+    pub fn leak_states(&self) -> impl Iterator<Item = (leak::LeakState, &'static str)> + '_ {
+        self.leaks.iter().map(|d| (d.state(), d.reason()))
     }
 
     pub fn plan(&self) -> &Arc<EnginePlan> {
@@ -196,8 +288,11 @@ impl Engine {
         st.quality = s.quality;
         st.value = s.value;
         let good = s.quality == Quality::Good;
-        if let (Some(m), Some(b)) = (st.meter, self.balance.as_mut()) {
-            b.on_flow(m as usize, s.ts, s.value, good);
+        if let Some(m) = st.meter {
+            self.on_meter(m as usize, s.ts, s.value, good);
+        }
+        if !self.plan.tag_linepack[i].is_empty() {
+            self.on_linepack_tag(i, s.ts, out);
         }
         if good {
             for &a in &self.plan.tag_alarms[i] {
@@ -217,13 +312,15 @@ impl Engine {
     /// evaluates the imbalance alarm on them.
     pub fn tick(&mut self, now: Timestamp, out: &mut Output) {
         let n = now.nanos();
-        for (i, st) in self.tags.iter_mut().enumerate() {
+        for i in 0..self.tags.len() {
             let stale_after = self.plan.tags[i].stale_after_ns;
+            let st = &mut self.tags[i];
             if matches!(st.quality, Quality::Good | Quality::Uncertain)
                 && n.saturating_sub(st.last_ts) > stale_after
             {
                 st.quality = Quality::Stale;
                 st.value = f64::NAN;
+                let meter = st.meter;
                 out.samples.push(Sample {
                     tag: TagId(i as u32),
                     value: f64::NAN,
@@ -231,27 +328,195 @@ impl Engine {
                     reason: Reason::NoRecentData,
                     ts: now,
                 });
-                if let (Some(m), Some(b)) = (st.meter, self.balance.as_mut()) {
-                    b.on_flow(m as usize, now, f64::NAN, false);
+                if let Some(m) = meter {
+                    self.on_meter(m as usize, now, f64::NAN, false);
+                }
+                if !self.plan.tag_linepack[i].is_empty() {
+                    self.on_linepack_tag(i, now, out);
                 }
             }
         }
-        if let Some(b) = self.balance.as_mut() {
+        let plan = Arc::clone(&self.plan);
+        for (wi, b) in self.balances.iter_mut().enumerate() {
             let first = out.balances.len();
             b.close_due(now, &mut out.balances);
-            if let Some(a) = self.plan.imbalance_alarm {
-                for r in &out.balances[first..] {
-                    if matches!(r.quality, Quality::Good | Quality::Uncertain)
-                        && r.imbalance_percent.is_finite()
-                    {
-                        self.alarms.evaluate(
+            let def_i = plan.windows[wi].alarm;
+            let def = &plan.alarms[def_i as usize];
+            for r in &out.balances[first..] {
+                if matches!(r.quality, Quality::Good | Quality::Uncertain)
+                    && r.imbalance_percent.is_finite()
+                {
+                    // 输差 alarm: above the limit AND outside the window's own
+                    // expanded (2-sigma) uncertainty.
+                    let p = r.imbalance_percent.abs();
+                    let u = if r.uncertainty_percent.is_finite() {
+                        r.uncertainty_percent
+                    } else {
+                        0.0
+                    };
+                    let raise = p > def.limit && p > u;
+                    let clear = p < def.limit - def.deadband || p <= u;
+                    self.alarms.transition(
+                        def_i,
+                        def,
+                        raise,
+                        clear,
+                        r.imbalance_percent,
+                        r.end,
+                        &mut out.alarms,
+                    );
+                }
+                if let (Some(d), Some(a)) = (self.leaks.get_mut(wi), plan.leak_alarm) {
+                    let alert = d.on_window(r);
+                    let def = &plan.alarms[a as usize];
+                    if let Some(alert) = alert {
+                        out.leaks.push(alert);
+                        self.alarms.transition(
                             a,
-                            &self.plan.alarms[a as usize],
-                            r.imbalance_percent,
+                            def,
+                            true,
+                            false,
+                            alert.rate_percent,
                             r.end,
                             &mut out.alarms,
                         );
                     }
+                }
+            }
+            if let Some(a) = plan.leak_alarm
+                && self.alarms.is_active(a)
+                && !self.leaks.iter().any(LeakDetector::in_alarm)
+                && out.balances.len() > first
+            {
+                self.alarms.transition(
+                    a,
+                    &plan.alarms[a as usize],
+                    false,
+                    true,
+                    0.0,
+                    now,
+                    &mut out.alarms,
+                );
+            }
+        }
+    }
+
+    /// Base-condition conversion factor for meter `m` from its current P and T.
+    fn line_factor(&mut self, m: usize) -> Option<f64> {
+        let mp = &self.plan.meters[m];
+        let good = |t: Option<TagId>| {
+            t.and_then(|t| self.tags.get(t.0 as usize))
+                .filter(|s| s.quality == Quality::Good)
+                .map(|s| s.value)
+        };
+        let (p, t) = (good(mp.pressure)?, good(mp.temperature)?);
+        let p_abs = self.gas.absolute_kpa(p, mp.pressure_gauge);
+        self.gas.conversion_factor(p_abs, t + 273.15).ok()
+    }
+
+    /// Routes a meter's flow or totaliser sample into every balance window.
+    fn on_meter(&mut self, m: usize, ts: Timestamp, value: f64, good: bool) {
+        let Some(mp) = self.plan.meters.get(m) else {
+            return;
+        };
+        let (kind, rollover) = (mp.kind, mp.rollover);
+        let factor = if kind.is_line() && good {
+            let f = self.line_factor(m);
+            if f.is_none() {
+                self.counters.conversions_failed += 1;
+            }
+            f
+        } else {
+            Some(1.0)
+        };
+        match kind {
+            MeterKind::BaseFlow | MeterKind::LineFlow => {
+                let (v, ok) = match factor {
+                    Some(f) if good => (value * f, true),
+                    _ => (f64::NAN, false),
+                };
+                for b in &mut self.balances {
+                    b.on_flow(m, ts, v, ok);
+                }
+            }
+            MeterKind::BaseTotaliser | MeterKind::LineTotaliser => {
+                let prev = self.meters[m].last_total;
+                self.meters[m].last_total = good.then_some((ts.nanos(), value));
+                let Some((t0, v0)) = prev else {
+                    // First reading, or after a bad one: nothing to difference.
+                    for b in &mut self.balances {
+                        b.on_volume(m, ts, ts, None);
+                    }
+                    return;
+                };
+                let delta = if !good {
+                    None
+                } else if value >= v0 {
+                    Some(value - v0)
+                } else {
+                    // A decrease: rollover if the wrap explains a small step,
+                    // otherwise a reset (left out, never a spike).
+                    match rollover {
+                        Some(r) if value + r - v0 >= 0.0 && value + r - v0 < 0.01 * r => {
+                            self.counters.totaliser_rollovers += 1;
+                            Some(value + r - v0)
+                        }
+                        _ => {
+                            self.counters.totaliser_resets += 1;
+                            None
+                        }
+                    }
+                };
+                let vol = delta.zip(factor).map(|(d, f)| d * f);
+                for b in &mut self.balances {
+                    b.on_volume(m, Timestamp(t0), ts, vol);
+                }
+            }
+        }
+    }
+
+    /// Recomputes the pack of each element that tag `i` belongs to, and runs
+    /// the rupture detector on its pressure.
+    fn on_linepack_tag(&mut self, i: usize, ts: Timestamp, out: &mut Output) {
+        let plan = Arc::clone(&self.plan);
+        for &e in &plan.tag_linepack[i] {
+            let l = &plan.linepack[e as usize];
+            let (p, t) = (
+                self.tags[l.pressure.0 as usize],
+                self.tags[l.temperature.0 as usize],
+            );
+            let lp = if p.quality == Quality::Good && t.quality == Quality::Good {
+                let p_abs = self.gas.absolute_kpa(p.value, l.pressure_gauge);
+                self.gas
+                    .linepack_sm3(l.volume_m3, p_abs, t.value + 273.15)
+                    .unwrap_or(f64::NAN)
+            } else {
+                f64::NAN
+            };
+            for b in &mut self.balances {
+                b.on_linepack(e as usize, ts, lp);
+            }
+            if l.pressure.0 as usize != i {
+                continue;
+            }
+            // Rupture: pressure fall rate between two consecutive good scans.
+            let now = ts.nanos();
+            let prev = self.last_pressure[e as usize];
+            let good = p.quality == Quality::Good;
+            self.last_pressure[e as usize] = good.then_some((now, p.value));
+            if let (Some((limit, a)), Some((t0, p0)), true) = (l.rupture, prev, good) {
+                let dt = now - t0;
+                if dt > 0 && dt <= plan.tag_info(l.pressure).stale_after_ns {
+                    // The alarm definition holds `limit`; evaluate compares.
+                    debug_assert!(limit > 0.0);
+                    let fall_per_min = (p0 - p.value) / (dt as f64 / 60e9);
+                    self.alarms.evaluate(
+                        a,
+                        &plan.alarms[a as usize],
+                        fall_per_min,
+                        ts,
+                        &mut out.alarms,
+                    );
                 }
             }
         }

@@ -8,11 +8,13 @@
 //! straddles two blocks, so a multi-register value is read in one request
 //! (no torn reads).
 
-use crate::config::{Config, MeterRole};
+use crate::config::{Config, MeterKind, MeterRole};
 use crate::model::{BlockId, DeviceId, Priority, TagId};
 use crate::sources::modbus::{DataType, RegisterKind, WordOrder};
 use std::collections::HashMap;
 use std::time::Duration;
+
+const NS: i64 = 1_000_000_000;
 
 /// One Modbus request a device is polled with.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,6 +83,38 @@ pub struct MeterPlan {
     pub name: String,
     pub role: MeterRole,
     pub flow: TagId,
+    pub kind: MeterKind,
+    pub pressure: Option<TagId>,
+    pub temperature: Option<TagId>,
+    pub pressure_gauge: bool,
+    pub rollover: Option<f64>,
+    /// Expanded (k = 2) uncertainty, %.
+    pub uncertainty_percent: f64,
+}
+
+/// A line-pack element in the balance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinepackPlan {
+    pub name: String,
+    pub volume_m3: f64,
+    pub pressure: TagId,
+    pub temperature: TagId,
+    pub pressure_gauge: bool,
+    pub uncertainty_percent: f64,
+    /// Rupture limit (kPa/min) and its alarm index.
+    pub rupture: Option<(f64, u32)>,
+}
+
+/// One balance window length.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowPlan {
+    /// Short label: "5m", "1h", "gasday".
+    pub label: String,
+    pub window_ns: i64,
+    /// Windows start at `offset_ns + k * window_ns` since the epoch.
+    pub offset_ns: i64,
+    /// Index of its 输差 (imbalance) alarm.
+    pub alarm: u32,
 }
 
 /// Everything the engine and the pollers need, compiled from the config.
@@ -97,6 +131,16 @@ pub struct EnginePlan {
     pub imbalance_alarm: Option<u32>,
     pub balance_window_ns: i64,
     pub balance_min_coverage: f64,
+    /// Every balance window: the first is `balance.window`, then the longer
+    /// ones, then the gas day.
+    pub windows: Vec<WindowPlan>,
+    pub linepack: Vec<LinepackPlan>,
+    /// Per tag, the line-pack elements whose P or T it is.
+    pub tag_linepack: Vec<Vec<u32>>,
+    /// Index of the leak alarm, and the leak test tuning.
+    pub leak_alarm: Option<u32>,
+    pub leak: crate::config::LeakConfig,
+    pub gas: crate::engine::gas::GasConfig,
     by_name: HashMap<String, TagId>,
 }
 
@@ -189,6 +233,12 @@ impl EnginePlan {
                     name: m.name.clone(),
                     role: m.role,
                     flow,
+                    kind: m.kind,
+                    pressure: m.pressure.as_ref().and_then(|p| by_name.get(p).copied()),
+                    temperature: m.temperature.as_ref().and_then(|p| by_name.get(p).copied()),
+                    pressure_gauge: m.pressure_gauge,
+                    rollover: m.rollover,
+                    uncertainty_percent: m.uncertainty_percent,
                 })
             })
             .collect();
@@ -205,6 +255,94 @@ impl EnginePlan {
             });
             Some(alarms.len() as u32 - 1)
         };
+        let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        let mut windows = Vec::new();
+        if let Some(first) = imbalance_alarm {
+            windows.push(WindowPlan {
+                label: humantime::format_duration(config.balance.window).to_string(),
+                window_ns: nanos(config.balance.window),
+                offset_ns: 0,
+                alarm: first,
+            });
+            let mut more: Vec<(String, i64, i64)> = config
+                .balance
+                .longer_windows
+                .iter()
+                .map(|&w| (humantime::format_duration(w).to_string(), nanos(w), 0))
+                .collect();
+            if config.balance.gas_day {
+                let hours = i64::from(config.balance.contract_hour)
+                    - i64::from(config.balance.utc_offset_hours);
+                more.push((
+                    "gasday".into(),
+                    86_400 * NS,
+                    hours.rem_euclid(24) * 3_600 * NS,
+                ));
+            }
+            for (label, window_ns, offset_ns) in more {
+                alarms.push(AlarmDef {
+                    id: format!("{station}/balance-{label}/IMBALANCE"),
+                    source: format!("balance-{label}"),
+                    kind: crate::model::AlarmKind::Imbalance,
+                    priority: Priority::High,
+                    limit: config.balance.limit_percent,
+                    deadband: config.balance.limit_percent * 0.2,
+                });
+                windows.push(WindowPlan {
+                    label,
+                    window_ns,
+                    offset_ns,
+                    alarm: alarms.len() as u32 - 1,
+                });
+            }
+        }
+        let leak_alarm = (imbalance_alarm.is_some() && config.balance.leak.enabled).then(|| {
+            alarms.push(AlarmDef {
+                id: format!("{station}/balance/LEAK"),
+                source: "balance".to_string(),
+                kind: crate::model::AlarmKind::Leak,
+                priority: Priority::Critical,
+                limit: config.balance.leak.threshold_sigma,
+                // Cleared when the CUSUM is back to (nearly) zero.
+                deadband: config.balance.leak.threshold_sigma * 0.99,
+            });
+            alarms.len() as u32 - 1
+        });
+        let mut tag_linepack = vec![Vec::new(); tags.len()];
+        let mut linepack = Vec::new();
+        if imbalance_alarm.is_some() {
+            for l in &config.linepack {
+                let (Some(&p), Some(&t)) = (by_name.get(&l.pressure), by_name.get(&l.temperature))
+                else {
+                    continue;
+                };
+                let e = linepack.len() as u32;
+                tag_linepack[p.0 as usize].push(e);
+                if t != p {
+                    tag_linepack[t.0 as usize].push(e);
+                }
+                let rupture = l.rupture_kpa_per_min.map(|limit| {
+                    alarms.push(AlarmDef {
+                        id: format!("{station}/{}/RUPTURE", l.name),
+                        source: l.name.clone(),
+                        kind: crate::model::AlarmKind::Rupture,
+                        priority: Priority::Critical,
+                        limit,
+                        deadband: limit * 0.5,
+                    });
+                    (limit, alarms.len() as u32 - 1)
+                });
+                linepack.push(LinepackPlan {
+                    name: l.name.clone(),
+                    volume_m3: l.volume_m3,
+                    pressure: p,
+                    temperature: t,
+                    pressure_gauge: l.pressure_gauge,
+                    uncertainty_percent: l.uncertainty_percent,
+                    rupture,
+                });
+            }
+        }
         EnginePlan {
             station_id: station.clone(),
             tags,
@@ -215,6 +353,12 @@ impl EnginePlan {
             imbalance_alarm,
             balance_window_ns: i64::try_from(config.balance.window.as_nanos()).unwrap_or(i64::MAX),
             balance_min_coverage: config.balance.min_coverage,
+            windows,
+            linepack,
+            tag_linepack,
+            leak_alarm,
+            leak: config.balance.leak.clone(),
+            gas: config.gas.clone(),
             by_name,
         }
     }

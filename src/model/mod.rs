@@ -172,6 +172,11 @@ pub enum AlarmKind {
     LowLow,
     /// A balance window's 输差率 exceeded its limit: a possible leak.
     Imbalance,
+    /// The sequential leak test (CUSUM on the line-pack-compensated
+    /// residual) crossed its threshold.
+    Leak,
+    /// Pressure fell faster than the rupture limit.
+    Rupture,
 }
 
 impl AlarmKind {
@@ -183,6 +188,8 @@ impl AlarmKind {
             AlarmKind::Low => "L",
             AlarmKind::LowLow => "LL",
             AlarmKind::Imbalance => "IMBALANCE",
+            AlarmKind::Leak => "LEAK",
+            AlarmKind::Rupture => "RUPTURE",
         }
     }
 }
@@ -251,15 +258,48 @@ pub struct BalanceResult {
     pub inlet_sm3: f64,
     /// Base volume delivered (Sm³).
     pub outlet_sm3: f64,
-    /// `inlet - outlet` (Sm³); line pack is not yet subtracted.
+    /// Line-pack change over the window, `LP(end) - LP(start)` (Sm³), summed
+    /// over the group's line-pack elements (0 when it has none).
+    pub linepack_change_sm3: f64,
+    /// `inlet - outlet - linepack_change` (Sm³): gas unaccounted for.
     pub imbalance_sm3: f64,
     /// 输差率: `imbalance / inlet * 100`; NaN when the inlet is zero.
     pub imbalance_percent: f64,
+    /// Expanded (k = 2, about 95 %) uncertainty of `imbalance_percent`, in
+    /// percentage points, propagated from the meters' configured
+    /// uncertainties (root sum of squares) and the line pack's.
+    pub uncertainty_percent: f64,
     /// Fraction (0..=1) of the window for which every meter had good data.
     pub coverage: f64,
     /// Good when coverage is complete, Uncertain when partly covered (no
     /// alarm is raised), Bad when too little data to judge.
     pub quality: Quality,
+}
+
+/// What a leak alarm says (the station's balance group), beside its
+/// `AlarmKind::Leak` alarm event.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LeakAlert {
+    /// Window length of the detector that fired (s).
+    pub window_s: i64,
+    /// Estimated leak start (CUSUM change point).
+    pub start: Timestamp,
+    /// When it was detected (end of the window that crossed the threshold).
+    pub detected: Timestamp,
+    /// Estimated leak rate, Sm³/h, and its standard uncertainty.
+    pub rate_sm3_per_h: f64,
+    pub rate_uncertainty_sm3_per_h: f64,
+    /// Estimated rate in % of inlet.
+    pub rate_percent: f64,
+    /// Probability (0..1) that the mean residual since `start` is positive.
+    pub confidence: f64,
+}
+
+impl LeakAlert {
+    /// The detection method, for payloads and reports.
+    pub fn method(&self) -> &'static str {
+        "cusum_compensated_volume_balance"
+    }
 }
 
 /// Everything the engine produced for one input or tick. Reused between
@@ -269,6 +309,8 @@ pub struct Output {
     pub samples: Vec<Sample>,
     pub alarms: Vec<AlarmEvent>,
     pub balances: Vec<BalanceResult>,
+    /// Leak alerts (details of each `AlarmKind::Leak` raise).
+    pub leaks: Vec<LeakAlert>,
 }
 
 impl Output {
@@ -276,9 +318,13 @@ impl Output {
         self.samples.clear();
         self.alarms.clear();
         self.balances.clear();
+        self.leaks.clear();
     }
 
     pub fn is_empty(&self) -> bool {
-        self.samples.is_empty() && self.alarms.is_empty() && self.balances.is_empty()
+        self.samples.is_empty()
+            && self.alarms.is_empty()
+            && self.balances.is_empty()
+            && self.leaks.is_empty()
     }
 }

@@ -306,6 +306,8 @@ mod tests {
             inlet_sm3: 0.0,
             outlet_sm3: 12.25,
             imbalance_sm3: -12.25,
+            uncertainty_percent: f64::NAN,
+            linepack_change_sm3: 0.0,
             imbalance_percent: f64::NAN,
             coverage: 1.0,
             quality: Quality::Good,

@@ -362,6 +362,8 @@ mod tests {
             inlet_sm3: 0.0,
             outlet_sm3: 12.5,
             imbalance_sm3: -12.5,
+            uncertainty_percent: f64::NAN,
+            linepack_change_sm3: 0.0,
             imbalance_percent: f64::NAN,
             coverage: 0.75,
             quality: Quality::Uncertain,
