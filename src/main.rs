@@ -1,4 +1,4 @@
-//! The `gaswatch` command line: run | demo | check.
+//! The `gaswatch` command line: run | demo | check | gas | report.
 //! Exit codes: 0 success, 1 runtime failure, 2 configuration error.
 
 use clap::{Parser, Subcommand};
@@ -38,6 +38,23 @@ enum Command {
     },
     /// Simulated city-gate station and the daemon together, with a live view; no servers needed.
     Demo(gaswatch::demo::DemoArgs),
+    /// Z, base-volume conversion factor and line pack for a gas at P and T.
+    Gas(gaswatch::cli::gas::GasArgs),
+    /// Hourly and daily balance (输差) reports from the file sink's balance.jsonl.
+    Report {
+        /// The balance.jsonl file (in the file sink's directory).
+        #[arg(long, default_value = "data/balance.jsonl")]
+        file: PathBuf,
+        /// Local hour at which the gas day starts.
+        #[arg(long, default_value_t = 8)]
+        contract_hour: i64,
+        /// Local time offset from UTC, hours.
+        #[arg(long, default_value_t = 8)]
+        utc_offset_hours: i64,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -87,6 +104,54 @@ fn main() -> ExitCode {
                 spawn_signal_handler(cancel.clone());
                 gaswatch::topology::run(c, Default::default(), cancel).await
             })
+        }
+        Command::Gas(args) => {
+            let from_config = match &args.config {
+                Some(path) => match Config::load(path) {
+                    Ok(c) => Some(c.gas),
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::from(2);
+                    }
+                },
+                None => None,
+            };
+            match gaswatch::cli::gas::run(&args, from_config) {
+                Ok(r) if args.json => {
+                    println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Ok(r) => {
+                    println!("{r}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("gaswatch gas: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Report {
+            file,
+            contract_hour,
+            utc_offset_hours,
+            json,
+        } => {
+            let offset = (contract_hour - utc_offset_hours).rem_euclid(24) * 3_600_000_000_000;
+            match gaswatch::cli::report::from_file(&file, offset) {
+                Ok(r) if json => {
+                    println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Ok(r) => {
+                    print!("{r}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("gaswatch report: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Demo(args) => {
             runtime_main(async move { gaswatch::demo::run(args, cli.log_format).await })

@@ -145,7 +145,7 @@ pub fn encode_alarm(
     f.end(e.ts.nanos());
 }
 
-/// `balance,station=,window_s= inlet_sm3=,outlet_sm3=,imbalance_sm3=,imbalance_percent=,coverage=,quality="" <window end>`.
+/// `balance,station=,window_s= inlet_sm3=,outlet_sm3=,linepack_change_sm3=,imbalance_sm3=,imbalance_percent=,uncertainty_percent=,coverage=,quality="" <window end>`.
 ///
 /// `imbalance_percent` (and any other non-finite number) is left out when NaN.
 pub fn encode_balance(buf: &mut Vec<u8>, station: &str, b: &BalanceResult) {
@@ -158,8 +158,10 @@ pub fn encode_balance(buf: &mut Vec<u8>, station: &str, b: &BalanceResult) {
     let mut f = Fields::new(buf);
     f.float("inlet_sm3", b.inlet_sm3);
     f.float("outlet_sm3", b.outlet_sm3);
+    f.float("linepack_change_sm3", b.linepack_change_sm3);
     f.float("imbalance_sm3", b.imbalance_sm3);
     f.float("imbalance_percent", b.imbalance_percent);
+    f.float("uncertainty_percent", b.uncertainty_percent);
     f.float("coverage", b.coverage);
     f.string("quality", b.quality.as_str());
     f.end(b.end.nanos());
@@ -316,7 +318,7 @@ mod tests {
         encode_balance(&mut buf, "cg01", &b);
         assert_eq!(
             s(&buf),
-            "balance,station=cg01,window_s=3600 inlet_sm3=0,outlet_sm3=12.25,imbalance_sm3=-12.25,coverage=1,quality=\"good\" 1700003600000000000\n"
+            "balance,station=cg01,window_s=3600 inlet_sm3=0,outlet_sm3=12.25,linepack_change_sm3=0,imbalance_sm3=-12.25,coverage=1,quality=\"good\" 1700003600000000000\n"
         );
         let b = BalanceResult {
             imbalance_percent: 0.5,
@@ -327,6 +329,14 @@ mod tests {
         buf.clear();
         encode_balance(&mut buf, "cg01", &b);
         assert!(s(&buf).contains("imbalance_percent=0.5,coverage=1,quality=\"uncertain\""));
+        let b = BalanceResult {
+            uncertainty_percent: 1.25,
+            linepack_change_sm3: -3.5,
+            ..b
+        };
+        buf.clear();
+        encode_balance(&mut buf, "cg01", &b);
+        assert!(s(&buf).contains("linepack_change_sm3=-3.5,imbalance_sm3=-12.25,imbalance_percent=0.5,uncertainty_percent=1.25,"));
     }
 
     #[test]

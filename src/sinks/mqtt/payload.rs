@@ -148,8 +148,10 @@ struct BalanceJson<'a> {
     end_ns: i64,
     inlet_sm3: Option<f64>,
     outlet_sm3: Option<f64>,
+    linepack_change_sm3: Option<f64>,
     imbalance_sm3: Option<f64>,
     imbalance_percent: Option<f64>,
+    uncertainty_percent: Option<f64>,
     coverage: Option<f64>,
     quality: &'a str,
 }
@@ -165,8 +167,10 @@ pub fn encode_balance(station: &str, b: &BalanceResult) -> Vec<u8> {
         end_ns: b.end.nanos(),
         inlet_sm3: finite(b.inlet_sm3),
         outlet_sm3: finite(b.outlet_sm3),
+        linepack_change_sm3: finite(b.linepack_change_sm3),
         imbalance_sm3: finite(b.imbalance_sm3),
         imbalance_percent: finite(b.imbalance_percent),
+        uncertainty_percent: finite(b.uncertainty_percent),
         coverage: finite(b.coverage),
         quality: b.quality.as_str(),
     };
@@ -369,7 +373,7 @@ mod tests {
             quality: Quality::Uncertain,
         };
         let got = encode_balance("cg01", &b);
-        let want = r#"{"v":1,"station":"cg01","start":"2026-11-27T23:00:00.000Z","end":"2026-11-28T00:00:00.000Z","start_ns":1795820400000000000,"end_ns":1795824000000000000,"inlet_sm3":0.0,"outlet_sm3":12.5,"imbalance_sm3":-12.5,"imbalance_percent":null,"coverage":0.75,"quality":"uncertain"}"#;
+        let want = r#"{"v":1,"station":"cg01","start":"2026-11-27T23:00:00.000Z","end":"2026-11-28T00:00:00.000Z","start_ns":1795820400000000000,"end_ns":1795824000000000000,"inlet_sm3":0.0,"outlet_sm3":12.5,"linepack_change_sm3":0.0,"imbalance_sm3":-12.5,"imbalance_percent":null,"uncertainty_percent":null,"coverage":0.75,"quality":"uncertain"}"#;
         assert_eq!(String::from_utf8_lossy(&got), want);
     }
 
