@@ -78,6 +78,16 @@ pub struct SimOptions {
     pub speed: f64,
     /// Fixed flow bias per meter name, % of reading (default none).
     pub meter_bias_percent: BTreeMap<String, f64>,
+    /// Operating transients (default off): demand ramps of +-30 %/h
+    /// (a triangle of +-15 % with a 2 h period) and outlet set-point steps
+    /// of +-100 kPa (pack and unpack of 0.1 MPa, ramped over 10 min, every
+    /// 3 h), phases from the seed.
+    pub transients: bool,
+    /// Geometric volume of the pipework whose pack the outlet pressure
+    /// drives, m3 (default 50: station pipework; 10 km of DN500 is about 1960).
+    pub pipe_volume_m3: f64,
+    /// Pressure noise, % of reading (default: `noise_percent`).
+    pub pressure_noise_percent: Option<f64>,
 }
 
 impl Default for SimOptions {
@@ -88,6 +98,9 @@ impl Default for SimOptions {
             noise_percent: 0.1,
             speed: 1.0,
             meter_bias_percent: BTreeMap::new(),
+            transients: false,
+            pipe_volume_m3: STATION_VOLUME_M3,
+            pressure_noise_percent: None,
         }
     }
 }
@@ -180,6 +193,9 @@ pub struct Station {
     rng: fastrand::Rng,
     phases: [f64; 6],
     noise_percent: f64,
+    pressure_noise_percent: f64,
+    transients: bool,
+    pipe_volume_m3: f64,
     pub(crate) speed: f64,
     leak: Option<Leak>,
     leak_epoch_s: f64,
@@ -200,6 +216,17 @@ impl Station {
             return Err(ConfigError::Invalid {
                 key: "noise_percent".into(),
                 expected: "a finite number >= 0".into(),
+            }
+            .into());
+        }
+        if !(opts.pipe_volume_m3.is_finite() && opts.pipe_volume_m3 > 0.0)
+            || opts
+                .pressure_noise_percent
+                .is_some_and(|n| !(n.is_finite() && n >= 0.0))
+        {
+            return Err(ConfigError::Invalid {
+                key: "pipe_volume_m3 / pressure_noise_percent".into(),
+                expected: "a positive volume and a finite noise >= 0".into(),
             }
             .into());
         }
@@ -304,6 +331,9 @@ impl Station {
             rng,
             phases,
             noise_percent: opts.noise_percent,
+            pressure_noise_percent: opts.pressure_noise_percent.unwrap_or(opts.noise_percent),
+            transients: opts.transients,
+            pipe_volume_m3: opts.pipe_volume_m3,
             speed: opts.speed,
             leak: opts.leak,
             leak_epoch_s: 0.0,
@@ -429,17 +459,42 @@ impl Station {
         let wiggle = 1.0
             + 0.01 * (TAU * t_s / 300.0 + ph[0]).sin()
             + 0.005 * (TAU * t_s / 47.0 + ph[1]).sin();
-        let demand = DEMAND_SM3_PER_H * day * wiggle;
+        let (ramp, setpoint_step) = if self.transients {
+            // Triangle of +-15 % with a 2 h period: slopes of +-30 %/h.
+            let x = (t_s / 7200.0 + ph[0] / TAU).fract();
+            let tri = if x < 0.5 {
+                4.0 * x - 1.0
+            } else {
+                3.0 - 4.0 * x
+            };
+            // Set-point square wave +-100 kPa, 6 h period, 10 min ramps.
+            let y = (t_s / 21_600.0 + ph[1] / TAU).fract() * 21_600.0;
+            let r = 600.0;
+            let sq = if y < r {
+                -1.0 + 2.0 * y / r
+            } else if y < 10_800.0 {
+                1.0
+            } else if y < 10_800.0 + r {
+                1.0 - 2.0 * (y - 10_800.0) / r
+            } else {
+                -1.0
+            };
+            (1.0 + 0.15 * tri, 100.0 * sq)
+        } else {
+            (1.0, 0.0)
+        };
+        let demand = DEMAND_SM3_PER_H * day * wiggle * ramp;
         let p_in = INLET_PRESSURE_KPA
             + 80.0 * (TAU * t_s / (6.0 * 3600.0) + ph[2]).sin()
             + 10.0 * (TAU * t_s / 900.0 + ph[3]).sin();
         let t_in = INLET_TEMPERATURE_C + 1.5 * (TAU * (h - 9.0) / 24.0).sin();
-        let p_out = OUTLET_SETPOINT_KPA - 15.0 * (day - 1.0) / 0.2
+        let p_out = OUTLET_SETPOINT_KPA + setpoint_step - 15.0 * (day - 1.0) / 0.2
             + 3.0 * (TAU * t_s / 600.0 + ph[4]).sin()
             + 2.0 * (TAU * t_s / 137.0 + ph[5]).sin();
         let t_out = t_in - JT_K_PER_KPA * (p_in - p_out);
-        let pack =
-            STATION_VOLUME_M3 * ((p_out + P_BASE_KPA) / P_BASE_KPA) * (T_BASE_K / (t_out + 273.15));
+        let pack = self.pipe_volume_m3
+            * ((p_out + P_BASE_KPA) / P_BASE_KPA)
+            * (T_BASE_K / (t_out + 273.15));
         let leak_percent = self.leak_active_at(t_s);
         PhysicsState {
             sim_time: Duration::from_secs_f64(t_s.max(0.0)),
@@ -494,7 +549,7 @@ impl Station {
             };
             let flow = total * m.share * (1.0 + m.bias_percent / 100.0);
             let flow = flow * (1.0 + k * self.gauss());
-            let p = p * (1.0 + k * self.gauss());
+            let p = p * (1.0 + self.pressure_noise_percent / 100.0 * self.gauss());
             let t = t + 0.5 * self.noise_percent * self.gauss();
             readings.push((flow, p, t));
         }
@@ -582,6 +637,35 @@ mod tests {
         // Scaled integer points serve their quantisation step.
         assert!((v("PT_OUT2") * 10.0 - (v("PT_OUT2") * 10.0).round()).abs() < 1e-6);
         assert!(s.true_value("NOPE").is_none());
+    }
+
+    #[test]
+    fn transients_ramp_demand_and_pack_by_a_tenth_of_a_megapascal() {
+        let opts = SimOptions {
+            noise_percent: 0.0,
+            transients: true,
+            pipe_volume_m3: 1960.0,
+            ..SimOptions::default()
+        };
+        let mut s = station(&opts);
+        let (mut pmin, mut pmax) = (f64::MAX, f64::MIN);
+        let mut max_ramp: f64 = 0.0;
+        let mut last = s.physics().demand_sm3_per_h;
+        // 10-minute steps: the 300 s demand wiggle cancels, the ramp shows.
+        for _ in 0..(7 * 6) {
+            s.step(Duration::from_secs(600));
+            let p = s.physics();
+            pmin = pmin.min(p.outlet_pressure_kpa);
+            pmax = pmax.max(p.outlet_pressure_kpa);
+            max_ramp = max_ramp.max((p.demand_sm3_per_h - last).abs() * 6.0 / 30_000.0);
+            last = p.demand_sm3_per_h;
+        }
+        assert!(
+            pmax - pmin > 190.0,
+            "set-point steps of +-100 kPa: {pmin}..{pmax}"
+        );
+        // +-30 %/h of the base demand plus the daily profile and wiggles.
+        assert!(max_ramp > 0.25 && max_ramp < 0.6, "{max_ramp}");
     }
 
     #[test]
