@@ -40,6 +40,16 @@ enum Command {
     Demo(gaswatch::demo::DemoArgs),
     /// Z, base-volume conversion factor and line pack for a gas at P and T.
     Gas(gaswatch::cli::gas::GasArgs),
+    /// Leak-detection scorecard on simulated data (pure engine, no sockets);
+    /// prints the Markdown table committed in docs/leak-detection.md.
+    Scorecard {
+        /// Seeds per case.
+        #[arg(long, default_value_t = 20)]
+        seeds: u64,
+        /// Simulated days of normal operation for false alarms.
+        #[arg(long, default_value_t = 30)]
+        days: i64,
+    },
     /// Hourly and daily balance (输差) reports from the file sink's balance.jsonl.
     Report {
         /// The balance.jsonl file (in the file sink's directory).
@@ -128,6 +138,23 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("gaswatch gas: {e}");
                     ExitCode::from(2)
+                }
+            }
+        }
+        Command::Scorecard { seeds, days } => {
+            let plan = gaswatch::cli::scorecard::Plan {
+                seeds,
+                normal_days: days,
+                ..Default::default()
+            };
+            match gaswatch::cli::scorecard::run(plan) {
+                Ok(md) => {
+                    print!("{md}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("gaswatch scorecard: {e}");
+                    ExitCode::FAILURE
                 }
             }
         }

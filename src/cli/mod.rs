@@ -5,3 +5,4 @@
 
 pub mod gas;
 pub mod report;
+pub mod scorecard;

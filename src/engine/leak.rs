@@ -21,10 +21,12 @@
 //!   inlet, a positive residual is attributed to pack-estimate error and
 //!   does not add to S.
 //!
-//! When S passes `h` the detector reports a [`LeakAlert`]: start estimated
-//! as the end of the last window where S was 0 (the CUSUM change point),
-//! rate as the mean de-biased residual since then with its standard error,
-//! and confidence as the probability that the mean residual is positive.
+//! When S passes `h` the detector reports a [`LeakAlert`]: the start is the
+//! maximum-likelihood step change point among the windows since S was last
+//! 0 (CUSUM alone would date it from the last zero, and a quiet window just
+//! before the leak would dilute the rate), the rate is the mean de-biased
+//! residual after it with its standard error, and the confidence is the
+//! probability that this mean is positive.
 
 pub use crate::model::LeakAlert;
 use crate::model::{BalanceResult, Quality, Timestamp};
@@ -34,6 +36,8 @@ const PACKING_FRACTION: f64 = 0.002;
 /// Smallest residual spread assumed (% of inlet): the learned sigma of a
 /// quiet station can be tiny, and the test must not become a hair trigger.
 const SIGMA_FLOOR_PERCENT: f64 = 0.05;
+/// Windows kept for the change-point and rate estimate.
+const HISTORY: usize = 64;
 
 /// Tuning of one detector.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -72,10 +76,11 @@ pub struct LeakDetector {
     s: f64,
     /// End of the last window where S was 0: the change-point estimate.
     last_zero: Timestamp,
-    /// Sums since `last_zero`: de-biased residual (%), rate (Sm³/h), count.
-    sum_x: f64,
-    sum_rate: f64,
-    n: u32,
+    /// Windows since `last_zero` (the most recent `HISTORY`): start,
+    /// de-biased residual (%) and inlet rate (Sm³/h). A fixed array: no
+    /// allocation per window.
+    hist: [(i64, f64, f64); HISTORY],
+    n: usize,
     state: LeakState,
     /// Why the last window was suspended or degraded.
     reason: &'static str,
@@ -90,8 +95,7 @@ impl LeakDetector {
             learned: 0,
             s: 0.0,
             last_zero: Timestamp(i64::MIN),
-            sum_x: 0.0,
-            sum_rate: 0.0,
+            hist: [(0, 0.0, 0.0); HISTORY],
             n: 0,
             state: LeakState::WarmingUp,
             reason: "warming up",
@@ -170,13 +174,13 @@ impl LeakDetector {
         self.s = (self.s + step).max(0.0);
         if self.s == 0.0 {
             self.last_zero = r.end;
-            self.sum_x = 0.0;
-            self.sum_rate = 0.0;
             self.n = 0;
         } else {
-            let dx = x - self.mu;
-            self.sum_x += dx;
-            self.sum_rate += dx / 100.0 * r.inlet_sm3 / hours.max(1e-9);
+            if self.n == HISTORY {
+                self.hist.copy_within(1.., 0);
+                self.n -= 1;
+            }
+            self.hist[self.n] = (r.start.nanos(), x - self.mu, r.inlet_sm3 / hours.max(1e-9));
             self.n += 1;
         }
         let suspected = self.s > h / 2.0;
@@ -194,14 +198,13 @@ impl LeakDetector {
         if self.s > h {
             self.state = LeakState::Alarm;
             if !was_alarm {
-                let n = f64::from(self.n.max(1));
-                let mean_x = self.sum_x / n;
-                let rate = self.sum_rate / n;
+                let (tau, mean_x, rate) = self.change_point();
+                let n = (self.n - tau).max(1) as f64;
                 let se_x = sigma / n.sqrt();
-                let start = if self.last_zero.nanos() == i64::MIN {
-                    r.start
+                let start = if self.n > 0 {
+                    Timestamp(self.hist[tau].0)
                 } else {
-                    self.last_zero
+                    r.start
                 };
                 return Some(LeakAlert {
                     window_s: (r.end.nanos() - r.start.nanos()) / 1_000_000_000,
@@ -231,6 +234,27 @@ impl LeakDetector {
             };
         }
         None
+    }
+
+    /// Maximum-likelihood step change point among the windows since the
+    /// CUSUM last was 0: the split `tau` maximising `(n - tau) * mean^2` of
+    /// the residuals after it (mean > 0). Returns (tau, mean residual %,
+    /// mean leak rate Sm³/h) of the windows after the split.
+    fn change_point(&self) -> (usize, f64, f64) {
+        let h = &self.hist[..self.n];
+        let mut best = (0usize, 0.0f64, 0.0f64, f64::MIN);
+        let (mut sx, mut sr) = (0.0, 0.0);
+        for tau in (0..h.len()).rev() {
+            sx += h[tau].1;
+            sr += h[tau].1 / 100.0 * h[tau].2;
+            let n = (h.len() - tau) as f64;
+            let m = sx / n;
+            let score = n * m * m;
+            if m > 0.0 && score > best.3 {
+                best = (tau, m, sr / n, score);
+            }
+        }
+        (best.0, best.1, best.2)
     }
 
     /// Whether the detector is in alarm.
