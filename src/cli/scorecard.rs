@@ -211,7 +211,7 @@ impl Default for Plan {
         Plan {
             seeds: 20,
             normal_days: 30,
-            leak_at_s: 4 * 3600,
+            leak_at_s: 8 * 3600,
             watch_s: 4 * 3600,
         }
     }

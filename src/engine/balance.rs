@@ -26,7 +26,8 @@
 //! stale data never raises a leak alarm.
 //!
 //! Uncertainty: meter `i` with expanded uncertainty `U_i` % contributes
-//! `U_i/100 * V_i`; the line pack `U_lp/100 * |dLP|`; they add in quadrature
+//! `U_i/100 * V_i`, plus 10 % of the gap-filled part of its volume; the
+//! line pack `U_lp/100 * |dLP|`; they add in quadrature
 //! (independent meters), and the 输差率 uncertainty is that over the inlet.
 
 use crate::config::MeterRole;
@@ -34,6 +35,8 @@ use crate::model::{BalanceResult, Quality, Timestamp};
 use std::collections::VecDeque;
 
 const NS_PER_HOUR: f64 = 3_600e9;
+/// Expanded relative uncertainty of a coverage-corrected (gap-filled) part.
+const GAP_FILL_FRACTION: f64 = 0.1;
 
 /// A meter as the balance sees it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -314,6 +317,9 @@ impl Balance {
                 0.0
             };
             var += (m.spec.uncertainty_percent / 100.0 * vol).powi(2);
+            // Gap filling: the missing part is extrapolated from the mean
+            // rate; flows can move by about 10 % meanwhile (expanded).
+            var += ((1.0 - cov.min(1.0)) * vol * GAP_FILL_FRACTION).powi(2);
             match m.spec.role {
                 MeterRole::Inlet => inlet += vol,
                 MeterRole::Outlet => outlet += vol,

@@ -13,7 +13,10 @@
 //! Gating, so data loss never raises a leak alarm:
 //! - a BAD window (coverage too low or line pack unknown) is skipped: the
 //!   detector is *suspended* and says why;
-//! - an UNCERTAIN window runs *degraded*: no learning, threshold x1.5;
+//! - an UNCERTAIN window runs *degraded*: no learning, threshold x2;
+//! - a window more uncertain than usual (its expanded uncertainty `U` above
+//!   the learned typical `U_typ`: small inlet, big pack change, gaps) is
+//!   standardised by `sqrt(sigma^2 + (U^2 - U_typ^2) / 4)`;
 //! - the first `warmup` windows only learn (a meter bias would otherwise
 //!   look like a leak at start-up);
 //! - pack/unpack discrimination: in > out while the pack rises is packing,
@@ -72,6 +75,8 @@ pub struct LeakDetector {
     tuning: LeakTuning,
     mu: f64,
     var: f64,
+    /// Learned typical expanded uncertainty of a window (%).
+    u_typ: f64,
     learned: u32,
     s: f64,
     /// End of the last window where S was 0: the change-point estimate.
@@ -92,6 +97,7 @@ impl LeakDetector {
             tuning,
             mu: 0.0,
             var: 0.0,
+            u_typ: 0.0,
             learned: 0,
             s: 0.0,
             last_zero: Timestamp(i64::MIN),
@@ -125,12 +131,15 @@ impl LeakDetector {
         self.var.sqrt().max(SIGMA_FLOOR_PERCENT)
     }
 
-    fn learn(&mut self, x: f64) {
+    fn learn(&mut self, x: f64, u: f64) {
         self.learned = self.learned.saturating_add(1);
         let w = 1.0 / f64::from(self.learned.min(self.tuning.bias_windows.max(1)));
         let d = x - self.mu;
         self.mu += w * d;
         self.var = (1.0 - w) * (self.var + w * d * d);
+        if u.is_finite() {
+            self.u_typ += w * (u - self.u_typ);
+        }
     }
 
     /// Feeds one closed window; returns an alert when the alarm condition
@@ -155,17 +164,25 @@ impl LeakDetector {
         let degraded = r.quality == Quality::Uncertain;
         if self.learned < self.tuning.warmup {
             if !degraded {
-                self.learn(x);
+                self.learn(x, r.uncertainty_percent);
             }
             self.state = LeakState::WarmingUp;
             self.reason = "warming up";
             return None;
         }
-        let sigma = self.sigma();
+        // A window more uncertain than usual (small inlet, large pack
+        // change, gaps) widens its own standardisation by the excess.
+        let u = if r.uncertainty_percent.is_finite() {
+            r.uncertainty_percent
+        } else {
+            self.u_typ
+        };
+        let excess = (u * u - self.u_typ * self.u_typ).max(0.0) / 4.0;
+        let sigma = (self.sigma().powi(2) + excess).sqrt();
         let k = self.tuning.min_leak_percent / (2.0 * sigma);
         let mut h = self.tuning.threshold_sigma;
         if degraded {
-            h *= 1.5;
+            h *= 2.0;
         }
         let z = (x - self.mu) / sigma;
         let packing = r.linepack_change_sm3 > PACKING_FRACTION * r.inlet_sm3;
@@ -185,7 +202,7 @@ impl LeakDetector {
         }
         let suspected = self.s > h / 2.0;
         if !suspected && !degraded && !packing {
-            self.learn(x);
+            self.learn(x, r.uncertainty_percent);
         }
         let was_alarm = self.state == LeakState::Alarm;
         self.reason = if degraded {

@@ -133,8 +133,8 @@ impl Engine {
             plan.windows
                 .iter()
                 .map(|w| {
-                    // Warm up for about an hour of windows, at least 3.
-                    let warmup = (3_600_000_000_000 / w.window_ns.max(1)).clamp(3, 12) as u32;
+                    // Warm up for an hour of windows (12 of 5 min), at least 6.
+                    let warmup = (3_600_000_000_000 / w.window_ns.max(1)).clamp(6, 12) as u32;
                     LeakDetector::new(LeakTuning {
                         min_leak_percent: plan.leak.min_leak_percent,
                         threshold_sigma: plan.leak.threshold_sigma,
