@@ -125,6 +125,8 @@ struct Segment {
     path: PathBuf,
     /// Time span of the records in it that carry one.
     span: Option<TimeSpan>,
+    /// Byte offsets of records found corrupt (counted and logged once).
+    corrupt_at: Vec<u64>,
 }
 
 impl Segment {
@@ -212,6 +214,8 @@ struct Cursor {
 #[derive(Debug)]
 struct ClassLog {
     class: RecordClass,
+    /// The sink's name, for logs and metrics.
+    sink: String,
     dir: PathBuf,
     segments: VecDeque<Segment>,
     /// Writer on `segments.back()` while that segment is open for appends.
@@ -394,9 +398,12 @@ impl Spool {
             t.dropped += lost;
             t.dropped_span = widen(t.dropped_span, span_lost);
             let (first_time, last_time) = match span_lost {
+                // Nanoseconds: the bounds are exact sample timestamps.
                 Some(s) => (
-                    Timestamp(s.first_ns).to_rfc3339(),
-                    Timestamp(s.last_ns).to_rfc3339(),
+                    humantime::format_rfc3339_nanos(Timestamp(s.first_ns).to_system_time())
+                        .to_string(),
+                    humantime::format_rfc3339_nanos(Timestamp(s.last_ns).to_system_time())
+                        .to_string(),
                 ),
                 None => ("unknown".to_string(), "unknown".to_string()),
             };
@@ -489,6 +496,7 @@ fn read_frame(r: &mut impl Read, remaining: u64, scratch: &mut Vec<u8>) -> io::R
 struct Scan {
     last_id: u64,
     span: Option<TimeSpan>,
+    corrupt_at: Vec<u64>,
     records: u64,
     valid_bytes: u64,
     file_bytes: u64,
@@ -519,6 +527,7 @@ impl ClassLog {
         files.sort();
         let mut log = ClassLog {
             class,
+            sink: sink.to_string(),
             dir,
             segments: VecDeque::new(),
             writer: None,
@@ -567,6 +576,7 @@ impl ClassLog {
                 bytes: scan.valid_bytes,
                 path,
                 span: scan.span,
+                corrupt_at: scan.corrupt_at,
             });
         }
         log.next_id = highest + 1;
@@ -579,6 +589,7 @@ impl ClassLog {
         let mut r = BufReader::with_capacity(64 << 10, file);
         let mut pos = 0;
         let (mut last_id, mut records, mut span) = (0, 0, None);
+        let mut corrupt_at = Vec::new();
         loop {
             match read_frame(&mut r, file_bytes - pos, &mut self.scratch).map_err(io_err(path))? {
                 Frame::End | Frame::Torn => break,
@@ -593,6 +604,7 @@ impl ClassLog {
                         records += 1;
                         span = widen(span, rec_span);
                     } else {
+                        corrupt_at.push(pos);
                         self.corrupt += 1;
                         metrics::counter!("gaswatch_spool_corrupt_records_total", "sink" => sink.to_string(), "class" => self.class.as_str())
                             .increment(1);
@@ -606,6 +618,7 @@ impl ClassLog {
         Ok(Scan {
             last_id,
             span,
+            corrupt_at,
             records,
             valid_bytes: pos,
             file_bytes,
@@ -677,6 +690,7 @@ impl ClassLog {
             bytes: 0,
             path,
             span: None,
+            corrupt_at: Vec::new(),
         });
         Ok(())
     }
@@ -806,9 +820,14 @@ impl ClassLog {
                         }
                         cur.pos += len;
                         if !crc_ok {
-                            self.corrupt += 1;
-                            tracing::error!(class = self.class.as_str(), segment = %seg.path.display(), offset = frame_start,
-                                "Spool record failed its CRC check on read; skipped (lost).");
+                            // Found on open already: counted and logged then.
+                            if !seg.corrupt_at.contains(&frame_start) {
+                                self.corrupt += 1;
+                                metrics::counter!("gaswatch_spool_corrupt_records_total", "sink" => self.sink.clone(), "class" => self.class.as_str())
+                                    .increment(1);
+                                tracing::error!(sink = %self.sink, class = self.class.as_str(), segment = %seg.path.display(), offset = frame_start,
+                                    "Spool record failed its CRC check on read; skipped (lost).");
+                            }
                             continue;
                         }
                         cur.last = id;
