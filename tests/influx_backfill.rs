@@ -247,3 +247,105 @@ async fn after_an_outage_alarms_go_first_and_live_data_flows_during_a_rate_limit
         assert_eq!(s.stats(c).records, 0, "{c:?} left in the spool");
     }
 }
+
+/// CPU time of this process (user + system), from /proc/self/stat.
+fn own_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    // After the ")": state is index 0, utime (field 14) index 11, stime 12;
+    // in clock ticks (100 per second on Linux).
+    let field = |i: usize| {
+        after
+            .get(i)
+            .and_then(|x| x.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let ticks = field(11) + field(12);
+    Duration::from_millis(ticks * 10)
+}
+
+/// Backfill rate into a real InfluxDB 1.6.7 on loopback after an outage:
+/// 200,000 telemetry lines spooled, the writer started with no rate limit
+/// (5,000-line gzip batches), timed until the spool is empty. Prints the
+/// rate and how much of the wall time the writer's own process used (the
+/// rest is influxd). A measurement, not a check: run with
+/// `cargo test --release --test influx_backfill -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark; prints the backfill rate"]
+async fn backfill_rate_into_real_influxdb() {
+    let influx = support::influxdb::InfluxServer::start_new().await;
+    influx.create_database("gaswatch").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool_dir = dir.path().join("spool");
+    let mut s = Spool::open(&spool_dir, &SpoolConfig::default()).expect("spool");
+    let (records, per_record) = (20_000u64, 10u64);
+    let t0 = 1_700_000_000_000_000_000i64;
+    for r in 0..records {
+        let mut payload = String::new();
+        for i in 0..per_record {
+            let n = r * per_record + i;
+            payload.push_str(&format!(
+                "telemetry,device=fc-in,point=P{},station=cg01,unit=kPa quality=\"good\",value={}.25 {}\n",
+                i,
+                1000 + n % 997,
+                t0 + i64::try_from(r).expect("r") * 1_000_000_000
+            ));
+        }
+        s.append(RecordClass::Telemetry, payload.as_bytes())
+            .expect("append");
+    }
+    s.sync().expect("sync");
+    let spool = SharedSpool::new("influxdb", s);
+    let cfg = InfluxConfig {
+        url: influx.url(),
+        api: InfluxApi::V1,
+        database: Some("gaswatch".into()),
+        retention_policy: None,
+        username: None,
+        password: None,
+        org: None,
+        bucket: None,
+        token: None,
+        batch_size: 5000,
+        flush_interval: Duration::from_millis(100),
+        gzip: true,
+        timeout: Duration::from_secs(30),
+        backfill_lines_per_s: 0,
+    };
+    let w = WriterConfig::resolve(&cfg, &spool_dir).expect("resolve");
+    let cancel = CancellationToken::new();
+    let cpu0 = own_cpu();
+    let start = std::time::Instant::now();
+    let writer = tokio::spawn(run(w, spool.clone(), cancel.clone()));
+    assert!(
+        support::wait_until_async(Duration::from_secs(600), || async {
+            spool.lock().stats(RecordClass::Telemetry).records == 0
+        })
+        .await
+    );
+    let wall = start.elapsed();
+    let cpu = own_cpu().saturating_sub(cpu0);
+    cancel.cancel();
+    writer.await.expect("writer");
+    let lines = records * per_record;
+    println!(
+        "backfill: {lines} lines in {:.2} s = {:.0} lines/s; writer process CPU {:.2} s ({:.0} % of wall)",
+        wall.as_secs_f64(),
+        lines as f64 / wall.as_secs_f64(),
+        cpu.as_secs_f64(),
+        100.0 * cpu.as_secs_f64() / wall.as_secs_f64()
+    );
+    let v = influx
+        .query("gaswatch", "SELECT count(value) FROM telemetry")
+        .await;
+    assert_eq!(
+        v["results"][0]["series"][0]["values"][0][1].as_u64(),
+        Some(lines),
+        "{v}"
+    );
+}

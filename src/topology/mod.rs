@@ -135,6 +135,13 @@ pub async fn run(
         tokio::select! {
             biased;
             () = cancel.cancelled() => break,
+            // Before inputs: a steady stream of inputs must never postpone
+            // the flush, which bounds what a crash can lose.
+            _ = flush.tick() => {
+                if let Err(e) = router.flush() {
+                    error!(error = %e, "Cannot flush the spool to disk.");
+                }
+            }
             input = rx.recv() => {
                 let Some(input) = input else { break };
                 engine.process(&input, &mut out);
@@ -150,11 +157,6 @@ pub async fn run(
             _ = tick.tick() => {
                 engine.tick(Timestamp::now(), &mut out);
                 emit(&mut out, &mut router);
-            }
-            _ = flush.tick() => {
-                if let Err(e) = router.flush() {
-                    error!(error = %e, "Cannot flush the spool to disk.");
-                }
             }
         }
     }
