@@ -265,3 +265,21 @@ async fn daemon_serves_health_and_metrics_reloads_on_sighup_and_drains_on_sigter
     assert!(!metrics.contains(SECRET), "secret in /metrics");
     drop(sims);
 }
+
+#[test]
+fn version_names_the_commit_and_features() {
+    let out = Command::new(env!("CARGO_BIN_EXE_gaswatch"))
+        .arg("--version")
+        .output()
+        .expect("run gaswatch --version");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with(&format!("gaswatch {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
+    assert!(
+        text.contains("features: ") && text.contains("tls: rustls+ring"),
+        "{text}"
+    );
+}
