@@ -126,6 +126,7 @@ async fn after_an_outage_alarms_go_first_and_live_data_flows_during_a_rate_limit
         gzip: false,
         timeout: Duration::from_secs(5),
         backfill_lines_per_s: 2_000,
+        tls_ca_file: None,
     };
     let mut w = WriterConfig::resolve(&cfg, &spool_dir).expect("resolve");
     w.backoff_initial = Duration::from_millis(20);
@@ -316,6 +317,7 @@ async fn backfill_rate_into_real_influxdb() {
         gzip: true,
         timeout: Duration::from_secs(30),
         backfill_lines_per_s: 0,
+        tls_ca_file: None,
     };
     let w = WriterConfig::resolve(&cfg, &spool_dir).expect("resolve");
     let cancel = CancellationToken::new();

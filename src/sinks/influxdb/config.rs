@@ -55,6 +55,10 @@ pub struct InfluxConfig {
     /// no limit.
     #[serde(default = "default_backfill_lines_per_s")]
     pub backfill_lines_per_s: u64,
+    /// https only: PEM file with a CA to trust in addition to the system
+    /// roots (a station or company CA).
+    #[serde(default)]
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 fn default_batch_size() -> usize {
