@@ -19,7 +19,9 @@
 //!   `first_ns..=last_ns` is the time span of the samples in the record
 //!   (ns since the Unix epoch; both 0 when the producer gave none): it is
 //!   what the size cap reports when it drops telemetry, so an operator knows
-//!   which hours are missing without reading the payloads.
+//!   which hours are missing without reading the payloads. (The first
+//!   layout had a 16-byte header without the span; no release used it and
+//!   there is no format marker, so such a spool reads as torn.)
 //! - A segment is closed (and fsynced) once it reaches the segment size, which
 //!   is `max_bytes / 8` clamped to 4 KiB..=8 MiB; a new one starts with the next
 //!   record. After `open` appends always go to a new segment, so an existing
@@ -35,10 +37,14 @@
 //!
 //! # Durability
 //!
-//! `append` writes into a buffered writer; `sync` flushes it and fsyncs the
-//! open segment (and the directory after a new segment was created). The
-//! caller batches: the engine task calls `sync` every `flush_interval`. A
-//! crash loses at most the records appended since the last `sync`.
+//! `append` writes into a 64 KiB buffered writer; `sync` flushes it and
+//! fsyncs the open segment (and the directory after a new segment was
+//! created). The caller batches: the engine task calls `sync` every
+//! `flush_interval`, before it takes more input. A power loss loses at most
+//! the records appended since the last `sync`; a process crash (`kill -9`)
+//! loses at most the records still in the buffer, also appended since the
+//! last `sync` (what reached the kernel survives, at worst with a torn last
+//! record, which recovery truncates). `tests/crash_influx.rs` measures it.
 //!
 //! # Recovery (`open`)
 //!
@@ -52,6 +58,9 @@
 //!   logged at ERROR with the segment path and byte offset; the records around
 //!   it are delivered. (A flipped bit in a length field can make the rest of
 //!   that segment look torn; the format has no resynchronisation marker.)
+//!   The offsets found corrupt are remembered, so a later read skips the
+//!   record without counting it again; a record that goes bad after `open`
+//!   is counted and logged when it is read.
 //! - Segments with no valid record, or fully acknowledged, are deleted.
 //! - The next id is one past the highest id seen (or the watermark, if higher).
 //!
