@@ -137,6 +137,7 @@ pub fn demo_config(
             dir: args.data.clone(),
         }),
         influxdb: args.influx.as_ref().map(|url| InfluxConfig {
+            tls_ca_file: None,
             url: url.clone(),
             api: InfluxApi::V1,
             database: Some(args.influx_db.clone()),
@@ -150,11 +151,13 @@ pub fn demo_config(
             flush_interval: Duration::from_secs(1),
             gzip: true,
             timeout: Duration::from_secs(10),
+            backfill_lines_per_s: 50_000,
         }),
         mqtt: match &args.mqtt {
             Some(url) => {
                 let (host, port) = parse_mqtt_url(url)?;
                 Some(MqttConfig {
+                    tls: None,
                     host,
                     port,
                     client_id: None,

@@ -54,6 +54,7 @@ fn sample(i: usize, ntags: usize) -> Sample {
 
 fn writer_config(server: &InfluxServer, spool_dir: &Path) -> WriterConfig {
     let cfg = InfluxConfig {
+        tls_ca_file: None,
         url: server.url(),
         api: InfluxApi::V1,
         database: Some(DB.into()),
@@ -67,6 +68,7 @@ fn writer_config(server: &InfluxServer, spool_dir: &Path) -> WriterConfig {
         flush_interval: Duration::from_millis(50),
         gzip: true,
         timeout: Duration::from_secs(5),
+        backfill_lines_per_s: 0,
     };
     let mut w = WriterConfig::resolve(&cfg, spool_dir).expect("resolve");
     w.backoff_initial = Duration::from_millis(50);

@@ -132,6 +132,7 @@ fn writer_config(url: &str, dir: &Path) -> WriterConfig {
     let token_file = dir.join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token file");
     let cfg = InfluxConfig {
+        tls_ca_file: None,
         url: url.to_string(),
         api: InfluxApi::V2,
         database: None,
@@ -148,6 +149,7 @@ fn writer_config(url: &str, dir: &Path) -> WriterConfig {
         flush_interval: Duration::from_millis(20),
         gzip: true,
         timeout: Duration::from_secs(5),
+        backfill_lines_per_s: 0,
     };
     let mut w = WriterConfig::resolve(&cfg, dir).expect("resolve");
     w.backoff_initial = Duration::from_millis(20);
