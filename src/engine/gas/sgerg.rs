@@ -217,7 +217,7 @@ impl Sgerg {
     /// Compression factor at absolute pressure `p_kpa` and temperature `t_k`.
     pub fn z(&self, p_kpa: f64, t_k: f64) -> Result<f64, GasError> {
         let p_bar = p_kpa / 100.0;
-        if !(0.0..=120.0).contains(&p_bar) || !(t_k - T0 >= -23.0 && t_k - T0 <= 65.0) {
+        if !((0.0..=120.0).contains(&p_bar) && (-23.0..=65.0).contains(&(t_k - T0))) {
             return Err(GasError::OutOfRange(format!(
                 "SGERG-88 valid for 0..=12000 kPa and -23..=65 degC, got {p_kpa} kPa, {:.2} degC",
                 t_k - T0
