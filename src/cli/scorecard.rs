@@ -71,7 +71,7 @@ fn engine_config() -> Result<Config, ScorecardError> {
         rupture_kpa_per_min: None,
     });
     c.balance.window = Duration::from_secs(300);
-    c.balance.longer_windows = vec![Duration::from_secs(3600)];
+    c.balance.longer_windows = Some(vec![Duration::from_secs(3600)]);
     c.limits.clear();
     let problems = c.validate();
     if !problems.is_empty() {

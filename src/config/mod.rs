@@ -211,9 +211,10 @@ pub struct BalanceConfig {
     /// result to be judged (below it: no alarm, quality uncertain or bad).
     #[serde(default = "default_min_coverage")]
     pub min_coverage: f64,
-    /// Longer windows computed beside `window`, epoch-aligned (default ["1h"]).
-    #[serde(default = "default_longer_windows", deserialize_with = "durations")]
-    pub longer_windows: Vec<Duration>,
+    /// Longer windows computed beside `window`, epoch-aligned. Default:
+    /// ["1h"] when `window` is shorter than an hour, else none.
+    #[serde(default, deserialize_with = "durations")]
+    pub longer_windows: Option<Vec<Duration>>,
     /// Also balance the gas day (24 h starting at `contract_hour`). Default true.
     #[serde(default = "default_true")]
     pub gas_day: bool,
@@ -270,15 +271,23 @@ fn default_bias_windows() -> u32 {
     288
 }
 /// A list of humantime durations, e.g. `["1h", "8h"]`.
-fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<Duration>>, D::Error> {
     let v: Vec<String> = Vec::deserialize(d)?;
     v.iter()
         .map(|s| humantime::parse_duration(s).map_err(serde::de::Error::custom))
-        .collect()
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
 }
 
-fn default_longer_windows() -> Vec<Duration> {
-    vec![Duration::from_secs(3600)]
+impl BalanceConfig {
+    /// The longer windows in effect (the default depends on `window`).
+    pub fn longer_windows(&self) -> Vec<Duration> {
+        match &self.longer_windows {
+            Some(v) => v.clone(),
+            None if self.window < Duration::from_secs(3600) => vec![Duration::from_secs(3600)],
+            None => Vec::new(),
+        }
+    }
 }
 fn default_contract_hour() -> u8 {
     8
@@ -293,7 +302,7 @@ impl Default for BalanceConfig {
             window: default_window(),
             limit_percent: default_limit_percent(),
             min_coverage: default_min_coverage(),
-            longer_windows: default_longer_windows(),
+            longer_windows: None,
             gas_day: true,
             contract_hour: default_contract_hour(),
             utc_offset_hours: default_utc_offset(),

@@ -445,7 +445,7 @@ fn validate_balance_extras(c: &Config, points: &HashMap<&str, String>, p: &mut P
             );
         }
     }
-    for (i, w) in c.balance.longer_windows.iter().enumerate() {
+    for (i, w) in c.balance.longer_windows().iter().enumerate() {
         if *w <= c.balance.window || w.as_secs() > 7 * 86_400 {
             p.add(
                 format!("balance.longer_windows[{i}]"),

@@ -266,7 +266,7 @@ impl EnginePlan {
             });
             let mut more: Vec<(String, i64, i64)> = config
                 .balance
-                .longer_windows
+                .longer_windows()
                 .iter()
                 .map(|&w| (humantime::format_duration(w).to_string(), nanos(w), 0))
                 .collect();
