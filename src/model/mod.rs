@@ -156,6 +156,27 @@ pub enum Input {
         ts: Timestamp,
         error: ReadError,
     },
+    /// Registers answered for PART of a read block: the poller split a block
+    /// whose full read failed with exception 02, to isolate the bad
+    /// register(s). `first` is the word offset of `regs[0]` from the block
+    /// start; the engine decodes only the points wholly inside.
+    RegistersPart {
+        device: DeviceId,
+        block: BlockId,
+        first: u16,
+        ts: Timestamp,
+        regs: Vec<u16>,
+    },
+    /// A part of a read block (`words` words from word offset `first`) failed;
+    /// the points overlapping it are BAD with the error's reason.
+    ReadFailedPart {
+        device: DeviceId,
+        block: BlockId,
+        first: u16,
+        words: u16,
+        ts: Timestamp,
+        error: ReadError,
+    },
     /// Engineering values that arrived already decoded (MQTT, replay files).
     Values {
         ts: Timestamp,

@@ -4,8 +4,16 @@
 //!
 //! Invariants:
 //! - **Read-only toward the field.** The only requests ever built are
-//!   function codes 03 (read holding registers) and 04 (read input
-//!   registers), see [`read_request`]. Nothing here can write.
+//!   function codes 01 (read coils), 02 (read discrete inputs), 03 (read
+//!   holding registers) and 04 (read input registers), see
+//!   [`read_request`]. Nothing here can write.
+//! - **One bad register never blanks a device.** When a merged block is
+//!   refused with exception 02 (illegal address: usually one unmapped
+//!   register inside the merge), the block is split at point boundaries and
+//!   the halves are read separately, halving again until the bad point is
+//!   alone ([`SplitRanges`]). The split is remembered; parts go to the
+//!   engine as `Input::RegistersPart` / `Input::ReadFailedPart`, so the good
+//!   points keep reading and only the bad one is BAD `exception_02...`.
 //! - **One connection per endpoint.** Devices that share an endpoint (unit
 //!   ids behind one serial gateway) share one TCP connection; requests on it
 //!   are strictly serialised (one outstanding request), the unit id is set
@@ -45,7 +53,7 @@
 use crate::engine::{BlockPlan, DevicePlan, EnginePlan};
 use crate::model::{BlockId, DeviceId, Input, ReadError, Timestamp};
 use crate::sources::modbus::RegisterKind;
-use metrics::{Counter, Histogram, counter, histogram};
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
@@ -114,9 +122,11 @@ pub(crate) fn endpoints(plan: &EnginePlan) -> Vec<((String, u16), Vec<DeviceId>)
         .collect()
 }
 
-/// The only requests this module can build: FC03 and FC04 reads.
+/// The only requests this module can build: FC01-FC04 reads.
 pub(crate) fn read_request(kind: RegisterKind, start: u16, count: u16) -> Request<'static> {
     match kind {
+        RegisterKind::Coil => Request::ReadCoils(start, count),
+        RegisterKind::DiscreteInput => Request::ReadDiscreteInputs(start, count),
         RegisterKind::Holding => Request::ReadHoldingRegisters(start, count),
         RegisterKind::Input => Request::ReadInputRegisters(start, count),
     }
@@ -133,7 +143,9 @@ pub(crate) enum Outcome {
     },
 }
 
-/// Classifies the result of one `call` wrapped in a timeout.
+/// Classifies the result of one `call` wrapped in a timeout. `count` is the
+/// number of words (registers) or bits (coils, discrete inputs) asked for;
+/// bits come back as one word each (0 or 1).
 pub(crate) fn classify(
     result: Result<tokio_modbus::Result<Response>, tokio::time::error::Elapsed>,
     count: u16,
@@ -160,6 +172,17 @@ pub(crate) fn classify(
             if regs.len() == usize::from(count) =>
         {
             Outcome::Registers(regs)
+        }
+        // Bits are packed in bytes: the answer carries up to 7 padding bits.
+        Ok(Ok(Ok(Response::ReadCoils(bits) | Response::ReadDiscreteInputs(bits))))
+            if bits.len() >= usize::from(count) && bits.len() < usize::from(count) + 8 =>
+        {
+            Outcome::Registers(
+                bits[..usize::from(count)]
+                    .iter()
+                    .map(|&b| u16::from(b))
+                    .collect(),
+            )
         }
         // Well framed, but not the shape asked for: the stream is still in step.
         Ok(Ok(Ok(_))) => failed(ReadError::Malformed, false),
@@ -205,6 +228,42 @@ pub(crate) fn advance(due: Instant, interval: Duration, now: Instant) -> (Instan
     (next, u64::try_from(skipped).unwrap_or(u64::MAX))
 }
 
+/// The remembered split of a block whose merged read failed with exception
+/// 02: ranges of point indices `[lo, hi)`, each read as one request. Ranges
+/// only ever get smaller (halved when they fail with 02 again), so after at
+/// most log2(points) cycles the bad point is alone and the rest read good.
+/// Kept until the poller restarts: a device whose register map changes is
+/// re-planned by a restart anyway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SplitRanges(pub(crate) Vec<(usize, usize)>);
+
+impl SplitRanges {
+    /// The first split of a block of `n >= 2` points.
+    pub(crate) fn halves(n: usize) -> Self {
+        SplitRanges(vec![(0, n / 2), (n / 2, n)])
+    }
+
+    /// Replaces range `i` by its two halves (no-op for a single point).
+    pub(crate) fn halve(&mut self, i: usize) {
+        if let Some(&(lo, hi)) = self.0.get(i)
+            && hi - lo > 1
+        {
+            let mid = lo + (hi - lo) / 2;
+            self.0[i] = (lo, mid);
+            self.0.insert(i + 1, (mid, hi));
+        }
+    }
+}
+
+/// Word offset and word count covering points `lo..hi` of a block (points
+/// are in address order; their registers only, not the gaps at either end).
+pub(crate) fn part_words(block: &BlockPlan, lo: usize, hi: usize) -> (u16, u16) {
+    let pts = &block.points[lo.min(block.points.len())..hi.min(block.points.len())];
+    let first = pts.iter().map(|p| p.offset).min().unwrap_or(0);
+    let end = pts.iter().map(|p| p.offset + p.len).max().unwrap_or(first);
+    (first, end - first)
+}
+
 /// Per-device metric handles, registered once.
 struct DeviceMetrics {
     requests: Counter,
@@ -215,6 +274,8 @@ struct DeviceMetrics {
     overruns: Counter,
     dropped: Counter,
     response: Histogram,
+    splits: Counter,
+    last_good: Gauge,
 }
 
 impl DeviceMetrics {
@@ -233,6 +294,8 @@ impl DeviceMetrics {
                 "reason" => "channel_full"
             ),
             response: histogram!("gaswatch_modbus_response_seconds", "device" => device.to_string()),
+            splits: counter!("gaswatch_modbus_block_splits_total", "device" => device.to_string()),
+            last_good: gauge!("gaswatch_modbus_last_good_read_seconds", "device" => device.to_string()),
         }
     }
 
@@ -253,6 +316,8 @@ struct DeviceState {
     /// Last reported state per block (`None` = good or not yet read), so a
     /// change is logged once.
     block_error: Vec<Option<ReadError>>,
+    /// Per block: the remembered split after an exception 02 (`None`: read whole).
+    splits: Vec<Option<SplitRanges>>,
     /// Set on reconnect: the ticks missed while disconnected are not overruns.
     resumed: bool,
     metrics: DeviceMetrics,
@@ -309,6 +374,7 @@ impl EndpointTask {
                     id,
                     due: now,
                     block_error: vec![None; d.blocks.len()],
+                    splits: vec![None; d.blocks.len()],
                     resumed: false,
                     metrics: DeviceMetrics::new(&d.id),
                 }
@@ -472,7 +538,9 @@ impl EndpointTask {
         }
     }
 
-    /// Reads every block of one device once.
+    /// Reads every block of one device once. A block whose merged read was
+    /// refused with exception 02 is read in remembered parts instead (see
+    /// [`SplitRanges`]), so one bad register never blanks the rest.
     async fn poll_device(&mut self, ctx: &mut Context, index: usize) -> CycleEnd {
         let plan = Arc::clone(&self.plan);
         let device_id = self.devices[index].id;
@@ -480,91 +548,236 @@ impl EndpointTask {
         ctx.set_slave(Slave(device.unit_id));
         let mut dropping = false;
         for (bi, block) in device.blocks.iter().enumerate() {
-            let outcome = self.read_block(ctx, index, device, block).await;
-            let ts = Timestamp::now();
             let block_id = BlockId(bi as u32);
-            let (input, reconnect) = match outcome {
-                Outcome::Registers(regs) => {
-                    self.backoff.reset();
-                    self.link_ok = true;
-                    self.note_block(index, device, bi, None);
-                    (
-                        Input::Registers {
+            if self.devices[index].splits[bi].is_none() {
+                let outcome = self
+                    .read(
+                        ctx,
+                        index,
+                        device.timeout,
+                        block.register,
+                        block.start,
+                        block.count,
+                        block.words,
+                    )
+                    .await;
+                let ts = Timestamp::now();
+                if outcome
+                    == (Outcome::Failed {
+                        error: ReadError::Exception(2),
+                        reconnect: false,
+                    })
+                    && block.points.len() > 1
+                {
+                    // Merged across a register the device refuses: isolate it.
+                    info!(device = %device.id, block = bi, start = block.start, count = block.count,
+                        "Modbus exception 02 on a merged read; splitting it to isolate the bad register.");
+                    self.devices[index].splits[bi] = Some(SplitRanges::halves(block.points.len()));
+                    self.devices[index].metrics.splits.increment(1);
+                } else {
+                    let (input, reconnect) = self.on_outcome(
+                        index,
+                        device,
+                        bi,
+                        outcome,
+                        true,
+                        |regs| Input::Registers {
                             device: device_id,
                             block: block_id,
                             ts,
                             regs,
                         },
-                        false,
-                    )
-                }
-                Outcome::Failed { error, reconnect } => {
-                    if !reconnect {
-                        // A well-framed answer (exception, wrong count): the link is healthy.
-                        self.backoff.reset();
-                        self.link_ok = true;
-                    }
-                    self.devices[index].metrics.error(error);
-                    self.note_block(index, device, bi, Some(error));
-                    (
-                        Input::ReadFailed {
+                        |error| Input::ReadFailed {
                             device: device_id,
                             block: block_id,
                             ts,
                             error,
                         },
-                        reconnect,
+                    );
+                    if let Err(end) = self.send(index, device, input, &mut dropping) {
+                        return end;
+                    }
+                    if reconnect {
+                        return CycleEnd::Reconnect;
+                    }
+                    continue;
+                }
+            }
+            // Read in parts; a part that still fails with 02 and holds more
+            // than one point is halved again (remembered for later cycles).
+            // The block's state (first error of any part) is logged once.
+            let mut i = 0;
+            let mut block_state = None;
+            loop {
+                let Some(ranges) = self.devices[index].splits[bi].as_ref() else {
+                    break;
+                };
+                let Some(&(lo, hi)) = ranges.0.get(i) else {
+                    break;
+                };
+                let (first, words) = part_words(block, lo, hi);
+                let wpn = (block.words / block.count.max(1)).max(1);
+                let start = block.start + first / wpn;
+                let count = words / wpn;
+                let outcome = self
+                    .read(
+                        ctx,
+                        index,
+                        device.timeout,
+                        block.register,
+                        start,
+                        count,
+                        words,
                     )
+                    .await;
+                let ts = Timestamp::now();
+                if outcome
+                    == (Outcome::Failed {
+                        error: ReadError::Exception(2),
+                        reconnect: false,
+                    })
+                    && hi - lo > 1
+                    && let Some(ranges) = self.devices[index].splits[bi].as_mut()
+                {
+                    ranges.halve(i);
+                    continue;
                 }
-            };
-            if dropping {
-                self.devices[index].metrics.dropped.increment(1);
-            } else {
-                match self.tx.try_send(input) {
-                    Ok(()) => {
-                        if self.channel_full {
-                            info!(endpoint = %self.name, "Engine channel has room again.");
-                            self.channel_full = false;
-                        }
-                    }
-                    Err(TrySendError::Full(_)) => {
-                        dropping = true;
-                        self.devices[index].metrics.dropped.increment(1);
-                        if !self.channel_full {
-                            warn!(device = %device.id, "Engine channel full; dropping this poll cycle.");
-                            self.channel_full = true;
-                        }
-                    }
-                    Err(TrySendError::Closed(_)) => return CycleEnd::Closed,
+                if let Outcome::Failed { error, .. } = outcome {
+                    block_state = block_state.or(Some(error));
                 }
+                let (input, reconnect) = self.on_outcome(
+                    index,
+                    device,
+                    bi,
+                    outcome,
+                    false,
+                    |regs| Input::RegistersPart {
+                        device: device_id,
+                        block: block_id,
+                        first,
+                        ts,
+                        regs,
+                    },
+                    |error| Input::ReadFailedPart {
+                        device: device_id,
+                        block: block_id,
+                        first,
+                        words,
+                        ts,
+                        error,
+                    },
+                );
+                if let Err(end) = self.send(index, device, input, &mut dropping) {
+                    return end;
+                }
+                if reconnect {
+                    return CycleEnd::Reconnect;
+                }
+                i += 1;
             }
-            if reconnect {
-                return CycleEnd::Reconnect;
-            }
+            self.note_block(index, device, bi, block_state);
         }
         CycleEnd::Done
     }
 
-    /// One FC03/FC04 request under the device timeout.
-    async fn read_block(
+    /// Book-keeping for one read outcome: backoff, metrics, state logs; the
+    /// input to send and whether the connection must be dropped.
+    fn on_outcome(
+        &mut self,
+        index: usize,
+        device: &DevicePlan,
+        block: usize,
+        outcome: Outcome,
+        note: bool,
+        ok: impl FnOnce(Vec<u16>) -> Input,
+        failed: impl FnOnce(ReadError) -> Input,
+    ) -> (Input, bool) {
+        match outcome {
+            Outcome::Registers(regs) => {
+                self.backoff.reset();
+                self.link_ok = true;
+                if note {
+                    self.note_block(index, device, block, None);
+                }
+                (ok(regs), false)
+            }
+            Outcome::Failed { error, reconnect } => {
+                if !reconnect {
+                    // A well-framed answer (exception, wrong count): the link is healthy.
+                    self.backoff.reset();
+                    self.link_ok = true;
+                }
+                self.devices[index].metrics.error(error);
+                if note {
+                    self.note_block(index, device, block, Some(error));
+                }
+                (failed(error), reconnect)
+            }
+        }
+    }
+
+    /// Hands one input to the engine without blocking; after the channel was
+    /// full once in a cycle, the rest of the cycle is dropped and counted.
+    fn send(
+        &mut self,
+        index: usize,
+        device: &DevicePlan,
+        input: Input,
+        dropping: &mut bool,
+    ) -> Result<(), CycleEnd> {
+        if *dropping {
+            self.devices[index].metrics.dropped.increment(1);
+            return Ok(());
+        }
+        match self.tx.try_send(input) {
+            Ok(()) => {
+                if self.channel_full {
+                    info!(endpoint = %self.name, "Engine channel has room again.");
+                    self.channel_full = false;
+                }
+            }
+            Err(TrySendError::Full(_)) => {
+                *dropping = true;
+                self.devices[index].metrics.dropped.increment(1);
+                if !self.channel_full {
+                    warn!(device = %device.id, "Engine channel full; dropping this poll cycle.");
+                    self.channel_full = true;
+                }
+            }
+            Err(TrySendError::Closed(_)) => return Err(CycleEnd::Closed),
+        }
+        Ok(())
+    }
+
+    /// One FC01-FC04 request under the device timeout.
+    #[allow(clippy::too_many_arguments)]
+    async fn read(
         &self,
         ctx: &mut Context,
         index: usize,
-        device: &DevicePlan,
-        block: &BlockPlan,
+        timeout: Duration,
+        kind: RegisterKind,
+        start: u16,
+        count: u16,
+        words: u16,
     ) -> Outcome {
         let m = &self.devices[index].metrics;
         m.requests.increment(1);
         let started = Instant::now();
-        let result = tokio::time::timeout(
-            device.timeout,
-            ctx.call(read_request(block.register, block.start, block.count)),
-        )
-        .await;
+        let result =
+            tokio::time::timeout(timeout, ctx.call(read_request(kind, start, count))).await;
         if matches!(result, Ok(Ok(_))) {
             m.response.record(started.elapsed().as_secs_f64());
         }
-        classify(result, block.count)
+        let outcome = classify(result, words);
+        if matches!(outcome, Outcome::Registers(_)) {
+            m.last_good.set(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64()),
+            );
+        }
+        outcome
     }
 
     /// Logs a block's state change once.
