@@ -195,7 +195,7 @@ fn a_failed_part_marks_only_its_points_and_the_good_parts_decode() {
                 plan.tag_info(s.tag).name.as_str(),
                 s.quality,
                 s.reason,
-                s.value.is_nan().then_some(0.0).unwrap_or(s.value),
+                if s.value.is_nan() { 0.0 } else { s.value },
             )
         })
         .collect();

@@ -136,9 +136,10 @@ impl Collected {
         self.snapshot()
             .iter()
             .filter(|(_, i)| match i {
-                Input::Registers { device: d, .. } | Input::ReadFailed { device: d, .. } => {
-                    *d == DeviceId(device)
-                }
+                Input::Registers { device: d, .. }
+                | Input::ReadFailed { device: d, .. }
+                | Input::RegistersPart { device: d, .. }
+                | Input::ReadFailedPart { device: d, .. } => *d == DeviceId(device),
                 Input::Values { .. } => false,
             })
             .count()

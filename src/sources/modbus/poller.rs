@@ -608,13 +608,10 @@ impl EndpointTask {
             // The block's state (first error of any part) is logged once.
             let mut i = 0;
             let mut block_state = None;
-            loop {
-                let Some(ranges) = self.devices[index].splits[bi].as_ref() else {
-                    break;
-                };
-                let Some(&(lo, hi)) = ranges.0.get(i) else {
-                    break;
-                };
+            while let Some(&(lo, hi)) = self.devices[index].splits[bi]
+                .as_ref()
+                .and_then(|r| r.0.get(i))
+            {
                 let (first, words) = part_words(block, lo, hi);
                 let wpn = (block.words / block.count.max(1)).max(1);
                 let start = block.start + first / wpn;
@@ -682,6 +679,7 @@ impl EndpointTask {
 
     /// Book-keeping for one read outcome: backoff, metrics, state logs; the
     /// input to send and whether the connection must be dropped.
+    #[allow(clippy::too_many_arguments)]
     fn on_outcome(
         &mut self,
         index: usize,
