@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod poller;
+pub mod probe;
 
 #[cfg(test)]
 mod tests;
