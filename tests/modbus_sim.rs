@@ -331,6 +331,7 @@ async fn only_read_function_codes_ever_reach_the_device() {
     let sim_text = TYPES.replacen(
         "[[meters]]",
         "[[devices]]\nid = \"rtu2\"\nhost = \"127.0.0.1\"\nport = 502\nunit_id = 2\npoll_interval = \"50ms\"\ntimeout = \"100ms\"\n\
+         pause_for = \"200ms\"\nconfig_error_retry = \"200ms\"\n\
          [[devices.points]]\nname = \"X\"\nregister = \"holding\"\naddress = 0\ntype = \"u16\"\n\n[[meters]]",
         1,
     );
@@ -377,4 +378,84 @@ async fn only_read_function_codes_ever_reach_the_device() {
         "only reads reach the field"
     );
     sim.stop().await;
+}
+
+/// TYPES plus a second unit `rtu2` (single point X) behind the same port.
+fn with_unit2(extra_device_keys: &str) -> String {
+    TYPES.replacen(
+        "[[meters]]",
+        &format!(
+            "[[devices]]\nid = \"rtu2\"\nhost = \"127.0.0.1\"\nport = 502\nunit_id = 2\npoll_interval = \"50ms\"\ntimeout = \"100ms\"\n{extra_device_keys}\n\
+             [[devices.points]]\nname = \"X\"\nregister = \"holding\"\naddress = 0\ntype = \"u16\"\n\n[[meters]]"
+        ),
+        1,
+    )
+}
+
+/// Inputs about device index 1 (rtu2) that are reads (not pauses).
+fn unit2_reads(run: &Running) -> usize {
+    run.inputs
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter(|i| {
+            matches!(i, Input::Registers { device, .. } | Input::ReadFailed { device, .. }
+                if device.0 == 1)
+        })
+        .count()
+}
+
+/// A unit that never answers is paused after 2 failed cycles: its point goes
+/// STALE `device_paused`, it is not asked again during the pause, and unit 1
+/// on the same connection keeps reading good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_unit_is_paused_and_its_points_go_stale_while_the_others_keep_reading() {
+    let text = with_unit2("pause_after_failed_cycles = 2\npause_for = \"1h\"");
+    let sim = simulator(&text).await;
+    sim.set_fault(2, Fault::NoResponse);
+    let run = Running::start(plan_for(&text, sim.local_addr().port()));
+    eventually("X turns STALE device_paused", || {
+        run.samples_of("X")
+            .iter()
+            .any(|s| s.quality == Quality::Stale && s.reason == Reason::DevicePaused)
+    })
+    .await;
+    let x = run.samples_of("X");
+    let timeouts = x.iter().filter(|s| s.reason == Reason::Timeout).count();
+    assert_eq!(timeouts, 2, "paused after exactly 2 failed cycles: {x:?}");
+    let reads = unit2_reads(&run);
+    let good = run.good_count("FT_IN");
+    eventually("unit 1 reads 20 more cycles", || {
+        run.good_count("FT_IN") >= good + 20
+    })
+    .await;
+    assert_eq!(unit2_reads(&run), reads, "no request to the paused unit");
+    sim.stop().await;
+}
+
+/// Exception policy: 03 (configuration error) is retried slowly, 06 (busy)
+/// with a doubling back-off; the point is BAD with the code as reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_errors_retry_slowly_and_busy_backs_off() {
+    for (code, most) in [(3u8, 1usize), (6, 8)] {
+        let text = with_unit2("");
+        let sim = simulator(&text).await;
+        sim.set_fault(2, Fault::Exception(code));
+        let run = Running::start(plan_for(&text, sim.local_addr().port()));
+        eventually("unit 1 reads 40 cycles", || run.good_count("FT_IN") >= 40).await;
+        let x = run.samples_of("X");
+        assert!(!x.is_empty());
+        assert!(
+            x.iter()
+                .all(|s| s.quality == Quality::Bad && s.reason == Reason::Exception(code)),
+            "{x:?}"
+        );
+        let n = unit2_reads(&run);
+        assert!(
+            (1..=most).contains(&n),
+            "exception {code:02X}: {n} requests to unit 2 while unit 1 read 40 cycles"
+        );
+        drop(run);
+        sim.stop().await;
+    }
 }

@@ -149,6 +149,18 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
                 ),
             );
         }
+        if d.pause_after_failed_cycles > 0 && d.pause_for < Duration::from_millis(10) {
+            p.add(
+                format!("{dk}.pause_for"),
+                format!("expected at least 10ms, got {:?}", d.pause_for),
+            );
+        }
+        if d.config_error_retry < Duration::from_millis(10) {
+            p.add(
+                format!("{dk}.config_error_retry"),
+                format!("expected at least 10ms, got {:?}", d.config_error_retry),
+            );
+        }
         if d.address_base > 1 {
             p.add(
                 format!("{dk}.address_base"),

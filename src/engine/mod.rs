@@ -156,6 +156,22 @@ impl Engine {
                 ts,
                 error,
             } => self.failed(*device, *block, *first, *words, *ts, *error, out),
+            Input::DevicePaused { device, ts } => {
+                for i in 0..self.tags.len() {
+                    if self.plan.tags[i].device == *device {
+                        self.accept(
+                            Sample {
+                                tag: TagId(i as u32),
+                                value: f64::NAN,
+                                quality: Quality::Stale,
+                                reason: Reason::DevicePaused,
+                                ts: *ts,
+                            },
+                            out,
+                        );
+                    }
+                }
+            }
             Input::Values { ts, values } => {
                 for &(tag, value, quality) in values {
                     if (tag.0 as usize) >= self.tags.len() {

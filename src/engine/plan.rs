@@ -66,6 +66,11 @@ pub struct DevicePlan {
     pub poll_interval: Duration,
     pub timeout: Duration,
     pub blocks: Vec<BlockPlan>,
+    /// Failed cycles in a row before the unit is paused (0: never).
+    pub pause_after_failed_cycles: u32,
+    pub pause_for: Duration,
+    /// Retry period of a request refused with exception 01/02/03.
+    pub config_error_retry: Duration,
 }
 
 /// Static facts about a tag.
@@ -168,6 +173,9 @@ impl EnginePlan {
                 poll_interval: d.poll_interval,
                 timeout: d.timeout,
                 blocks,
+                pause_after_failed_cycles: d.pause_after_failed_cycles,
+                pause_for: d.pause_for,
+                config_error_retry: d.config_error_retry,
             });
         }
 

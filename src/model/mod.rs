@@ -69,6 +69,9 @@ pub enum Reason {
     OutOfRange,
     /// No good read for 1.5 poll periods.
     NoRecentData,
+    /// The device failed several poll cycles in a row and is paused for a
+    /// while, so it does not slow the other devices on its connection.
+    DevicePaused,
 }
 
 impl Reason {
@@ -91,6 +94,7 @@ impl Reason {
             Reason::NotFinite => "not_finite",
             Reason::OutOfRange => "out_of_range",
             Reason::NoRecentData => "no_recent_data",
+            Reason::DevicePaused => "device_paused",
         }
     }
 }
@@ -177,6 +181,9 @@ pub enum Input {
         ts: Timestamp,
         error: ReadError,
     },
+    /// The poller paused a failing device: every point of it turns STALE
+    /// with reason `device_paused` (no value, at `ts`).
+    DevicePaused { device: DeviceId, ts: Timestamp },
     /// Engineering values that arrived already decoded (MQTT, replay files).
     Values {
         ts: Timestamp,

@@ -50,6 +50,18 @@ pub struct DeviceConfig {
     /// words (flow computers). 64-bit types and strings are not allowed then.
     #[serde(default)]
     pub enron: bool,
+    /// Consecutive failed poll cycles (timeouts, transport errors, exceptions
+    /// 04/0A/0B) after which the unit is paused; 0 never pauses.
+    #[serde(default = "default_pause_after")]
+    pub pause_after_failed_cycles: u32,
+    /// How long a failing unit is paused (its points STALE `device_paused`);
+    /// then one cycle is tried again.
+    #[serde(default = "default_pause_for", with = "humantime_serde")]
+    pub pause_for: Duration,
+    /// After exception 01/02/03 (a configuration error: the device will not
+    /// change its mind) the request is retried only this often.
+    #[serde(default = "default_config_error_retry", with = "humantime_serde")]
+    pub config_error_retry: Duration,
     /// The points read from this device.
     #[serde(default)]
     pub points: Vec<PointConfig>,
@@ -72,6 +84,15 @@ fn default_max_registers() -> u16 {
 }
 fn default_max_gap() -> u16 {
     8
+}
+fn default_pause_after() -> u32 {
+    3
+}
+fn default_pause_for() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_config_error_retry() -> Duration {
+    Duration::from_secs(60)
 }
 fn default_scale() -> f64 {
     1.0

@@ -30,6 +30,17 @@
 //!   context is dropped and a fresh connection is made. An exception
 //!   response, by contrast, is a complete well-framed answer: it is reported
 //!   for that block only (a data-quality matter) and the connection stays.
+//! - **Exceptions by code.** 01/02/03 are configuration errors: the request
+//!   is logged once and retried only every `config_error_retry`. 05/06 (busy)
+//!   hold that request back 1, 3, 7, 15, then 31 poll intervals. 04, 0A and
+//!   0B (device failure, gateway path, gateway target) are failures of that
+//!   unit only: the shared connection stays up for the other units.
+//! - **A dead unit is paused.** After `pause_after_failed_cycles` cycles in
+//!   a row without any good read and with unit failures (timeouts, transport,
+//!   04/0A/0B), the unit is not polled for `pause_for`; the engine gets
+//!   `Input::DevicePaused` and marks its points STALE `device_paused`. Then
+//!   one cycle is tried; one more failure pauses it again. So one dead unit
+//!   behind a gateway costs the others its timeout only a few times.
 //! - **Reconnects back off.** Refused or failed connects are retried after a
 //!   capped exponential delay with jitter (250 ms doubling to 30 s, ±20 %),
 //!   reset by any well-framed response (registers or exception). A connection
@@ -51,10 +62,10 @@
 //!   would panic on such a peer in debug builds.)
 
 use crate::engine::{BlockPlan, DevicePlan, EnginePlan};
-use crate::model::{BlockId, DeviceId, Input, ReadError, Timestamp};
+use crate::model::{BlockId, DeviceId, Input, ReadError, Reason, Timestamp};
 use crate::sources::modbus::RegisterKind;
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
@@ -264,6 +275,39 @@ pub(crate) fn part_words(block: &BlockPlan, lo: usize, hi: usize) -> (u16, u16) 
     (first, end - first)
 }
 
+/// Part key of a whole (unsplit) block in [`DeviceState::holds`].
+const WHOLE: usize = usize::MAX;
+/// Most doublings of the busy back-off (1, 3, 7, 15, 31 skipped cycles).
+const BUSY_LEVEL_CAP: u32 = 5;
+
+/// A request held back until `until`.
+#[derive(Debug, Clone, Copy)]
+struct Hold {
+    until: Instant,
+    /// Consecutive busy answers (0 for a configuration error).
+    busy_level: u32,
+}
+
+/// Exception policy: 01/02/03 are configuration errors (the device will
+/// answer the same until someone changes the config or the device): retry
+/// slowly. 05/06 mean busy: back off and retry.
+pub(crate) fn is_config_error(e: ReadError) -> bool {
+    matches!(e, ReadError::Exception(1..=3))
+}
+
+/// Busy answers (05 acknowledge, 06 busy).
+pub(crate) fn is_busy(e: ReadError) -> bool {
+    matches!(e, ReadError::Exception(5 | 6))
+}
+
+/// Failures that say the unit itself is not answering usefully: timeouts,
+/// broken or garbled answers, 04 device failure, 0A/0B gateway path or
+/// target. They count towards pausing the unit; 01/02/03/05/06 do not (the
+/// unit answered).
+pub(crate) fn is_unit_failure(e: ReadError) -> bool {
+    !is_config_error(e) && !is_busy(e)
+}
+
 /// Per-device metric handles, registered once.
 struct DeviceMetrics {
     requests: Counter,
@@ -275,7 +319,9 @@ struct DeviceMetrics {
     dropped: Counter,
     response: Histogram,
     splits: Counter,
+    pauses: Counter,
     last_good: Gauge,
+    device: String,
 }
 
 impl DeviceMetrics {
@@ -295,7 +341,9 @@ impl DeviceMetrics {
             ),
             response: histogram!("gaswatch_modbus_response_seconds", "device" => device.to_string()),
             splits: counter!("gaswatch_modbus_block_splits_total", "device" => device.to_string()),
+            pauses: counter!("gaswatch_modbus_pauses_total", "device" => device.to_string()),
             last_good: gauge!("gaswatch_modbus_last_good_read_seconds", "device" => device.to_string()),
+            device: device.to_string(),
         }
     }
 
@@ -303,7 +351,14 @@ impl DeviceMetrics {
         match e {
             ReadError::Timeout => self.timeout.increment(1),
             ReadError::Transport => self.transport.increment(1),
-            ReadError::Exception(_) => self.exception.increment(1),
+            ReadError::Exception(code) => {
+                self.exception.increment(1);
+                // By code too (a bounded set of names): which kind of
+                // exception matters more than how many.
+                counter!("gaswatch_modbus_exceptions_total", "device" => self.device.clone(),
+                    "exception" => Reason::Exception(code).as_str())
+                .increment(1);
+            }
             ReadError::Malformed => self.malformed.increment(1),
         }
     }
@@ -318,6 +373,18 @@ struct DeviceState {
     block_error: Vec<Option<ReadError>>,
     /// Per block: the remembered split after an exception 02 (`None`: read whole).
     splits: Vec<Option<SplitRanges>>,
+    /// Requests held back after exceptions 01/02/03 (slow retry) or 05/06
+    /// (busy: doubling back-off), by (block, part or [`WHOLE`]).
+    holds: HashMap<(usize, usize), Hold>,
+    /// Failed cycles in a row (see [`is_unit_failure`]).
+    failed_cycles: u32,
+    /// While paused after too many failed cycles: until when.
+    paused_until: Option<Instant>,
+    /// True from a pause until the unit answers again (logs once per episode).
+    degraded: bool,
+    /// This cycle: some read succeeded / some read failed as a unit failure.
+    cycle_ok: bool,
+    cycle_dead: bool,
     /// Set on reconnect: the ticks missed while disconnected are not overruns.
     resumed: bool,
     metrics: DeviceMetrics,
@@ -375,6 +442,12 @@ impl EndpointTask {
                     due: now,
                     block_error: vec![None; d.blocks.len()],
                     splits: vec![None; d.blocks.len()],
+                    holds: HashMap::new(),
+                    failed_cycles: 0,
+                    paused_until: None,
+                    degraded: false,
+                    cycle_ok: false,
+                    cycle_dead: false,
                     resumed: false,
                     metrics: DeviceMetrics::new(&d.id),
                 }
@@ -545,11 +618,68 @@ impl EndpointTask {
         let plan = Arc::clone(&self.plan);
         let device_id = self.devices[index].id;
         let device = plan.device(device_id);
+        if let Some(until) = self.devices[index].paused_until {
+            if Instant::now() < until {
+                return CycleEnd::Done;
+            }
+            // One cycle decides: a single further failure pauses it again.
+            let st = &mut self.devices[index];
+            st.paused_until = None;
+            st.failed_cycles = device.pause_after_failed_cycles.saturating_sub(1);
+            debug!(device = %device.id, "Modbus unit pause over; trying it again.");
+        }
+        self.devices[index].cycle_ok = false;
+        self.devices[index].cycle_dead = false;
+        let end = self.poll_device_reads(ctx, index).await;
+        let st = &mut self.devices[index];
+        if st.cycle_ok {
+            st.failed_cycles = 0;
+            if std::mem::replace(&mut st.degraded, false) {
+                info!(device = %device.id, unit_id = device.unit_id, "Modbus unit answers again; pause lifted.");
+            }
+        } else if st.cycle_dead {
+            st.failed_cycles = st.failed_cycles.saturating_add(1);
+        }
+        let limit = device.pause_after_failed_cycles;
+        if limit > 0 && st.failed_cycles >= limit && !matches!(end, CycleEnd::Closed) {
+            st.paused_until = Some(Instant::now() + device.pause_for);
+            st.metrics.pauses.increment(1);
+            if !std::mem::replace(&mut st.degraded, true) {
+                warn!(device = %device.id, unit_id = device.unit_id, failed_cycles = st.failed_cycles,
+                    pause = ?device.pause_for, "Modbus unit keeps failing; paused so it does not slow the others.");
+            }
+            let paused = Input::DevicePaused {
+                device: device_id,
+                ts: Timestamp::now(),
+            };
+            if let Err(closed) = self.send(index, device, paused, &mut false) {
+                return closed;
+            }
+        }
+        end
+    }
+
+    /// Whether the request `key` of device `index` is held back now.
+    fn held(&self, index: usize, key: (usize, usize)) -> bool {
+        self.devices[index]
+            .holds
+            .get(&key)
+            .is_some_and(|h| Instant::now() < h.until)
+    }
+
+    /// One poll cycle's reads of one device (see [`Self::poll_device`]).
+    async fn poll_device_reads(&mut self, ctx: &mut Context, index: usize) -> CycleEnd {
+        let plan = Arc::clone(&self.plan);
+        let device_id = self.devices[index].id;
+        let device = plan.device(device_id);
         ctx.set_slave(Slave(device.unit_id));
         let mut dropping = false;
         for (bi, block) in device.blocks.iter().enumerate() {
             let block_id = BlockId(bi as u32);
             if self.devices[index].splits[bi].is_none() {
+                if self.held(index, (bi, WHOLE)) {
+                    continue;
+                }
                 let outcome = self
                     .read(
                         ctx,
@@ -580,7 +710,7 @@ impl EndpointTask {
                         device,
                         bi,
                         outcome,
-                        true,
+                        (bi, WHOLE),
                         |regs| Input::Registers {
                             device: device_id,
                             block: block_id,
@@ -612,6 +742,10 @@ impl EndpointTask {
                 .as_ref()
                 .and_then(|r| r.0.get(i))
             {
+                if self.held(index, (bi, lo)) {
+                    i += 1;
+                    continue;
+                }
                 let (first, words) = part_words(block, lo, hi);
                 let wpn = (block.words / block.count.max(1)).max(1);
                 let start = block.start + first / wpn;
@@ -647,7 +781,7 @@ impl EndpointTask {
                     device,
                     bi,
                     outcome,
-                    false,
+                    (bi, lo),
                     |regs| Input::RegistersPart {
                         device: device_id,
                         block: block_id,
@@ -686,7 +820,7 @@ impl EndpointTask {
         device: &DevicePlan,
         block: usize,
         outcome: Outcome,
-        note: bool,
+        key: (usize, usize),
         ok: impl FnOnce(Vec<u16>) -> Input,
         failed: impl FnOnce(ReadError) -> Input,
     ) -> (Input, bool) {
@@ -694,7 +828,10 @@ impl EndpointTask {
             Outcome::Registers(regs) => {
                 self.backoff.reset();
                 self.link_ok = true;
-                if note {
+                let st = &mut self.devices[index];
+                st.cycle_ok = true;
+                st.holds.remove(&key);
+                if key.1 == WHOLE {
                     self.note_block(index, device, block, None);
                 }
                 (ok(regs), false)
@@ -705,8 +842,32 @@ impl EndpointTask {
                     self.backoff.reset();
                     self.link_ok = true;
                 }
-                self.devices[index].metrics.error(error);
-                if note {
+                let st = &mut self.devices[index];
+                st.metrics.error(error);
+                let now = Instant::now();
+                if is_config_error(error) {
+                    st.holds.insert(
+                        key,
+                        Hold {
+                            until: now + device.config_error_retry,
+                            busy_level: 0,
+                        },
+                    );
+                } else if is_busy(error) {
+                    let level = st.holds.get(&key).map_or(0, |h| h.busy_level) + 1;
+                    let level = level.min(BUSY_LEVEL_CAP);
+                    let cycles = (1u32 << level) - 1;
+                    st.holds.insert(
+                        key,
+                        Hold {
+                            until: now + device.poll_interval * cycles,
+                            busy_level: level,
+                        },
+                    );
+                } else if is_unit_failure(error) {
+                    st.cycle_dead = true;
+                }
+                if key.1 == WHOLE {
                     self.note_block(index, device, block, Some(error));
                 }
                 (failed(error), reconnect)
