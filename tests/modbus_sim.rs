@@ -325,7 +325,8 @@ dir = "unused"
 
 /// Read-only toward the field: through bits, registers, splits, timeouts,
 /// dropped connections and every exception code, the device only ever
-/// receives function codes 01-04.
+/// receives function codes 01-04. On the way, each fault gives unit 2's
+/// point the right reason and unit 1 on the same connection keeps reading.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_read_function_codes_ever_reach_the_device() {
     let sim_text = TYPES.replacen(
@@ -347,21 +348,32 @@ async fn only_read_function_codes_ever_reach_the_device() {
     let sim = simulator(&sim_text).await;
     let run = Running::start(plan_for(&daemon, sim.local_addr().port()));
     eventually("first good reads", || run.good_count("X") >= 2).await;
-    for fault in [
-        Fault::Delay(Duration::from_millis(300)),
-        Fault::CloseConnection,
-        Fault::Garbage,
-        Fault::NoResponse,
-        Fault::Exception(1),
-        Fault::Exception(2),
-        Fault::Exception(3),
-        Fault::Exception(4),
-        Fault::Exception(5),
-        Fault::Exception(6),
-        Fault::Exception(0x0A),
-        Fault::Exception(0x0B),
-    ] {
+    // Each fault, and the reason it must give unit 2's point X. A delay past
+    // the timeout also desynchronises transaction ids when the late reply
+    // lands; the poller reconnects instead of reading a stale answer.
+    let faults: [(Fault, &[Reason]); 12] = [
+        (Fault::Delay(Duration::from_millis(300)), &[Reason::Timeout]),
+        (Fault::CloseConnection, &[Reason::Transport]),
+        (Fault::Garbage, &[Reason::Transport, Reason::Malformed]),
+        (Fault::NoResponse, &[Reason::Timeout]),
+        (Fault::Exception(1), &[Reason::Exception(1)]),
+        (Fault::Exception(2), &[Reason::Exception(2)]),
+        (Fault::Exception(3), &[Reason::Exception(3)]),
+        (Fault::Exception(4), &[Reason::Exception(4)]),
+        (Fault::Exception(5), &[Reason::Exception(5)]),
+        (Fault::Exception(6), &[Reason::Exception(6)]),
+        (Fault::Exception(0x0A), &[Reason::Exception(0x0A)]),
+        (Fault::Exception(0x0B), &[Reason::Exception(0x0B)]),
+    ];
+    for (fault, reasons) in faults {
+        let seen = run.samples_of("X").len();
         sim.set_fault(2, fault);
+        eventually(&format!("X is BAD with {reasons:?} under {fault:?}"), || {
+            run.samples_of("X")[seen..]
+                .iter()
+                .any(|s| s.quality == Quality::Bad && reasons.contains(&s.reason))
+        })
+        .await;
         let before = run.good_count("FT_IN");
         eventually("unit 1 keeps reading under a unit-2 fault", || {
             run.good_count("FT_IN") >= before + 2
