@@ -368,11 +368,14 @@ async fn only_read_function_codes_ever_reach_the_device() {
     for (fault, reasons) in faults {
         let seen = run.samples_of("X").len();
         sim.set_fault(2, fault);
-        eventually(&format!("X is BAD with {reasons:?} under {fault:?}"), || {
-            run.samples_of("X")[seen..]
-                .iter()
-                .any(|s| s.quality == Quality::Bad && reasons.contains(&s.reason))
-        })
+        eventually(
+            &format!("X is BAD with {reasons:?} under {fault:?}"),
+            || {
+                run.samples_of("X")[seen..]
+                    .iter()
+                    .any(|s| s.quality == Quality::Bad && reasons.contains(&s.reason))
+            },
+        )
         .await;
         let before = run.good_count("FT_IN");
         eventually("unit 1 keeps reading under a unit-2 fault", || {
@@ -470,4 +473,84 @@ async fn config_errors_retry_slowly_and_busy_backs_off() {
         drop(run);
         sim.stop().await;
     }
+}
+
+/// Poll groups: a slow group (4 poll cycles) is read once every 4 cycles of
+/// the fast points, and its two blocks are staggered into different cycles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_poll_group_reads_every_fourth_cycle_staggered() {
+    let text = r#"
+[station]
+id = "groups"
+kind = "city_gate"
+[[devices]]
+id = "plc"
+host = "127.0.0.1"
+port = 502
+unit_id = 1
+poll_interval = "50ms"
+timeout = "500ms"
+[[devices.groups]]
+name = "totals"
+interval = "200ms"
+[[devices.points]]
+name = "F"
+register = "holding"
+address = 0
+type = "u16"
+[[devices.points]]
+name = "S1"
+register = "holding"
+address = 10
+type = "u32"
+group = "totals"
+[[devices.points]]
+name = "S2"
+register = "input"
+address = 0
+type = "u16"
+group = "totals"
+[sinks.file]
+dir = "unused"
+"#;
+    let sim = simulator(text).await;
+    let plan = plan_for(text, sim.local_addr().port());
+    let stale = |n: &str| plan.tag_info(plan.tag(n).expect("tag")).stale_after_ns;
+    assert_eq!(stale("F"), 75_000_000, "1.5 x 50 ms");
+    assert_eq!(stale("S1"), 300_000_000, "1.5 x the group's 200 ms");
+    let run = Running::start(Arc::clone(&plan));
+    eventually("40 fast reads", || run.good_count("F") >= 40).await;
+    // Cycles, as the sequence of inputs: each cycle starts with F's block.
+    let f_block = plan.devices[0]
+        .blocks
+        .iter()
+        .position(|b| b.every == 1)
+        .expect("fast block");
+    let inputs = run.inputs.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut cycles: Vec<Vec<u32>> = Vec::new();
+    for i in &inputs {
+        if let Input::Registers { block, .. } = i {
+            if block.0 as usize == f_block {
+                cycles.push(Vec::new());
+            } else if let Some(c) = cycles.last_mut() {
+                c.push(block.0);
+            }
+        }
+    }
+    let complete = &cycles[..cycles.len() - 1];
+    assert!(complete.len() >= 39);
+    for (n, c) in complete.iter().enumerate() {
+        assert!(
+            c.len() <= 1,
+            "cycle {n} read {c:?}: slow blocks not staggered"
+        );
+    }
+    let slow_reads: usize = complete.iter().map(Vec::len).sum();
+    let expected = complete.len() * 2 / 4;
+    assert!(
+        slow_reads.abs_diff(expected) <= 2,
+        "{slow_reads} slow reads in {} cycles, expected about {expected}",
+        complete.len()
+    );
+    sim.stop().await;
 }

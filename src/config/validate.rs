@@ -161,6 +161,38 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
                 format!("expected at least 10ms, got {:?}", d.config_error_retry),
             );
         }
+        let mut group_names = HashSet::new();
+        for (gi, g) in d.groups.iter().enumerate() {
+            let gk = format!("{dk}.groups[{gi}]");
+            if !group_names.insert(g.name.as_str()) {
+                p.add(
+                    format!("{gk}.name"),
+                    format!("group name {:?} is used twice", g.name),
+                );
+            }
+            let base = d.poll_interval.as_nanos().max(1);
+            if g.interval.as_nanos() < base || g.interval.as_nanos() % base != 0 {
+                p.add(
+                    format!("{gk}.interval"),
+                    format!(
+                        "expected a multiple of the device's poll_interval ({:?}), got {:?}",
+                        d.poll_interval, g.interval
+                    ),
+                );
+            }
+        }
+        for (pi, pt) in d.points.iter().enumerate() {
+            if let Some(g) = &pt.group
+                && !group_names.contains(g.as_str())
+            {
+                p.add(
+                    format!("{dk}.points[{pi}].group"),
+                    format!(
+                        "expected the name of one of this device's [[devices.groups]], got {g:?}"
+                    ),
+                );
+            }
+        }
         if d.address_base > 1 {
             p.add(
                 format!("{dk}.address_base"),

@@ -31,6 +31,10 @@ pub struct BlockPlan {
     pub count: u16,
     /// Number of words the answer holds (bits: one word per bit).
     pub words: u16,
+    /// Read every `every` poll cycles (poll groups; 1 = every cycle) ...
+    pub every: u32,
+    /// ... in the cycles where `cycle % every == phase` (staggered).
+    pub phase: u32,
     /// Decoders of the points inside this block.
     pub points: Vec<PointDecoder>,
 }
@@ -130,11 +134,13 @@ impl EnginePlan {
         let mut devices = Vec::new();
         for (di, d) in config.devices.iter().enumerate() {
             let device = DeviceId(di as u32);
-            let stale_after_ns =
-                i64::try_from(d.poll_interval.as_nanos() * 3 / 2).unwrap_or(i64::MAX);
             let mut decoders: Vec<Placed> = Vec::new();
             for pt in &d.points {
                 let tag = TagId(tags.len() as u32);
+                // 1.5 of the point's own read period (its poll group's).
+                let period =
+                    d.poll_interval.as_nanos() * u128::from(d.cycles_of(pt.group.as_deref()));
+                let stale_after_ns = i64::try_from(period * 3 / 2).unwrap_or(i64::MAX);
                 tags.push(TagInfo {
                     name: pt.name.clone(),
                     unit: pt.unit.clone(),
@@ -143,7 +149,9 @@ impl EnginePlan {
                 });
                 by_name.insert(pt.name.clone(), tag);
                 let numbers = pt.register_numbers(d.enron);
+                let every = d.cycles_of(pt.group.as_deref());
                 decoders.push(Placed {
+                    every,
                     kind: pt.register,
                     address: pt.address.saturating_sub(u16::from(d.address_base)),
                     numbers,
@@ -281,6 +289,9 @@ pub(crate) struct Placed {
     pub numbers: u16,
     /// Words answered per register number: 2 for Enron 32-bit, else 1.
     pub words_per_number: u16,
+    /// Poll cycles between reads (poll group); points of different groups
+    /// never share a block.
+    pub every: u32,
     pub dec: PointDecoder,
 }
 
@@ -291,7 +302,7 @@ const MAX_WORDS: u16 = 125;
 
 /// Merges points into read blocks (see the module docs).
 pub(crate) fn plan_blocks(mut points: Vec<Placed>, max_regs: u16, max_gap: u16) -> Vec<BlockPlan> {
-    points.sort_by_key(|p| (p.kind, p.words_per_number, p.address));
+    points.sort_by_key(|p| (p.every, p.kind, p.words_per_number, p.address));
     let mut blocks: Vec<(u16, BlockPlan)> = Vec::new();
     for p in points {
         let wpn = p.words_per_number.max(1);
@@ -306,6 +317,7 @@ pub(crate) fn plan_blocks(mut points: Vec<Placed>, max_regs: u16, max_gap: u16) 
             let b_end = u32::from(b.start) + u32::from(b.count);
             let new_count = end.saturating_sub(u32::from(b.start));
             let fits = b.register == p.kind
+                && b.every == p.every
                 && *b_wpn == wpn
                 && u32::from(p.address) <= b_end + u32::from(max_gap)
                 && new_count <= u32::from(max_count)
@@ -326,11 +338,23 @@ pub(crate) fn plan_blocks(mut points: Vec<Placed>, max_regs: u16, max_gap: u16) 
                 start: p.address,
                 count: p.numbers,
                 words: p.numbers * wpn,
+                every: p.every.max(1),
+                phase: 0,
                 points: vec![dec],
             },
         ));
     }
-    blocks.into_iter().map(|(_, b)| b).collect()
+    // Stagger: the n-th block of a group reads in cycles n, n + every, ...
+    let mut seen: HashMap<u32, u32> = HashMap::new();
+    blocks
+        .into_iter()
+        .map(|(_, mut b)| {
+            let n = seen.entry(b.every).or_insert(0);
+            b.phase = *n % b.every;
+            *n += 1;
+            b
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -360,6 +384,7 @@ mod tests {
             address,
             numbers: d.len,
             words_per_number: 1,
+            every: 1,
             dec: d,
         }
     }
@@ -371,6 +396,7 @@ mod tests {
             address: addr,
             numbers: 1,
             words_per_number: 2,
+            every: 1,
             dec: dec(tag, DataType::F32),
         };
         let pts = vec![

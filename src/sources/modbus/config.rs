@@ -62,9 +62,39 @@ pub struct DeviceConfig {
     /// change its mind) the request is retried only this often.
     #[serde(default = "default_config_error_retry", with = "humantime_serde")]
     pub config_error_retry: Duration,
+    /// Poll groups: points with `group = NAME` are read every `interval`
+    /// (a multiple of `poll_interval`) instead of every cycle, e.g. slow
+    /// totals beside fast pressures. Blocks of a group are staggered over
+    /// the cycles so they do not all land in one.
+    #[serde(default)]
+    pub groups: Vec<PollGroupConfig>,
     /// The points read from this device.
     #[serde(default)]
     pub points: Vec<PointConfig>,
+}
+
+/// A poll group of a device (`[[devices.groups]]`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PollGroupConfig {
+    /// Group name, referenced by points' `group`.
+    pub name: String,
+    /// How often the group's points are read; a multiple of the device's
+    /// `poll_interval`.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl DeviceConfig {
+    /// Every how many poll cycles a point of `group` is read (1 when the
+    /// group is absent or unknown; validation reports unknown groups).
+    pub fn cycles_of(&self, group: Option<&str>) -> u32 {
+        let Some(g) = group.and_then(|n| self.groups.iter().find(|g| g.name == n)) else {
+            return 1;
+        };
+        let base = self.poll_interval.as_nanos().max(1);
+        u32::try_from((g.interval.as_nanos() / base).max(1)).unwrap_or(u32::MAX)
+    }
 }
 
 fn default_port() -> u16 {
@@ -223,6 +253,8 @@ pub struct PointConfig {
     pub bit: Option<u8>,
     /// For `type = "string"`: number of registers (two ASCII characters each).
     pub length: Option<u16>,
+    /// Poll group (see the device's `groups`); absent: every poll cycle.
+    pub group: Option<String>,
     /// Engineering value = raw * scale + offset.
     #[serde(default = "default_scale")]
     pub scale: f64,

@@ -8,5 +8,5 @@ pub mod probe;
 #[cfg(test)]
 mod tests;
 
-pub use config::{DataType, DeviceConfig, PointConfig, RegisterKind, WordOrder};
+pub use config::{DataType, DeviceConfig, PointConfig, PollGroupConfig, RegisterKind, WordOrder};
 pub use poller::spawn;

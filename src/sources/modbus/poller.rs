@@ -49,6 +49,9 @@
 //!   off like a refused connect.
 //!   While disconnected nothing is sent: the engine marks the points STALE
 //!   after 1.5 poll periods by itself.
+//! - **Poll groups.** A block of a slower group (`every` cycles) is read in
+//!   the cycles where `cycle % every == phase`; the planner staggers the
+//!   phases so a group's blocks spread over its cycles.
 //! - **Fixed rate, never bunched.** Each device is polled on its own
 //!   `poll_interval` grid; ticks missed because a cycle overran are skipped
 //!   and counted (`gaswatch_modbus_overruns_total`), not caught up.
@@ -382,6 +385,8 @@ struct DeviceState {
     paused_until: Option<Instant>,
     /// True from a pause until the unit answers again (logs once per episode).
     degraded: bool,
+    /// Poll cycles run so far (poll groups read when `cycle % every == phase`).
+    cycle: u64,
     /// This cycle: some read succeeded / some read failed as a unit failure.
     cycle_ok: bool,
     cycle_dead: bool,
@@ -446,6 +451,7 @@ impl EndpointTask {
                     failed_cycles: 0,
                     paused_until: None,
                     degraded: false,
+                    cycle: 0,
                     cycle_ok: false,
                     cycle_dead: false,
                     resumed: false,
@@ -632,6 +638,7 @@ impl EndpointTask {
         self.devices[index].cycle_dead = false;
         let end = self.poll_device_reads(ctx, index).await;
         let st = &mut self.devices[index];
+        st.cycle = st.cycle.wrapping_add(1);
         if st.cycle_ok {
             st.failed_cycles = 0;
             if std::mem::replace(&mut st.degraded, false) {
@@ -674,8 +681,12 @@ impl EndpointTask {
         let device = plan.device(device_id);
         ctx.set_slave(Slave(device.unit_id));
         let mut dropping = false;
+        let cycle = self.devices[index].cycle;
         for (bi, block) in device.blocks.iter().enumerate() {
             let block_id = BlockId(bi as u32);
+            if cycle % u64::from(block.every.max(1)) != u64::from(block.phase) {
+                continue; // a slower poll group, not due this cycle
+            }
             if self.devices[index].splits[bi].is_none() {
                 if self.held(index, (bi, WHOLE)) {
                     continue;
