@@ -1,4 +1,4 @@
-//! The `gaswatch` command line: run | demo | check.
+//! The `gaswatch` command line: run | demo | check | replay.
 //! Exit codes: 0 success, 1 runtime failure, 2 configuration error.
 
 use clap::{Parser, Subcommand};
@@ -29,7 +29,14 @@ enum Command {
         /// Station configuration file.
         #[arg(short, long, env = "GASWATCH_CONFIG")]
         config: PathBuf,
+        /// Record every engine input and tick to this capture file, for an
+        /// exact `gaswatch replay` later (see docs/engineers-guide.md).
+        #[arg(long)]
+        record: Option<PathBuf>,
     },
+    /// Replay line protocol, wide CSV or a capture through the engine; print
+    /// events, a summary and optionally a detection scorecard.
+    Replay(gaswatch::cli::replay::ReplayArgs),
     /// Validate a configuration file and print every problem (exit code 2 on problems).
     Check {
         /// Station configuration file.
@@ -70,7 +77,18 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Run { config } => {
+        Command::Replay(args) => match gaswatch::cli::replay::run(&args) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("gaswatch replay: {e:#}");
+                if e.downcast_ref::<gaswatch::config::ConfigError>().is_some() {
+                    ExitCode::from(2)
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+        },
+        Command::Run { config, record } => {
             let c = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -85,7 +103,11 @@ fn main() -> ExitCode {
             runtime_main(async move {
                 let cancel = CancellationToken::new();
                 spawn_signal_handler(cancel.clone());
-                gaswatch::topology::run(c, Default::default(), cancel).await
+                let opts = gaswatch::topology::RunOptions {
+                    record,
+                    ..Default::default()
+                };
+                gaswatch::topology::run(c, opts, cancel).await
             })
         }
         Command::Demo(args) => {

@@ -13,6 +13,7 @@ use crate::model::{Input, Output, Timestamp};
 use crate::sinks::file::writer::FileSink;
 use crate::sinks::{influxdb, mqtt};
 use crate::sources::modbus;
+use crate::sources::replay::capture::Recorder;
 use live::LiveState;
 use route::Router;
 use std::sync::{Arc, Mutex};
@@ -31,6 +32,9 @@ const CHANNEL_CAPACITY: usize = 4096;
 pub struct RunOptions {
     /// Live picture for terminal views.
     pub live: Option<Arc<Mutex<LiveState>>>,
+    /// Record every engine input and tick to this capture file
+    /// (`gaswatch run --record`), for an exact `gaswatch replay`.
+    pub record: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +47,8 @@ pub enum StartError {
     File(String),
     #[error("{0}")]
     Sink(String),
+    #[error(transparent)]
+    Record(#[from] crate::sources::replay::ReplayError),
 }
 
 /// Runs the daemon until `cancel` fires, then drains and returns.
@@ -106,6 +112,7 @@ pub async fn run(
         "gaswatch started."
     );
 
+    let mut recorder = Recorder::open(opts.record.as_deref(), &plan)?;
     let mut engine = Engine::new(Arc::clone(&plan), 0);
     let mut router = Router::new(Arc::clone(&plan), influx, mqtt_spool, file);
     let mut out = Output::default();
@@ -137,24 +144,31 @@ pub async fn run(
             () = cancel.cancelled() => break,
             input = rx.recv() => {
                 let Some(input) = input else { break };
+                recorder.input(&input);
                 engine.process(&input, &mut out);
                 // Take what else is waiting so a burst is routed as one batch.
                 for _ in 0..256 {
                     match rx.try_recv() {
-                        Ok(input) => engine.process(&input, &mut out),
+                        Ok(input) => {
+                            recorder.input(&input);
+                            engine.process(&input, &mut out);
+                        }
                         Err(_) => break,
                     }
                 }
                 emit(&mut out, &mut router);
             }
             _ = tick.tick() => {
-                engine.tick(Timestamp::now(), &mut out);
+                let now = Timestamp::now();
+                recorder.tick(now);
+                engine.tick(now, &mut out);
                 emit(&mut out, &mut router);
             }
             _ = flush.tick() => {
                 if let Err(e) = router.flush() {
                     error!(error = %e, "Cannot flush the spool to disk.");
                 }
+                recorder.flush();
             }
         }
     }
@@ -165,8 +179,10 @@ pub async fn run(
         let _ = t.await;
     }
     while let Ok(input) = rx.try_recv() {
+        recorder.input(&input);
         engine.process(&input, &mut out);
     }
+    recorder.flush();
     emit(&mut out, &mut router);
     if let Err(e) = router.flush() {
         error!(error = %e, "Cannot flush the spool to disk at shutdown.");
