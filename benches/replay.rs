@@ -75,9 +75,10 @@ fn bench(c: &mut Criterion) {
                     &mut r,
                     &plan,
                     std::slice::from_ref(file),
-                    None,
-                    true,
-                    None,
+                    gaswatch::cli::replay::ReadOptions {
+                        strict: true,
+                        ..Default::default()
+                    },
                     &indicatif::ProgressBar::hidden(),
                     &mut |_| {},
                 )

@@ -6,7 +6,6 @@ use gaswatch::cli::replay::{Replayer, Summary, replay_files};
 use gaswatch::cli::scorecard;
 use gaswatch::config::Config;
 use gaswatch::engine::EnginePlan;
-use gaswatch::sources::replay::Format;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,9 +93,10 @@ fn replay(
         &mut r,
         &plan,
         files,
-        None::<Format>,
-        strict,
-        None,
+        gaswatch::cli::replay::ReadOptions {
+            strict,
+            ..Default::default()
+        },
         &indicatif::ProgressBar::hidden(),
         &mut |b| bad.push(b.to_string()),
     )
@@ -128,7 +128,11 @@ fn csv_replay_finds_the_leak_and_reports_bad_rows_with_file_and_line() {
     let tmp = tempfile::tempdir().expect("tmp");
     let csv = tmp.path().join("day.csv");
     write_csv(&csv, true);
-    let (res, s, bad) = replay(&[csv.clone()], false, &tmp.path().join("e.jsonl"));
+    let (res, s, bad) = replay(
+        std::slice::from_ref(&csv),
+        false,
+        &tmp.path().join("e.jsonl"),
+    );
     res.expect("replay goes on past bad rows");
     assert_eq!(s.bad_rows, 2, "{bad:?}");
     assert!(
@@ -158,7 +162,7 @@ fn line_protocol_replay_gives_the_same_events_as_csv_and_is_deterministic() {
         tmp.path().join("2.jsonl"),
         tmp.path().join("3.jsonl"),
     );
-    let (r, s_lp, bad) = replay(&[lp.clone()], true, &e1);
+    let (r, s_lp, bad) = replay(std::slice::from_ref(&lp), true, &e1);
     r.expect("lp replay");
     assert!(bad.is_empty());
     assert_eq!(

@@ -54,9 +54,10 @@ fn replay_capture(plan: &Arc<EnginePlan>, capture: &Path, out: &Path) {
         &mut r,
         plan,
         &[capture.to_path_buf()],
-        None,
-        true,
-        None,
+        gaswatch::cli::replay::ReadOptions {
+            strict: true,
+            ..Default::default()
+        },
         &indicatif::ProgressBar::hidden(),
         &mut |b| bad.push(b.to_string()),
     )

@@ -38,9 +38,11 @@ fn a_simulated_leak_is_detected_by_replay_and_scored() {
         &mut station,
         &mut runner,
         &cfg,
-        start,
-        duration,
-        Duration::from_secs(1),
+        gaswatch_sim::scenario::Span {
+            start_ns: start,
+            duration,
+            step: Duration::from_secs(1),
+        },
         &mut c,
         &mut t,
     )
@@ -55,9 +57,10 @@ fn a_simulated_leak_is_detected_by_replay_and_scored() {
         &mut r,
         &plan,
         &[csv],
-        None,
-        true,
-        None,
+        gaswatch::cli::replay::ReadOptions {
+            strict: true,
+            ..Default::default()
+        },
         &indicatif::ProgressBar::hidden(),
         &mut |_| {},
     )

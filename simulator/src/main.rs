@@ -158,9 +158,11 @@ async fn main() -> anyhow::Result<()> {
             &mut station,
             r,
             &station_cfg,
-            start,
-            sc.duration.unwrap_or(Duration::from_secs(3600)),
-            sc.step.unwrap_or(Duration::from_secs(1)),
+            gaswatch_sim::scenario::Span {
+                start_ns: start,
+                duration: sc.duration.unwrap_or(Duration::from_secs(3600)),
+                step: sc.step.unwrap_or(Duration::from_secs(1)),
+            },
             &mut csv,
             truth
                 .as_mut()

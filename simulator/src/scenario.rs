@@ -537,16 +537,30 @@ pub fn parse_start(s: &str) -> Result<i64, String> {
 /// `duration` at `step`, writing a wide CSV (`time` in epoch ms, one column
 /// per point; empty where the device would not answer) and the ground truth.
 /// Deterministic: same scenario, station and seed -> same bytes.
+/// The data time span of an offline run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Span {
+    /// Data time (ns since the epoch) of simulated time 0.
+    pub start_ns: i64,
+    /// Simulated time to generate.
+    pub duration: Duration,
+    /// Sample period.
+    pub step: Duration,
+}
+
 pub fn generate_offline(
     station: &mut Station,
     runner: &mut Runner,
     station_cfg: &StationConfig,
-    start_ns: i64,
-    duration: Duration,
-    step: Duration,
+    span: Span,
     csv: &mut dyn Write,
     truth: &mut dyn Write,
 ) -> Result<u64, ScenarioError> {
+    let Span {
+        start_ns,
+        duration,
+        step,
+    } = span;
     let points: Vec<&str> = station_cfg
         .devices
         .iter()

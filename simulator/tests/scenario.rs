@@ -28,9 +28,11 @@ fn run(scenario: &str, duration: Duration) -> Run {
         &mut station,
         &mut runner,
         &cfg,
-        1_767_225_600_000_000_000,
-        duration,
-        Duration::from_secs(1),
+        gaswatch_sim::scenario::Span {
+            start_ns: 1_767_225_600_000_000_000,
+            duration: duration,
+            step: Duration::from_secs(1),
+        },
         &mut csv,
         &mut truth,
     )

@@ -338,18 +338,32 @@ fn write_typed(w: &mut dyn Write, kind: &str, json: &[u8]) -> Result<(), ReplayC
     })
 }
 
+/// How [`replay_files`] reads and paces.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ReadOptions {
+    /// Force a format (detected per file when None).
+    pub format: Option<Format>,
+    /// Stop at the first bad row.
+    pub strict: bool,
+    /// Data seconds per wall second (as fast as possible when None).
+    pub speed: Option<f64>,
+}
+
 /// Replays `files` in order through one engine. Bad rows go to `on_bad`
-/// (or stop the replay with `strict`).
+/// (or stop the replay with `opts.strict`).
 pub fn replay_files(
     replayer: &mut Replayer,
     plan: &Arc<EnginePlan>,
     files: &[PathBuf],
-    format: Option<Format>,
-    strict: bool,
-    speed: Option<f64>,
+    opts: ReadOptions,
     progress: &indicatif::ProgressBar,
     on_bad: &mut dyn FnMut(&RowError),
 ) -> Result<(), ReplayCliError> {
+    let ReadOptions {
+        format,
+        strict,
+        speed,
+    } = opts;
     let mut bad = Vec::new();
     let mut done_bytes = 0u64;
     let pace = speed.filter(|s| s.is_finite() && *s > 0.0);
@@ -515,9 +529,11 @@ pub fn run(args: &ReplayArgs) -> Result<Summary, anyhow::Error> {
         &mut replayer,
         &plan,
         &args.files,
-        args.format,
-        args.strict,
-        args.speed,
+        ReadOptions {
+            format: args.format,
+            strict: args.strict,
+            speed: args.speed,
+        },
         &progress,
         &mut on_bad,
     )?;

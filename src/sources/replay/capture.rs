@@ -471,6 +471,15 @@ impl Recorder {
         }
     }
 
+    /// Ends recording (flushed) with a logged reason, e.g. a reload that
+    /// changed the plan: a capture replays with one plan only.
+    pub fn stop(&mut self, reason: &str) {
+        self.flush();
+        if let Some(w) = self.writer.take() {
+            tracing::warn!(path = %w.path().display(), reason, records = w.records(), "Recording stopped.");
+        }
+    }
+
     /// Makes what was recorded durable.
     pub fn flush(&mut self) {
         if let Some(w) = &mut self.writer {

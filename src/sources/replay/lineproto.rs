@@ -142,6 +142,9 @@ pub fn parse_line(line: &str) -> Result<Line<'_>, String> {
     }))
 }
 
+/// Values of one timestamp (ns) being gathered into one input.
+type Group = (i64, Vec<(TagId, f64, Quality)>);
+
 /// Streams a line-protocol file as grouped `Input::Values`.
 pub struct LineProtocolReader<R> {
     r: R,
@@ -152,7 +155,7 @@ pub struct LineProtocolReader<R> {
     pos: u64,
     skipped: u64,
     /// The group being built: its time and values.
-    pending: Option<(i64, Vec<(TagId, f64, Quality)>)>,
+    pending: Option<Group>,
     done: bool,
 }
 
@@ -180,7 +183,7 @@ impl<R: BufRead> LineProtocolReader<R> {
     }
 }
 
-fn emit(group: (i64, Vec<(TagId, f64, Quality)>)) -> ReplayEvent {
+fn emit(group: Group) -> ReplayEvent {
     ReplayEvent::Input(Input::Values {
         ts: Timestamp(group.0),
         values: group.1,
