@@ -4,6 +4,7 @@
 //! See README.md for the design.
 
 pub mod buffer;
+pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod engine;

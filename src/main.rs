@@ -1,4 +1,4 @@
-//! The `gaswatch` command line: run | demo | check | probe.
+//! The `gaswatch` command line: run | demo | check | probe | replay.
 //! Exit codes: 0 success, 1 runtime failure, 2 configuration error.
 
 use clap::{Parser, Subcommand};
@@ -29,7 +29,14 @@ enum Command {
         /// Station configuration file.
         #[arg(short, long, env = "GASWATCH_CONFIG")]
         config: PathBuf,
+        /// Record every engine input and tick to this capture file, for an
+        /// exact `gaswatch replay` later (see docs/engineers-guide.md).
+        #[arg(long)]
+        record: Option<PathBuf>,
     },
+    /// Replay line protocol, wide CSV or a capture through the engine; print
+    /// events, a summary and optionally a detection scorecard.
+    Replay(gaswatch::cli::replay::ReplayArgs),
     /// Validate a configuration file and print every problem (exit code 2 on problems).
     Check {
         /// Station configuration file.
@@ -72,7 +79,18 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Run { config } => {
+        Command::Replay(args) => match gaswatch::cli::replay::run(&args) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("gaswatch replay: {e:#}");
+                if e.downcast_ref::<gaswatch::config::ConfigError>().is_some() {
+                    ExitCode::from(2)
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+        },
+        Command::Run { config, record } => {
             let c = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -87,8 +105,12 @@ fn main() -> ExitCode {
             runtime_main(async move {
                 let cancel = CancellationToken::new();
                 gaswatch::topology::signals::spawn_shutdown_handler(cancel.clone());
+                let opts = gaswatch::topology::RunOptions {
+                    record,
+                    ..Default::default()
+                };
                 let reloads = gaswatch::topology::signals::spawn_reload_on_sighup(config);
-                gaswatch::topology::run_reloadable(c, Default::default(), reloads, cancel).await
+                gaswatch::topology::run_reloadable(c, opts, reloads, cancel).await
             })
         }
         Command::Probe(args) => {
