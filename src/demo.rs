@@ -229,6 +229,7 @@ pub async fn run_with(
         config,
         RunOptions {
             live: Some(Arc::clone(&live)),
+            ..Default::default()
         },
         daemon_cancel.clone(),
     ));

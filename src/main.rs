@@ -1,4 +1,5 @@
-//! The `gaswatch` command line: run | demo | check | gas | report.
+//! The `gaswatch` command line: run | demo | check | probe | replay | gas |
+//! report | leak-scorecard.
 //! Exit codes: 0 success, 1 runtime failure, 2 configuration error.
 
 use clap::{Parser, Subcommand};
@@ -29,7 +30,14 @@ enum Command {
         /// Station configuration file.
         #[arg(short, long, env = "GASWATCH_CONFIG")]
         config: PathBuf,
+        /// Record every engine input and tick to this capture file, for an
+        /// exact `gaswatch replay` later (see docs/engineers-guide.md).
+        #[arg(long)]
+        record: Option<PathBuf>,
     },
+    /// Replay line protocol, wide CSV or a capture through the engine; print
+    /// events, a summary and optionally a detection scorecard.
+    Replay(gaswatch::cli::replay::ReplayArgs),
     /// Validate a configuration file and print every problem (exit code 2 on problems).
     Check {
         /// Station configuration file.
@@ -42,7 +50,7 @@ enum Command {
     Gas(gaswatch::cli::gas::GasArgs),
     /// Leak-detection scorecard on simulated data (pure engine, no sockets);
     /// prints the Markdown table committed in docs/leak-detection.md.
-    Scorecard {
+    LeakScorecard {
         /// Seeds per case.
         #[arg(long, default_value_t = 20)]
         seeds: u64,
@@ -65,6 +73,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Read a register range once and list every plausible decoding (types x byte orders x base 0/1).
+    Probe(gaswatch::sources::modbus::probe::ProbeArgs),
 }
 
 fn main() -> ExitCode {
@@ -97,7 +107,18 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Run { config } => {
+        Command::Replay(args) => match gaswatch::cli::replay::run(&args) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("gaswatch replay: {e:#}");
+                if e.downcast_ref::<gaswatch::config::ConfigError>().is_some() {
+                    ExitCode::from(2)
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+        },
+        Command::Run { config, record } => {
             let c = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -112,8 +133,12 @@ fn main() -> ExitCode {
             runtime_main(async move {
                 let cancel = CancellationToken::new();
                 gaswatch::topology::signals::spawn_shutdown_handler(cancel.clone());
+                let opts = gaswatch::topology::RunOptions {
+                    record,
+                    ..Default::default()
+                };
                 let reloads = gaswatch::topology::signals::spawn_reload_on_sighup(config);
-                gaswatch::topology::run_reloadable(c, Default::default(), reloads, cancel).await
+                gaswatch::topology::run_reloadable(c, opts, reloads, cancel).await
             })
         }
         Command::Gas(args) => {
@@ -142,19 +167,19 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Scorecard { seeds, days } => {
-            let plan = gaswatch::cli::scorecard::Plan {
+        Command::LeakScorecard { seeds, days } => {
+            let plan = gaswatch::cli::leak_scorecard::Plan {
                 seeds,
                 normal_days: days,
                 ..Default::default()
             };
-            match gaswatch::cli::scorecard::run(plan) {
+            match gaswatch::cli::leak_scorecard::run(plan) {
                 Ok(md) => {
                     print!("{md}");
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("gaswatch scorecard: {e}");
+                    eprintln!("gaswatch leak-scorecard: {e}");
                     ExitCode::FAILURE
                 }
             }
@@ -180,6 +205,9 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Probe(args) => {
+            runtime_main(async move { gaswatch::sources::modbus::probe::run(args).await })
         }
         Command::Demo(args) => {
             runtime_main(async move { gaswatch::demo::run(args, cli.log_format).await })

@@ -107,6 +107,7 @@ async fn every_polled_point_lands_in_a_real_influxdb_exactly_once() {
         c,
         RunOptions {
             live: Some(live.clone()),
+            ..Default::default()
         },
         cancel.clone(),
     ));

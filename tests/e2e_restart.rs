@@ -76,6 +76,7 @@ async fn points_resume_after_the_station_restarts_without_restarting_the_daemon(
         config,
         RunOptions {
             live: Some(live.clone()),
+            ..Default::default()
         },
         cancel.clone(),
     ));

@@ -31,11 +31,12 @@
 pub mod config;
 pub mod encode;
 pub mod physics;
+pub mod scenario;
 pub mod server;
 
 pub use config::{ConfigError, Endpoint, StationConfig};
 pub use encode::{DataType, Encoded, WordOrder, encode};
-pub use physics::{Leak, PhysicsState, SimOptions, Station};
+pub use physics::{Leak, PhysicsState, PointOverride, SimOptions, Station};
 pub use server::{
     Fault, SERVED_LOG_CAPACITY, Served, SimHandle, StationSnapshot, serve, serve_all,
 };

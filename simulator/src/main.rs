@@ -41,6 +41,17 @@ struct Args {
     /// Simulated seconds per wall-clock second.
     #[arg(long, default_value_t = 1.0)]
     speed: f64,
+    /// Scenario timeline (TOML, see simulator/scenarios/); its seed and
+    /// speed replace --seed and --speed.
+    #[arg(long)]
+    scenario: Option<std::path::PathBuf>,
+    /// Write the ground truth (true events and values) as JSON lines here.
+    #[arg(long)]
+    truth: Option<std::path::PathBuf>,
+    /// Offline: do not serve; generate the scenario's `duration` of data as
+    /// wide CSV here (for `gaswatch replay`), as fast as possible.
+    #[arg(long, requires = "scenario")]
+    csv: Option<std::path::PathBuf>,
     /// How often to log a summary line; 0 disables it.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     log_every: Duration,
@@ -95,19 +106,75 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let text = std::fs::read_to_string(&args.config)
         .with_context(|| format!("reading {}", args.config.display()))?;
+    let station_cfg = gaswatch_sim::StationConfig::from_toml_str(&text)
+        .with_context(|| format!("loading {}", args.config.display()))?;
+    let scenario = match &args.scenario {
+        Some(p) => {
+            let s =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            Some(gaswatch_sim::scenario::Scenario::from_toml_str(
+                &s,
+                &p.display().to_string(),
+                &station_cfg,
+            )?)
+        }
+        None => None,
+    };
     let opts = SimOptions {
-        seed: args.seed,
+        seed: scenario.as_ref().map_or(args.seed, |s| s.seed),
+        speed: scenario.as_ref().map_or(args.speed, |s| s.speed),
+        noise_percent: scenario
+            .as_ref()
+            .and_then(|s| s.noise_percent)
+            .unwrap_or(args.noise_percent),
         leak: args.leak_percent.map(|percent| Leak {
             start_after: args.leak_after,
             percent,
             end_after: args.leak_end,
         }),
-        noise_percent: args.noise_percent,
-        speed: args.speed,
         ..SimOptions::default()
     };
-    let station = Station::from_config_str(&text, &opts)
+    let mut station = Station::from_config_str(&text, &opts)
         .with_context(|| format!("loading {}", args.config.display()))?;
+    let mut truth: Option<Box<dyn std::io::Write + Send>> = match &args.truth {
+        Some(p) => Some(Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        ))),
+        None => None,
+    };
+    let mut runner = scenario.map(|s| gaswatch_sim::scenario::Runner::new(s, &station_cfg));
+    if let (Some(csv_path), Some(r)) = (&args.csv, runner.as_mut()) {
+        let sc = r.scenario().clone();
+        let start = gaswatch_sim::scenario::parse_start(
+            sc.start.as_deref().unwrap_or("2026-01-01T00:00:00Z"),
+        )
+        .map_err(anyhow::Error::msg)?;
+        let mut csv = std::io::BufWriter::new(
+            std::fs::File::create(csv_path)
+                .with_context(|| format!("creating {}", csv_path.display()))?,
+        );
+        let mut sink = std::io::sink();
+        let rows = gaswatch_sim::scenario::generate_offline(
+            &mut station,
+            r,
+            &station_cfg,
+            gaswatch_sim::scenario::Span {
+                start_ns: start,
+                duration: sc.duration.unwrap_or(Duration::from_secs(3600)),
+                step: sc.step.unwrap_or(Duration::from_secs(1)),
+            },
+            &mut csv,
+            truth
+                .as_mut()
+                .map_or(&mut sink as &mut dyn std::io::Write, |t| t.as_mut()),
+        )?;
+        std::io::Write::flush(&mut csv)?;
+        if let Some(t) = truth.as_mut() {
+            t.flush()?;
+        }
+        info!(rows, path = %csv_path.display(), "Scenario generated.");
+        return Ok(());
+    }
     info!(
         station = station.station_id(),
         seed = args.seed,
@@ -147,8 +214,46 @@ async fn main() -> anyhow::Result<()> {
         anyhow::bail!("the config has no devices to serve");
     };
     let mut ticker = (!args.log_every.is_zero()).then(|| tokio::time::interval(args.log_every));
+    // Served mode: apply the scenario every 100 ms of wall time; truth times
+    // are wall-clock ns at sim time 0 plus sim time / speed, the clock the
+    // daemon stamps its samples with.
+    let epoch_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+        - (first.snapshot().sim_time.as_secs_f64() / opts.speed * 1e9) as i64;
+    let mut scenario_tick = tokio::time::interval(Duration::from_millis(100));
+    let mut next_values = 0.0;
     loop {
         tokio::select! {
+            _ = scenario_tick.tick(), if runner.is_some() => {
+                if let Some(r) = runner.as_mut() {
+                    let every = r.scenario().truth_every.unwrap_or(Duration::from_secs(60)).as_secs_f64();
+                    let (edges, faults, sim_s) = first.with_station(|s| {
+                        let t = s.sim_time().as_secs_f64();
+                        let (e, f) = r.apply(s, t);
+                        (e, f, t)
+                    });
+                    for h in &handles {
+                        for (unit, f) in &faults {
+                            h.set_fault(*unit, *f);
+                        }
+                    }
+                    let t_ns = epoch_ns + (sim_s / opts.speed * 1e9) as i64;
+                    for e in &edges {
+                        info!(id = %e.id, kind = e.kind.as_str(), start = e.start, sim_s, "Scenario event.");
+                    }
+                    if let Some(t) = truth.as_mut() {
+                        for e in &edges {
+                            gaswatch_sim::scenario::write_edge(t.as_mut(), e, t_ns)?;
+                        }
+                        if sim_s >= next_values {
+                            first.with_station(|s| gaswatch_sim::scenario::write_values(t.as_mut(), s, t_ns))?;
+                            next_values = sim_s + every;
+                        }
+                        t.flush()?;
+                    }
+                }
+            }
             r = tokio::signal::ctrl_c() => {
                 r.context("waiting for Ctrl-C")?;
                 break;

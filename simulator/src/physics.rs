@@ -201,6 +201,20 @@ pub struct Station {
     leak_epoch_s: f64,
     t_s: f64,
     state: PhysicsState,
+    /// Scenario hook: per point, how the served value departs from physics.
+    overrides: HashMap<usize, PointOverride>,
+}
+
+/// How a scenario bends one point's served value (see `scenario.rs`):
+/// `hold` wins when set (stuck sensor), else `physics * scale + add`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PointOverride {
+    /// Serve this fixed value.
+    pub hold: Option<f64>,
+    /// Multiply the physical reading (meter drift, slam-shut flow = 0).
+    pub scale: f64,
+    /// Add to the physical reading (pressure excursion).
+    pub add: f64,
 }
 
 impl Station {
@@ -339,6 +353,7 @@ impl Station {
             leak_epoch_s: 0.0,
             t_s: 0.0,
             state: PhysicsState::default(),
+            overrides: HashMap::new(),
         };
         station.state.linepack_sm3 = station.physics_at(0.0).linepack_sm3;
         station.advance(0.0);
@@ -385,6 +400,19 @@ impl Station {
         self.leak = leak;
         self.leak_epoch_s = self.t_s;
         Ok(())
+    }
+
+    /// Scenario hook: bends `point`'s served value from the next step on
+    /// (`None` returns it to physics). False for an unknown point.
+    pub fn set_override(&mut self, point: &str, o: Option<PointOverride>) -> bool {
+        let Some(&i) = self.by_name.get(point) else {
+            return false;
+        };
+        match o {
+            Some(o) => self.overrides.insert(i, o),
+            None => self.overrides.remove(&i),
+        };
+        true
     }
 
     /// The leak currently configured (active or not).
@@ -553,7 +581,7 @@ impl Station {
             let t = t + 0.5 * self.noise_percent * self.gauss();
             readings.push((flow, p, t));
         }
-        for p in &mut self.points {
+        for (i, p) in self.points.iter_mut().enumerate() {
             let eng = match p.binding {
                 None => 0.0,
                 Some(b) => {
@@ -564,6 +592,10 @@ impl Station {
                         Quantity::Temperature => t,
                     }
                 }
+            };
+            let eng = match self.overrides.get(&i) {
+                Some(o) => o.hold.unwrap_or(eng * o.scale + o.add),
+                None => eng,
             };
             p.encoded = encode(eng, p.cfg.data_type, p.cfg.order, p.cfg.scale, p.cfg.offset);
         }

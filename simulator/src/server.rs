@@ -191,6 +191,14 @@ impl SimHandle {
         }
     }
 
+    /// Scenario hook: runs `f` on the station brought up to the current
+    /// time (all listeners of the station see the change at once).
+    pub fn with_station<R>(&self, f: impl FnOnce(&mut Station) -> R) -> R {
+        let mut s = lock(&self.shared);
+        s.sync();
+        f(&mut s.station)
+    }
+
     /// Current values of every point, physical truth and leak state.
     pub fn snapshot(&self) -> StationSnapshot {
         lock(&self.shared).snapshot()

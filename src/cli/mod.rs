@@ -1,8 +1,11 @@
-//! Engineer-facing commands that are not the daemon: `gaswatch gas` (check
-//! a flow computer's Z and conversion factor in the field) and `gaswatch
-//! report` (hourly and daily balance reports). Wiring of arguments to pure
-//! functions; printing happens in `main.rs`.
+//! Command-line tools built on the library (not the daemon): `gaswatch
+//! replay` and its detection scorecard; `gaswatch gas` (check a flow
+//! computer's Z and conversion factor in the field), `gaswatch report`
+//! (hourly and daily balance reports) and `gaswatch leak-scorecard`. Kept in
+//! the library so tests and benches drive exactly what the command runs.
 
 pub mod gas;
+pub mod leak_scorecard;
+pub mod replay;
 pub mod report;
 pub mod scorecard;

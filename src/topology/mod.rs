@@ -23,6 +23,7 @@ use crate::model::{Input, Output, Quality, Timestamp};
 use crate::sinks::file::writer::FileSink;
 use crate::sinks::{influxdb, mqtt};
 use crate::sources::modbus;
+use crate::sources::replay::capture::Recorder;
 use crate::telemetry::health::{DeviceTracker, Health};
 use live::LiveState;
 use route::Router;
@@ -45,6 +46,9 @@ const SINK_STOP_GRACE: Duration = Duration::from_secs(10);
 pub struct RunOptions {
     /// Live picture for terminal views.
     pub live: Option<Arc<Mutex<LiveState>>>,
+    /// Record every engine input and tick to this capture file
+    /// (`gaswatch run --record`), for an exact `gaswatch replay`.
+    pub record: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +61,8 @@ pub enum StartError {
     File(String),
     #[error("{0}")]
     Sink(String),
+    #[error(transparent)]
+    Record(#[from] crate::sources::replay::ReplayError),
     #[error(transparent)]
     Http(#[from] crate::telemetry::http::HttpError),
 }
@@ -232,6 +238,7 @@ pub async fn run_reloadable(
         "gaswatch started."
     );
 
+    let mut recorder = Recorder::open(opts.record.as_deref(), &plan)?;
     let mut engine = Engine::new(Arc::clone(&plan), 0);
     let mut router = Router::new(
         Arc::clone(&plan),
@@ -263,16 +270,19 @@ pub async fn run_reloadable(
                 if let Err(e) = router.flush() {
                     error!(error = %e, "Cannot flush the spool to disk.");
                 }
+                recorder.flush();
                 emitter.spool_gauges(&sinks);
             }
             input = rx.recv() => {
                 let Some(input) = input else { break };
+                recorder.input(&input);
                 tracker.observe(&input);
                 engine.process(&input, &mut out);
                 // Take what else is waiting so a burst is routed as one batch.
                 for _ in 0..256 {
                     match rx.try_recv() {
                         Ok(input) => {
+                            recorder.input(&input);
                             tracker.observe(&input);
                             engine.process(&input, &mut out);
                         }
@@ -282,7 +292,9 @@ pub async fn run_reloadable(
                 emitter.emit(&mut out, &mut router, &engine);
             }
             _ = tick.tick() => {
-                engine.tick(Timestamp::now(), &mut out);
+                let now = Timestamp::now();
+                recorder.tick(now);
+                engine.tick(now, &mut out);
                 emitter.emit(&mut out, &mut router, &engine);
                 health.update_devices(&tracker);
             }
@@ -298,6 +310,7 @@ pub async fn run_reloadable(
                     let _ = t.await;
                 }
                 while let Ok(input) = rx.try_recv() {
+                    recorder.input(&input);
                     tracker.observe(&input);
                     engine.process(&input, &mut out);
                 }
@@ -345,6 +358,8 @@ pub async fn run_reloadable(
                     let new_plan = Arc::new(EnginePlan::compile(&new));
                     let mut new_engine = Engine::new(Arc::clone(&new_plan), engine.alarm_seq());
                     carried = new_engine.carry_alarms_from(&engine);
+                    // A capture replays with one plan and a fresh engine.
+                    recorder.stop("a configuration reload changed the engine plan");
                     engine = new_engine;
                     plan = new_plan;
                     tracker = DeviceTracker::new(&plan);
@@ -382,8 +397,10 @@ pub async fn run_reloadable(
         let _ = t.await;
     }
     while let Ok(input) = rx.try_recv() {
+        recorder.input(&input);
         engine.process(&input, &mut out);
     }
+    recorder.flush();
     emitter.emit(&mut out, &mut router, &engine);
     if let Err(e) = router.flush() {
         error!(error = %e, "Cannot flush the spool to disk at shutdown.");

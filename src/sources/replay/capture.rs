@@ -1,0 +1,646 @@
+//! Capture files: what the daemon's engine received, in order, so that a
+//! replay reproduces the daemon's outputs exactly.
+//!
+//! The daemon (`gaswatch run --record FILE` or `[record] path`) appends one
+//! record for every `Input` it hands `Engine::process` and one for every
+//! `Engine::tick(now)`, in the order it made the calls. The engine is
+//! deterministic, so feeding the same calls to a fresh engine gives the same
+//! samples, alarms and balance windows, byte for byte in every sink format.
+//!
+//! Format, version 1 (all integers little-endian):
+//! ```text
+//! file    = MAGIC record*                     MAGIC = "GWCAP01\n" (8 bytes)
+//! record  = len:u32 crc:u32 payload[len]      crc = CRC-32 (IEEE) of payload
+//! payload = kind:u8 ts:i64 body               ts = ns since the Unix epoch
+//! kind 0 header     body = UTF-8 JSON {"station","fingerprint","gaswatch"}; first record, ts = 0
+//! kind 1 registers  body = device:u32 block:u32 n:u16 reg:u16*n
+//! kind 2 failed     body = device:u32 block:u32 error:u8 code:u8
+//!                   error 0 exception (code = Modbus exception code), 1 timeout, 2 transport, 3 malformed
+//! kind 3 values     body = n:u32 (tag:u32 value:f64 quality:u8)*n   quality 0 good 1 uncertain 2 bad 3 stale
+//! kind 4 tick       body = empty
+//! kind 5 reg. part  body = device:u32 block:u32 first:u16 n:u16 reg:u16*n   (a split read: words from offset `first`)
+//! kind 6 failed part body = device:u32 block:u32 first:u16 words:u16 error:u8 code:u8
+//! kind 7 paused     body = device:u32                (the poller paused a failing unit)
+//! ```
+//! Device, block and tag numbers are indices into the compiled plan, so a
+//! capture is only meaningful with the station config it was recorded with:
+//! the header holds a fingerprint of everything in the plan that affects the
+//! engine (tags, read blocks and decoders, alarms, meters, balance), not of
+//! hosts, ports or sinks, and the reader refuses a different one.
+//!
+//! Robustness: a crash can leave a partial last record; the reader reports
+//! it (with the record number) and ends there. A CRC mismatch is reported
+//! the same way: after it, lengths cannot be trusted.
+
+use super::{EventReader, ReplayError, ReplayEvent, RowError};
+use crate::engine::EnginePlan;
+use crate::model::{BlockId, DeviceId, Input, Quality, ReadError, TagId, Timestamp};
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// First bytes of every capture file; the digits are the format version.
+pub const MAGIC: &[u8; 8] = b"GWCAP01\n";
+
+const KIND_HEADER: u8 = 0;
+const KIND_REGISTERS: u8 = 1;
+const KIND_FAILED: u8 = 2;
+const KIND_VALUES: u8 = 3;
+const KIND_TICK: u8 = 4;
+const KIND_REGISTERS_PART: u8 = 5;
+const KIND_FAILED_PART: u8 = 6;
+const KIND_DEVICE_PAUSED: u8 = 7;
+/// Larger records are refused as corrupt (a Modbus block is at most 250 bytes).
+const MAX_RECORD: u32 = 16 * 1024 * 1024;
+
+/// Fingerprint of the engine-relevant part of a plan (hex CRC-32 of its
+/// debug form, which is stable for equal plans within one gaswatch version).
+pub fn fingerprint(plan: &EnginePlan) -> String {
+    let blocks: Vec<_> = plan.devices.iter().map(|d| &d.blocks).collect();
+    let text = format!(
+        "{:?}|{:?}|{:?}|{:?}|{:?}|{}|{}",
+        plan.station_id,
+        plan.tags,
+        blocks,
+        plan.alarms,
+        plan.meters,
+        plan.balance_window_ns,
+        plan.balance_min_coverage
+    );
+    format!("{:08x}", crc32fast::hash(text.as_bytes()))
+}
+
+fn quality_code(q: Quality) -> u8 {
+    match q {
+        Quality::Good => 0,
+        Quality::Uncertain => 1,
+        Quality::Bad => 2,
+        Quality::Stale => 3,
+    }
+}
+
+/// Appends capture records to a file. Buffered: call [`CaptureWriter::flush`]
+/// regularly (the daemon does it every spool flush interval).
+#[derive(Debug)]
+pub struct CaptureWriter {
+    path: PathBuf,
+    out: BufWriter<File>,
+    payload: Vec<u8>,
+    records: u64,
+}
+
+impl CaptureWriter {
+    /// Creates (truncates) `path` and writes the magic and the header.
+    pub fn create(path: &Path, plan: &EnginePlan) -> Result<CaptureWriter, ReplayError> {
+        let io = |source| ReplayError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let file = File::create(path).map_err(io)?;
+        let mut w = CaptureWriter {
+            path: path.to_path_buf(),
+            out: BufWriter::with_capacity(64 * 1024, file),
+            payload: Vec::with_capacity(512),
+            records: 0,
+        };
+        w.out.write_all(MAGIC).map_err(io)?;
+        let header = serde_json::json!({
+            "station": plan.station_id,
+            "fingerprint": fingerprint(plan),
+            "gaswatch": env!("CARGO_PKG_VERSION"),
+        });
+        w.begin(KIND_HEADER, Timestamp(0));
+        w.payload.extend_from_slice(header.to_string().as_bytes());
+        w.end()?;
+        Ok(w)
+    }
+
+    fn begin(&mut self, kind: u8, ts: Timestamp) {
+        self.payload.clear();
+        self.payload.push(kind);
+        self.payload.extend_from_slice(&ts.nanos().to_le_bytes());
+    }
+
+    fn end(&mut self) -> Result<(), ReplayError> {
+        let len = self.payload.len() as u32;
+        let crc = crc32fast::hash(&self.payload);
+        let r = (|| {
+            self.out.write_all(&len.to_le_bytes())?;
+            self.out.write_all(&crc.to_le_bytes())?;
+            self.out.write_all(&self.payload)
+        })();
+        self.records += 1;
+        r.map_err(|source| ReplayError::Io {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// Records one input, before the engine processes it.
+    pub fn input(&mut self, input: &Input) -> Result<(), ReplayError> {
+        match input {
+            Input::Registers {
+                device,
+                block,
+                ts,
+                regs,
+            } => {
+                self.begin(KIND_REGISTERS, *ts);
+                self.payload.extend_from_slice(&device.0.to_le_bytes());
+                self.payload.extend_from_slice(&block.0.to_le_bytes());
+                let n = u16::try_from(regs.len()).unwrap_or(u16::MAX);
+                self.payload.extend_from_slice(&n.to_le_bytes());
+                for r in regs.iter().take(usize::from(n)) {
+                    self.payload.extend_from_slice(&r.to_le_bytes());
+                }
+            }
+            Input::ReadFailed {
+                device,
+                block,
+                ts,
+                error,
+            } => {
+                self.begin(KIND_FAILED, *ts);
+                self.payload.extend_from_slice(&device.0.to_le_bytes());
+                self.payload.extend_from_slice(&block.0.to_le_bytes());
+                self.payload.extend_from_slice(&error_code(*error));
+            }
+            Input::RegistersPart {
+                device,
+                block,
+                first,
+                ts,
+                regs,
+            } => {
+                self.begin(KIND_REGISTERS_PART, *ts);
+                self.payload.extend_from_slice(&device.0.to_le_bytes());
+                self.payload.extend_from_slice(&block.0.to_le_bytes());
+                self.payload.extend_from_slice(&first.to_le_bytes());
+                let n = u16::try_from(regs.len()).unwrap_or(u16::MAX);
+                self.payload.extend_from_slice(&n.to_le_bytes());
+                for r in regs.iter().take(usize::from(n)) {
+                    self.payload.extend_from_slice(&r.to_le_bytes());
+                }
+            }
+            Input::ReadFailedPart {
+                device,
+                block,
+                first,
+                words,
+                ts,
+                error,
+            } => {
+                self.begin(KIND_FAILED_PART, *ts);
+                self.payload.extend_from_slice(&device.0.to_le_bytes());
+                self.payload.extend_from_slice(&block.0.to_le_bytes());
+                self.payload.extend_from_slice(&first.to_le_bytes());
+                self.payload.extend_from_slice(&words.to_le_bytes());
+                self.payload.extend_from_slice(&error_code(*error));
+            }
+            Input::DevicePaused { device, ts } => {
+                self.begin(KIND_DEVICE_PAUSED, *ts);
+                self.payload.extend_from_slice(&device.0.to_le_bytes());
+            }
+            Input::Values { ts, values } => {
+                self.begin(KIND_VALUES, *ts);
+                let n = values.len() as u32;
+                self.payload.extend_from_slice(&n.to_le_bytes());
+                for (tag, v, q) in values {
+                    self.payload.extend_from_slice(&tag.0.to_le_bytes());
+                    self.payload.extend_from_slice(&v.to_bits().to_le_bytes());
+                    self.payload.push(quality_code(*q));
+                }
+            }
+        }
+        self.end()
+    }
+
+    /// Records one `tick(now)`, before the engine runs it.
+    pub fn tick(&mut self, now: Timestamp) -> Result<(), ReplayError> {
+        self.begin(KIND_TICK, now);
+        self.end()
+    }
+
+    /// Flushes the buffer and fsyncs the file.
+    pub fn flush(&mut self) -> Result<(), ReplayError> {
+        let io = |source| ReplayError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        self.out.flush().map_err(io)?;
+        self.out.get_ref().sync_data().map_err(io)
+    }
+
+    /// Records written so far (header included).
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Reads a capture file back as replay events.
+pub struct CaptureReader<R> {
+    r: R,
+    path: PathBuf,
+    payload: Vec<u8>,
+    record: u64,
+    pos: u64,
+    done: bool,
+}
+
+/// Little-endian cursor over one payload.
+struct Cur<'a>(&'a [u8]);
+
+impl Cur<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (h, t) = self.0.split_first_chunk::<N>()?;
+        self.0 = t;
+        Some(*h)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take::<1>().map(|b| b[0])
+    }
+    fn u16(&mut self) -> Option<u16> {
+        self.take().map(u16::from_le_bytes)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take().map(u32::from_le_bytes)
+    }
+    fn i64(&mut self) -> Option<i64> {
+        self.take().map(i64::from_le_bytes)
+    }
+    fn f64(&mut self) -> Option<f64> {
+        self.take().map(|b| f64::from_bits(u64::from_le_bytes(b)))
+    }
+}
+
+/// A read error as two bytes: kind and exception code.
+fn error_code(e: ReadError) -> [u8; 2] {
+    match e {
+        ReadError::Exception(c) => [0, c],
+        ReadError::Timeout => [1, 0],
+        ReadError::Transport => [2, 0],
+        ReadError::Malformed => [3, 0],
+    }
+}
+
+fn read_error(c: &mut Cur<'_>) -> Result<ReadError, String> {
+    let short = || "record is shorter than its kind needs".to_string();
+    let e = c.u8().ok_or_else(short)?;
+    let code = c.u8().ok_or_else(short)?;
+    Ok(match e {
+        0 => ReadError::Exception(code),
+        1 => ReadError::Timeout,
+        2 => ReadError::Transport,
+        3 => ReadError::Malformed,
+        other => return Err(format!("unknown read error code {other}")),
+    })
+}
+
+/// Decodes one payload (not the header).
+fn decode(payload: &[u8]) -> Result<ReplayEvent, String> {
+    let mut c = Cur(payload);
+    let short = || "record is shorter than its kind needs".to_string();
+    let kind = c.u8().ok_or_else(short)?;
+    let ts = Timestamp(c.i64().ok_or_else(short)?);
+    let ev = match kind {
+        KIND_REGISTERS => {
+            let device = DeviceId(c.u32().ok_or_else(short)?);
+            let block = BlockId(c.u32().ok_or_else(short)?);
+            let n = c.u16().ok_or_else(short)?;
+            let regs = (0..n)
+                .map(|_| c.u16().ok_or_else(short))
+                .collect::<Result<Vec<_>, _>>()?;
+            Input::Registers {
+                device,
+                block,
+                ts,
+                regs,
+            }
+        }
+        KIND_FAILED => {
+            let device = DeviceId(c.u32().ok_or_else(short)?);
+            let block = BlockId(c.u32().ok_or_else(short)?);
+            let error = read_error(&mut c)?;
+            Input::ReadFailed {
+                device,
+                block,
+                ts,
+                error,
+            }
+        }
+        KIND_REGISTERS_PART => {
+            let device = DeviceId(c.u32().ok_or_else(short)?);
+            let block = BlockId(c.u32().ok_or_else(short)?);
+            let first = c.u16().ok_or_else(short)?;
+            let n = c.u16().ok_or_else(short)?;
+            let regs = (0..n)
+                .map(|_| c.u16().ok_or_else(short))
+                .collect::<Result<Vec<_>, _>>()?;
+            Input::RegistersPart {
+                device,
+                block,
+                first,
+                ts,
+                regs,
+            }
+        }
+        KIND_FAILED_PART => {
+            let device = DeviceId(c.u32().ok_or_else(short)?);
+            let block = BlockId(c.u32().ok_or_else(short)?);
+            let first = c.u16().ok_or_else(short)?;
+            let words = c.u16().ok_or_else(short)?;
+            let error = read_error(&mut c)?;
+            Input::ReadFailedPart {
+                device,
+                block,
+                first,
+                words,
+                ts,
+                error,
+            }
+        }
+        KIND_DEVICE_PAUSED => Input::DevicePaused {
+            device: DeviceId(c.u32().ok_or_else(short)?),
+            ts,
+        },
+        KIND_VALUES => {
+            let n = c.u32().ok_or_else(short)?;
+            let mut values = Vec::with_capacity(n.min(4096) as usize);
+            for _ in 0..n {
+                let tag = TagId(c.u32().ok_or_else(short)?);
+                let v = c.f64().ok_or_else(short)?;
+                let q = match c.u8().ok_or_else(short)? {
+                    0 => Quality::Good,
+                    1 => Quality::Uncertain,
+                    2 => Quality::Bad,
+                    3 => Quality::Stale,
+                    other => return Err(format!("unknown quality code {other}")),
+                };
+                values.push((tag, v, q));
+            }
+            Input::Values { ts, values }
+        }
+        KIND_TICK => return Ok(ReplayEvent::Tick(ts)),
+        other => return Err(format!("unknown record kind {other}")),
+    };
+    Ok(ReplayEvent::Input(ev))
+}
+
+impl<R: Read> CaptureReader<R> {
+    /// Checks the magic and the header against `plan`.
+    pub fn new(mut r: R, path: PathBuf, plan: &EnginePlan) -> Result<Self, ReplayError> {
+        let format = |message: String| ReplayError::Format {
+            path: path.clone(),
+            message,
+        };
+        let mut magic = [0u8; 8];
+        r.read_exact(&mut magic)
+            .map_err(|_| format("not a capture file (shorter than the magic)".into()))?;
+        if &magic != MAGIC {
+            return Err(format(if magic.starts_with(b"GWCAP") {
+                "capture format version not supported by this gaswatch (expected GWCAP01)".into()
+            } else {
+                "not a capture file (no GWCAP01 magic)".into()
+            }));
+        }
+        let mut me = CaptureReader {
+            r,
+            path: path.clone(),
+            payload: Vec::with_capacity(512),
+            record: 0,
+            pos: 8,
+            done: false,
+        };
+        match me.read_record() {
+            Ok(true) if me.payload.first() == Some(&KIND_HEADER) => {}
+            Ok(_) => return Err(format("record 1: missing header".into())),
+            Err(m) => return Err(format(format!("record 1: {m}"))),
+        }
+        let header: serde_json::Value = serde_json::from_slice(me.payload.get(9..).unwrap_or(&[]))
+            .map_err(|e| format(format!("record 1: header is not JSON: {e}")))?;
+        let want = fingerprint(plan);
+        let got = header["fingerprint"].as_str().unwrap_or("");
+        if got != want {
+            return Err(format(format!(
+                "recorded with a different station config (station {}, fingerprint {got}; this config: station {}, fingerprint {want}); replay it with the config the daemon ran with",
+                header["station"], plan.station_id
+            )));
+        }
+        Ok(me)
+    }
+
+    /// Reads the next record into `self.payload`; false at a clean end.
+    fn read_record(&mut self) -> Result<bool, String> {
+        let mut head = [0u8; 8];
+        let n = read_full(&mut self.r, &mut head);
+        if !matches!(n, Ok(0)) {
+            self.record += 1;
+        }
+        match n {
+            Ok(0) => return Ok(false),
+            Ok(8) => {}
+            Ok(_) => return Err("truncated record header (the recorder stopped mid-write)".into()),
+            Err(e) => return Err(e.to_string()),
+        }
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        if len > MAX_RECORD {
+            return Err(format!("record length {len} is implausible: corrupt file"));
+        }
+        self.payload.resize(len as usize, 0);
+        match read_full(&mut self.r, &mut self.payload) {
+            Ok(n) if n == len as usize => {}
+            Ok(_) => return Err("truncated record (the recorder stopped mid-write)".into()),
+            Err(e) => return Err(e.to_string()),
+        }
+        self.pos += 8 + u64::from(len);
+        if crc32fast::hash(&self.payload) != crc {
+            return Err("CRC mismatch: corrupt record".into());
+        }
+        Ok(true)
+    }
+}
+
+/// Reads until `buf` is full or the end; returns the bytes read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+impl<R: Read> EventReader for CaptureReader<R> {
+    fn next_event(&mut self, bad: &mut Vec<RowError>) -> Result<Option<ReplayEvent>, ReplayError> {
+        loop {
+            if self.done {
+                return Ok(None);
+            }
+            match self.read_record() {
+                Ok(false) => return Ok(None),
+                Ok(true) => match decode(&self.payload) {
+                    Ok(ev) => return Ok(Some(ev)),
+                    Err(message) => bad.push(RowError {
+                        file: self.path.clone(),
+                        line: self.record,
+                        message,
+                    }),
+                },
+                Err(message) => {
+                    self.done = true;
+                    bad.push(RowError {
+                        file: self.path.clone(),
+                        line: self.record,
+                        message: format!("{message}; the rest of the file is not read"),
+                    });
+                }
+            }
+        }
+    }
+
+    fn position(&self) -> u64 {
+        self.pos
+    }
+}
+
+/// The daemon's recording hook: a [`CaptureWriter`] that, on a write error,
+/// logs once, counts `gaswatch_capture_errors_total` and stops recording
+/// (the daemon keeps running: a capture is a diagnostic, not the data path).
+#[derive(Debug, Default)]
+pub struct Recorder {
+    writer: Option<CaptureWriter>,
+}
+
+impl Recorder {
+    /// A recorder writing to `path`, or an inactive one for `None`.
+    pub fn open(path: Option<&Path>, plan: &EnginePlan) -> Result<Recorder, ReplayError> {
+        let writer = path.map(|p| CaptureWriter::create(p, plan)).transpose()?;
+        if let Some(w) = &writer {
+            tracing::info!(path = %w.path().display(), "Recording engine inputs and ticks.");
+        }
+        Ok(Recorder { writer })
+    }
+
+    fn check(&mut self, r: Result<(), ReplayError>) {
+        if let Err(error) = r {
+            metrics::counter!("gaswatch_capture_errors_total").increment(1);
+            tracing::error!(%error, "Cannot write the capture file; recording stops, the daemon goes on.");
+            self.writer = None;
+        }
+    }
+
+    /// Records an input (call before `Engine::process`).
+    pub fn input(&mut self, input: &Input) {
+        if let Some(w) = &mut self.writer {
+            let r = w.input(input);
+            self.check(r);
+        }
+    }
+
+    /// Records a tick (call before `Engine::tick`).
+    pub fn tick(&mut self, now: Timestamp) {
+        if let Some(w) = &mut self.writer {
+            let r = w.tick(now);
+            self.check(r);
+        }
+    }
+
+    /// Ends recording (flushed) with a logged reason, e.g. a reload that
+    /// changed the plan: a capture replays with one plan only.
+    pub fn stop(&mut self, reason: &str) {
+        self.flush();
+        if let Some(w) = self.writer.take() {
+            tracing::warn!(path = %w.path().display(), reason, records = w.records(), "Recording stopped.");
+        }
+    }
+
+    /// Makes what was recorded durable.
+    pub fn flush(&mut self) {
+        if let Some(w) = &mut self.writer {
+            let r = w.flush();
+            self.check(r);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::sources::replay::EventReader;
+
+    #[test]
+    fn every_input_kind_round_trips() {
+        let text = include_str!("../../../config/city-gate.toml");
+        let c = Config::from_str_named(text, Path::new("city-gate.toml")).expect("config");
+        let plan = EnginePlan::compile(&c);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.gwcap");
+        let (d, b, ts) = (DeviceId(1), BlockId(0), Timestamp(42));
+        let inputs = vec![
+            Input::Registers {
+                device: d,
+                block: b,
+                ts,
+                regs: vec![1, 2, 3],
+            },
+            Input::ReadFailed {
+                device: d,
+                block: b,
+                ts,
+                error: ReadError::Exception(2),
+            },
+            Input::RegistersPart {
+                device: d,
+                block: b,
+                first: 2,
+                ts,
+                regs: vec![7, 8],
+            },
+            Input::ReadFailedPart {
+                device: d,
+                block: b,
+                first: 4,
+                words: 2,
+                ts,
+                error: ReadError::Timeout,
+            },
+            Input::DevicePaused { device: d, ts },
+            Input::Values {
+                ts,
+                values: vec![(TagId(3), 1.5, Quality::Uncertain)],
+            },
+        ];
+        let mut w = CaptureWriter::create(&path, &plan).expect("create");
+        for i in &inputs {
+            w.input(i).expect("write");
+        }
+        w.tick(Timestamp(99)).expect("tick");
+        w.flush().expect("flush");
+        drop(w);
+        let f = std::fs::File::open(&path).expect("open");
+        let mut r =
+            CaptureReader::new(std::io::BufReader::new(f), path.clone(), &plan).expect("reader");
+        let mut bad = Vec::new();
+        let mut got = Vec::new();
+        while let Some(ev) = r.next_event(&mut bad).expect("read") {
+            got.push(ev);
+        }
+        assert!(bad.is_empty(), "{bad:?}");
+        let mut want: Vec<ReplayEvent> = inputs.into_iter().map(ReplayEvent::Input).collect();
+        want.push(ReplayEvent::Tick(Timestamp(99)));
+        assert_eq!(got, want);
+    }
+}
