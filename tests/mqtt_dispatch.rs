@@ -60,6 +60,7 @@ fn event(action: AlarmAction, seq: u64) -> AlarmEvent {
         limit: 1750.0,
         ts: Timestamp::from_millis(1_795_821_743_123 + seq as i64),
         seq,
+        detail: Default::default(),
     }
 }
 
