@@ -335,11 +335,11 @@ impl AlarmStates {
             Self::annunciation(s, def) == Annunciation::Shown
         };
         self.activations += 1;
-        // The flood alarm is counted by itself never; its parent comes first.
+        // The flood alarm never counts itself; its parent event comes first.
         if shown
             && def.kind != AlarmKind::Flood
-            && let Some(f) = flood_alarm
             && self.flood.activation(t) == Some(FloodChange::Started)
+            && let Some(f) = flood_alarm
         {
             self.flood_change(f, defs, policy, true, ts, out);
         }
@@ -499,6 +499,7 @@ impl AlarmStates {
                     return wrong(s, "unshelve");
                 }
                 s.shelve = Shelve::None;
+                s.last_annunciated = now;
                 AlarmAction::Unshelve
             }
         };
@@ -540,6 +541,8 @@ impl AlarmStates {
                 && n >= t
             {
                 s.shelve = Shelve::None;
+                // The unshelve itself annunciates a standing alarm.
+                s.last_annunciated = n;
                 let v = s.last_value;
                 self.push(index, def, AlarmAction::Unshelve, v, now, out);
             }
