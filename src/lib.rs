@@ -7,6 +7,7 @@ pub mod buffer;
 pub mod config;
 pub mod demo;
 pub mod engine;
+pub mod journal;
 pub mod model;
 pub mod sinks;
 pub mod sources;

@@ -28,6 +28,8 @@ fn config(port: u16) -> MqttConfig {
         password: None,
         topic_prefix: "gaswatch".to_string(),
         keep_alive: Duration::from_secs(5),
+        heartbeat: Duration::from_secs(30),
+        accept_commands: true,
     }
 }
 

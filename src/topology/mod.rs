@@ -71,18 +71,21 @@ pub async fn run(
         }
         None => None,
     };
+    let (tx, mut rx) = mpsc::channel::<Input>(CHANNEL_CAPACITY);
     let mqtt_spool = match &config.sinks.mqtt {
         Some(cfg) => {
             let password = resolve(cfg.password.as_ref(), "sinks.mqtt.password")?;
             let spool = Spool::open(&config.spool.dir.join("mqtt"), &config.spool)?;
             let spool = SharedSpool::new("mqtt", spool);
             let station = config.station.id.clone();
-            sink_tasks.push(tokio::spawn(mqtt::publisher::run(
+            sink_tasks.push(tokio::spawn(mqtt::publisher::run_with_commands(
+                Default::default(),
                 cfg.clone(),
                 station,
                 password,
                 Arc::clone(&spool),
                 sinks_cancel.clone(),
+                Some(tx.clone()),
             )));
             Some((
                 spool,
@@ -96,7 +99,6 @@ pub async fn run(
         None => None,
     };
 
-    let (tx, mut rx) = mpsc::channel::<Input>(CHANNEL_CAPACITY);
     let source_tasks = modbus::poller::spawn(Arc::clone(&plan), tx, sources_cancel.clone());
     info!(
         station = %plan.station_id,
@@ -106,7 +108,20 @@ pub async fn run(
         "gaswatch started."
     );
 
+    // The journal restores alarm states and the sequence number.
+    let journal_path = config
+        .alarms
+        .journal
+        .clone()
+        .unwrap_or_else(|| crate::journal::default_path(&config.spool.dir));
+    let (mut journal, recovered) =
+        crate::journal::Journal::open(&journal_path).map_err(|e| StartError::Sink(e.to_string()))?;
+    if recovered.skipped > 0 {
+        warn!(path = %journal_path.display(), skipped = recovered.skipped, "Alarm journal: unreadable or torn lines skipped.");
+    }
     let mut engine = Engine::new(Arc::clone(&plan), 0);
+    engine.restore_alarms(recovered.seq, &recovered.for_plan(&plan));
+    info!(path = %journal_path.display(), seq = recovered.seq, alarms = recovered.alarms.len(), "Alarm journal opened.");
     let mut router = Router::new(Arc::clone(&plan), influx, mqtt_spool, file);
     let mut out = Output::default();
     let mut tick = tokio::time::interval(TICK);
@@ -115,9 +130,14 @@ pub async fn run(
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let live = opts.live;
 
-    let emit = |out: &mut Output, router: &mut Router| {
+    let mut emit = |out: &mut Output, router: &mut Router| {
         if out.is_empty() {
             return;
+        }
+        // Write-ahead: the journal first, then the sinks.
+        if let Err(e) = journal.append(&router.plan, out) {
+            metrics::counter!("gaswatch_journal_errors_total").increment(1);
+            error!(error = %e, alarms = out.alarms.len(), "Cannot write the alarm journal; alarms still go to the sinks.");
         }
         if let Err(e) = router.route(out) {
             metrics::counter!("gaswatch_route_errors_total").increment(1);
@@ -154,6 +174,9 @@ pub async fn run(
             _ = flush.tick() => {
                 if let Err(e) = router.flush() {
                     error!(error = %e, "Cannot flush the spool to disk.");
+                }
+                if let Err(e) = journal_sync(&journal_path) {
+                    error!(error = %e, "Cannot sync the alarm journal.");
                 }
             }
         }
@@ -195,4 +218,13 @@ fn resolve(
             .map(Some)
             .map_err(|message| StartError::Secret { key, message }),
     }
+}
+
+/// Syncs the journal's directory entry and data (the handle is owned by the
+/// emit closure; opening the file again for `sync_data` is cheap and safe).
+fn journal_sync(path: &std::path::Path) -> std::io::Result<()> {
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)?
+        .sync_data()
 }

@@ -25,6 +25,21 @@ pub struct MqttConfig {
     /// MQTT keep-alive, e.g. "30s".
     #[serde(default = "default_keep_alive", with = "humantime_serde")]
     pub keep_alive: Duration,
+    /// How often the retained `online` status is re-published with a fresh
+    /// `ts` (heartbeat); consoles call a station stale after 3 missed. "0s" disables.
+    #[serde(default = "default_heartbeat", with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// Subscribe to `<prefix>/<station>/commands` and pass dispatchers'
+    /// commands (ack, shelve, unshelve, reset) to the engine.
+    #[serde(default = "default_true")]
+    pub accept_commands: bool,
+}
+
+fn default_heartbeat() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_true() -> bool {
+    true
 }
 
 fn default_port() -> u16 {
