@@ -6,6 +6,7 @@
 pub mod buffer;
 pub mod config;
 pub mod demo;
+pub mod dispatch;
 pub mod engine;
 pub mod journal;
 pub mod model;

@@ -314,3 +314,71 @@ fn recover((entries, skipped): (Vec<Entry>, usize)) -> Recovered {
 
 #[cfg(test)]
 mod tests;
+
+/// The entries at or after `since_ns` (when given) for `alarm` (an exact
+/// alarm id, or a prefix ending in `/`, e.g. `cg01/PT_OUT1/`), oldest first.
+pub fn query<'a>(
+    entries: &'a [Entry],
+    since_ns: Option<i64>,
+    alarm: Option<&str>,
+) -> Vec<&'a Entry> {
+    entries
+        .iter()
+        .filter(|e| since_ns.is_none_or(|s| e.ts_ns() >= s))
+        .filter(|e| {
+            alarm.is_none_or(|a| {
+                e.alarm_id() == a || (a.ends_with('/') && e.alarm_id().starts_with(a))
+            })
+        })
+        .collect()
+}
+
+/// One human-readable line for `gaswatch alarms history`.
+pub fn format_entry(e: &Entry) -> String {
+    let t = |ns: i64| Timestamp(ns).to_rfc3339();
+    match e {
+        Entry::Event {
+            seq,
+            ts_ns,
+            alarm_id,
+            priority,
+            action,
+            state,
+            annunciation,
+            level,
+            value,
+            flood_parent,
+            chattering,
+            ..
+        } => format!(
+            "{} #{seq} {alarm_id} {action} -> {state} [{priority}, {annunciation}, level {level}]{}{}{}",
+            t(*ts_ns),
+            value.map(|v| format!(" value {v}")).unwrap_or_default(),
+            flood_parent
+                .map(|p| format!(" flood #{p}"))
+                .unwrap_or_default(),
+            if *chattering { " CHATTERING" } else { "" },
+        ),
+        Entry::Command {
+            ts_ns,
+            request_id,
+            alarm_id,
+            operator,
+            action,
+            ok,
+            error,
+            detail,
+            seq,
+        } => format!(
+            "{} command {action} {alarm_id} by {operator} ({request_id}): {}{}{}",
+            t(*ts_ns),
+            if *ok { "applied" } else { "refused" },
+            error.as_deref().map(|e| format!(" {e}")).unwrap_or_default(),
+            if detail.is_empty() {
+                seq.map(|s| format!(" as #{s}")).unwrap_or_default()
+            } else {
+                format!(": {detail}")
+            },
+        ),
+    }
+}
