@@ -137,7 +137,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn history(config: &std::path::Path, since: Option<&str>, alarm: Option<&str>, json: bool) -> ExitCode {
+fn history(
+    config: &std::path::Path,
+    since: Option<&str>,
+    alarm: Option<&str>,
+    json: bool,
+) -> ExitCode {
     let c = match Config::load(config) {
         Ok(c) => c,
         Err(e) => {
@@ -158,7 +163,9 @@ fn history(config: &std::path::Path, since: Option<&str>, alarm: Option<&str>, j
                         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
                 ),
                 Err(_) => {
-                    eprintln!("--since: expected a duration (\"2h\") or an RFC 3339 time, got {s:?}");
+                    eprintln!(
+                        "--since: expected a duration (\"2h\") or an RFC 3339 time, got {s:?}"
+                    );
                     return ExitCode::from(2);
                 }
             },
@@ -184,7 +191,10 @@ fn history(config: &std::path::Path, since: Option<&str>, alarm: Option<&str>, j
         }
     }
     if skipped > 0 {
-        eprintln!("{}: {skipped} unreadable or torn line(s) skipped", path.display());
+        eprintln!(
+            "{}: {skipped} unreadable or torn line(s) skipped",
+            path.display()
+        );
     }
     ExitCode::SUCCESS
 }

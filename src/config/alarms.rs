@@ -232,9 +232,14 @@ impl From<PriorityName> for Priority {
 }
 
 fn default_chain() -> Vec<String> {
-    ["station_operator", "dispatcher", "shift_lead", "duty_engineer"]
-        .map(String::from)
-        .to_vec()
+    [
+        "station_operator",
+        "dispatcher",
+        "shift_lead",
+        "duty_engineer",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 fn default_escalate_after_realarms() -> u32 {
     2
@@ -326,7 +331,10 @@ pub(super) fn validate(
         );
     }
     if a.flood_window.is_zero() {
-        add("alarms.flood_window".into(), "expected a positive duration".into());
+        add(
+            "alarms.flood_window".into(),
+            "expected a positive duration".into(),
+        );
     }
     if a.chatter_count < 2 {
         add(
@@ -335,7 +343,10 @@ pub(super) fn validate(
         );
     }
     if a.chatter_window.is_zero() {
-        add("alarms.chatter_window".into(), "expected a positive duration".into());
+        add(
+            "alarms.chatter_window".into(),
+            "expected a positive duration".into(),
+        );
     }
     if a.health_interval < Duration::from_secs(1) {
         add(
@@ -344,7 +355,10 @@ pub(super) fn validate(
         );
     }
     if a.max_shelve.is_zero() {
-        add("alarms.max_shelve".into(), "expected a positive duration".into());
+        add(
+            "alarms.max_shelve".into(),
+            "expected a positive duration".into(),
+        );
     }
     let d = &a.deadband_percent;
     for (k, v) in [
@@ -379,7 +393,10 @@ pub(super) fn validate(
             );
         }
         if !da.active_when.is_finite() {
-            add(format!("{k}.active_when"), "expected a finite number".into());
+            add(
+                format!("{k}.active_when"),
+                "expected a finite number".into(),
+            );
         }
     }
 }

@@ -76,7 +76,12 @@ pub fn connect(args: &DispatchArgs) -> (AsyncClient, mpsc::Receiver<Message>) {
             match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     delay = Duration::from_millis(250);
-                    for t in ["+/status", "+/alarms/events", "+/alarms/active/#", "+/replies"] {
+                    for t in [
+                        "+/status",
+                        "+/alarms/events",
+                        "+/alarms/active/#",
+                        "+/replies",
+                    ] {
                         let _ = sub.try_subscribe(format!("{prefix}/{t}"), QoS::AtLeastOnce);
                     }
                 }
@@ -102,7 +107,12 @@ pub fn connect(args: &DispatchArgs) -> (AsyncClient, mpsc::Receiver<Message>) {
 }
 
 /// The JSON of a command (see docs/dispatch-protocol.md).
-pub fn command_json(alarm_id: &str, operator: &str, action: &str, duration_s: Option<u64>) -> String {
+pub fn command_json(
+    alarm_id: &str,
+    operator: &str,
+    action: &str,
+    duration_s: Option<u64>,
+) -> String {
     let now = Timestamp::now();
     let mut v = serde_json::json!({
         "v": 1,
@@ -131,7 +141,10 @@ pub async fn run(args: DispatchArgs) -> Result<(), DispatchError> {
                     if !m.payload.is_empty() {
                         let payload: serde_json::Value =
                             serde_json::from_slice(&m.payload).unwrap_or(serde_json::Value::Null);
-                        println!("{}", serde_json::json!({"topic": m.topic, "payload": payload}));
+                        println!(
+                            "{}",
+                            serde_json::json!({"topic": m.topic, "payload": payload})
+                        );
                     }
                 }
             }

@@ -68,7 +68,10 @@ pub enum Applied {
     Event(AlarmView),
     /// The same `(alarm_id, seq)` again (at-least-once delivery).
     Duplicate,
-    Status { station: String, online: bool },
+    Status {
+        station: String,
+        online: bool,
+    },
     Reply(serde_json::Value),
     /// Retained state added or removed.
     State,
@@ -251,7 +254,10 @@ impl Console {
             });
         }
         for r in &mut rows {
-            r.children = children.get(r.alarm.alarm_id.as_str()).copied().unwrap_or(0);
+            r.children = children
+                .get(r.alarm.alarm_id.as_str())
+                .copied()
+                .unwrap_or(0);
         }
         rows.sort_by(|x, y| {
             y.alarm

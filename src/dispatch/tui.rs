@@ -98,7 +98,9 @@ pub async fn run(
             _ = redraw.tick() => {}
         }
         let now = Timestamp::now().nanos();
-        if let Err(e) = terminal.draw(|f| draw(f, &console, &mut table, &log, expand, now, stale_ns)) {
+        if let Err(e) =
+            terminal.draw(|f| draw(f, &console, &mut table, &log, expand, now, stale_ns))
+        {
             break Err(DispatchError::Terminal(e));
         }
     };
@@ -126,7 +128,11 @@ fn draw(
         .iter()
         .map(|(id, s)| {
             let on = c.station_online(id, now, stale_ns);
-            format!("{id}:{}({})", if on { "online" } else { "OFFLINE" }, s.alarms)
+            format!(
+                "{id}:{}({})",
+                if on { "online" } else { "OFFLINE" },
+                s.alarms
+            )
         })
         .collect();
     f.render_widget(

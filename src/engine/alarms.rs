@@ -111,11 +111,7 @@ impl AlarmStates {
         AlarmStates {
             slots: vec![Slot::default(); count],
             seq: start_seq,
-            flood: FloodMonitor::new(
-                policy.flood_window_ns,
-                policy.flood_start,
-                policy.flood_end,
-            ),
+            flood: FloodMonitor::new(policy.flood_window_ns, policy.flood_start, policy.flood_end),
             flood_parent: None,
             activations: 0,
             next_health: None,
@@ -266,10 +262,7 @@ impl AlarmStates {
                 value.abs() > def.limit,
                 value.abs() < def.limit - def.deadband,
             ),
-            AlarmKind::SlamShut
-            | AlarmKind::GasDetector
-            | AlarmKind::Door
-            | AlarmKind::Digital => {
+            AlarmKind::SlamShut | AlarmKind::GasDetector | AlarmKind::Door | AlarmKind::Digital => {
                 let on = value == def.mgmt.active_when;
                 (on, !on)
             }
@@ -329,9 +322,9 @@ impl AlarmStates {
             s.realarms = 0;
             s.realarms_at_level = 0;
             s.repeats = s.repeats.saturating_add(1);
-            s.chattering =
-                s.chatter
-                    .activation(t, policy.chatter_count, policy.chatter_window_ns);
+            s.chattering = s
+                .chatter
+                .activation(t, policy.chatter_count, policy.chatter_window_ns);
             Self::annunciation(s, def) == Annunciation::Shown
         };
         self.activations += 1;
@@ -483,7 +476,10 @@ impl AlarmStates {
                     }
                     s.shelve = Shelve::OneShot;
                 } else {
-                    let until = cmd.sent.map_or(now, Timestamp::nanos).saturating_add(duration_ns);
+                    let until = cmd
+                        .sent
+                        .map_or(now, Timestamp::nanos)
+                        .saturating_add(duration_ns);
                     if until <= now {
                         return refuse(
                             CommandRefusal::ShelveExpired,
@@ -547,12 +543,12 @@ impl AlarmStates {
                 self.push(index, def, AlarmAction::Unshelve, v, now, out);
             }
             let s = &mut self.slots[i];
-            if s.state != AlarmState::Unacked || Self::annunciation(s, def) != Annunciation::Shown
-            {
+            if s.state != AlarmState::Unacked || Self::annunciation(s, def) != Annunciation::Shown {
                 continue;
             }
             let v = s.last_value;
-            if def.mgmt.realarm_ns > 0 && n.saturating_sub(s.last_annunciated) >= def.mgmt.realarm_ns
+            if def.mgmt.realarm_ns > 0
+                && n.saturating_sub(s.last_annunciated) >= def.mgmt.realarm_ns
             {
                 s.last_annunciated = n;
                 s.realarms = s.realarms.saturating_add(1);

@@ -22,7 +22,9 @@ pub mod decode;
 pub mod plan;
 
 pub use alarms::SavedAlarm;
-pub use plan::{AlarmDef, AlarmMgmt, AlarmPolicy, BlockPlan, DevicePlan, EnginePlan, PointDecoder, TagInfo};
+pub use plan::{
+    AlarmDef, AlarmMgmt, AlarmPolicy, BlockPlan, DevicePlan, EnginePlan, PointDecoder, TagInfo,
+};
 
 use crate::model::{AlarmState, Input, Output, Quality, Reason, Sample, TagId, Timestamp};
 use alarms::AlarmStates;
@@ -351,8 +353,8 @@ impl Engine {
             let Some(Some(a)) = plan.device_comm_alarm.get(d) else {
                 continue;
             };
-            let stale_after = i64::try_from(plan.devices[d].poll_interval.as_nanos() * 3 / 2)
-                .unwrap_or(i64::MAX);
+            let stale_after =
+                i64::try_from(plan.devices[d].poll_interval.as_nanos() * 3 / 2).unwrap_or(i64::MAX);
             if !self.alarms.is_active(*a) && n.saturating_sub(*last) > stale_after {
                 self.alarms.evaluate(
                     *a,

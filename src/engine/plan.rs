@@ -265,7 +265,10 @@ impl EnginePlan {
             let deadband = l
                 .deadband
                 .unwrap_or(ac.deadband_percent.percent_for_unit(unit) / 100.0 * range);
-            let suppressed_by = l.suppressed_by.as_ref().and_then(|n| by_name.get(n).copied());
+            let suppressed_by = l
+                .suppressed_by
+                .as_ref()
+                .and_then(|n| by_name.get(n).copied());
             use crate::model::AlarmKind::*;
             for (kind, limit, priority) in [
                 (HighHigh, l.hh, Priority::High),

@@ -373,7 +373,10 @@ pub fn format_entry(e: &Entry) -> String {
             "{} command {action} {alarm_id} by {operator} ({request_id}): {}{}{}",
             t(*ts_ns),
             if *ok { "applied" } else { "refused" },
-            error.as_deref().map(|e| format!(" {e}")).unwrap_or_default(),
+            error
+                .as_deref()
+                .map(|e| format!(" {e}"))
+                .unwrap_or_default(),
             if detail.is_empty() {
                 seq.map(|s| format!(" as #{s}")).unwrap_or_default()
             } else {

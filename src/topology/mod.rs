@@ -114,8 +114,8 @@ pub async fn run(
         .journal
         .clone()
         .unwrap_or_else(|| crate::journal::default_path(&config.spool.dir));
-    let (mut journal, recovered) =
-        crate::journal::Journal::open(&journal_path).map_err(|e| StartError::Sink(e.to_string()))?;
+    let (mut journal, recovered) = crate::journal::Journal::open(&journal_path)
+        .map_err(|e| StartError::Sink(e.to_string()))?;
     if recovered.skipped > 0 {
         warn!(path = %journal_path.display(), skipped = recovered.skipped, "Alarm journal: unreadable or torn lines skipped.");
     }

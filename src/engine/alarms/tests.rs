@@ -92,8 +92,14 @@ impl Rig {
 
 #[test]
 fn high_alarm_raises_above_limit_and_clears_below_deadband() {
-    let mut r = Rig::new(vec![def(AlarmKind::High, 100.0, 5.0)], AlarmPolicy::default());
-    for (i, v) in [90.0, 100.0, 101.0, 99.0, 96.0, 101.0, 94.9].iter().enumerate() {
+    let mut r = Rig::new(
+        vec![def(AlarmKind::High, 100.0, 5.0)],
+        AlarmPolicy::default(),
+    );
+    for (i, v) in [90.0, 100.0, 101.0, 99.0, 96.0, 101.0, 94.9]
+        .iter()
+        .enumerate()
+    {
         r.eval(0, *v, i as i64);
     }
     assert_eq!(
@@ -112,12 +118,21 @@ fn ack_rtn_and_latch_follow_isa_18_2() {
     let mut d = def(AlarmKind::SlamShut, 1.0, 0.0);
     d.mgmt.latch = true;
     d.mgmt.active_when = 1.0;
-    let mut r = Rig::new(vec![d, def(AlarmKind::Low, 10.0, 1.0)], AlarmPolicy::default());
+    let mut r = Rig::new(
+        vec![d, def(AlarmKind::Low, 10.0, 1.0)],
+        AlarmPolicy::default(),
+    );
     // Latched SSD: raise, ack, clear -> latched, reset -> normal.
     r.eval(0, 1.0, 0);
-    assert_eq!(r.cmd(0, CommandAction::Reset, 1).refused, Some(CommandRefusal::WrongState));
+    assert_eq!(
+        r.cmd(0, CommandAction::Reset, 1).refused,
+        Some(CommandRefusal::WrongState)
+    );
     assert!(r.cmd(0, CommandAction::Ack, 2).refused.is_none());
-    assert_eq!(r.cmd(0, CommandAction::Ack, 3).refused, Some(CommandRefusal::WrongState));
+    assert_eq!(
+        r.cmd(0, CommandAction::Ack, 3).refused,
+        Some(CommandRefusal::WrongState)
+    );
     r.eval(0, 0.0, 4);
     assert_eq!(r.st.state(0), AlarmState::Latched);
     assert!(r.cmd(0, CommandAction::Reset, 5).refused.is_none());
@@ -171,7 +186,14 @@ fn unacked_alarm_realarms_then_escalates_and_ack_stops_it() {
     let got: Vec<(i64, AlarmAction, u8, u32)> = r
         .out
         .iter()
-        .map(|e| (e.ts.nanos() / S, e.action, e.detail.level, e.detail.realarms))
+        .map(|e| {
+            (
+                e.ts.nanos() / S,
+                e.action,
+                e.detail.level,
+                e.detail.realarms,
+            )
+        })
         .collect();
     assert_eq!(
         got,
@@ -194,9 +216,15 @@ fn timed_shelve_expires_at_tick_and_shelved_alarms_are_still_evaluated() {
     d.mgmt.realarm_ns = 10 * S;
     let mut r = Rig::new(vec![d], AlarmPolicy::default());
     assert!(
-        r.cmd(0, CommandAction::Shelve { duration_ns: 300 * S }, 0)
-            .refused
-            .is_none()
+        r.cmd(
+            0,
+            CommandAction::Shelve {
+                duration_ns: 300 * S
+            },
+            0
+        )
+        .refused
+        .is_none()
     );
     r.eval(0, 120.0, 10);
     // Shelved: no re-alarm while shelved, but the raise is an event.
@@ -204,7 +232,10 @@ fn timed_shelve_expires_at_tick_and_shelved_alarms_are_still_evaluated() {
         r.tick(t);
     }
     assert_eq!(
-        r.out.iter().map(|e| (e.action, e.detail.annunciation)).collect::<Vec<_>>(),
+        r.out
+            .iter()
+            .map(|e| (e.action, e.detail.annunciation))
+            .collect::<Vec<_>>(),
         [
             (AlarmAction::Shelve, Annunciation::Shelved),
             (AlarmAction::Raise, Annunciation::Shelved)
@@ -218,16 +249,31 @@ fn timed_shelve_expires_at_tick_and_shelved_alarms_are_still_evaluated() {
 
 #[test]
 fn shelve_validation() {
-    let mut r = Rig::new(vec![def(AlarmKind::High, 100.0, 1.0)], AlarmPolicy::default());
+    let mut r = Rig::new(
+        vec![def(AlarmKind::High, 100.0, 1.0)],
+        AlarmPolicy::default(),
+    );
     let too_long = CommandAction::Shelve {
         duration_ns: 9 * 3600 * S,
     };
-    assert_eq!(r.cmd(0, too_long, 0).refused, Some(CommandRefusal::ShelveTooLong));
+    assert_eq!(
+        r.cmd(0, too_long, 0).refused,
+        Some(CommandRefusal::ShelveTooLong)
+    );
     // One-shot needs an active alarm.
     let one_shot = CommandAction::Shelve { duration_ns: 0 };
-    assert_eq!(r.cmd(0, one_shot, 0).refused, Some(CommandRefusal::WrongState));
+    assert_eq!(
+        r.cmd(0, one_shot, 0).refused,
+        Some(CommandRefusal::WrongState)
+    );
     // Sent 120 s ago for 60 s: expired on arrival.
-    let mut c = cmd("s/P/H", CommandAction::Shelve { duration_ns: 60 * S }, 200);
+    let mut c = cmd(
+        "s/P/H",
+        CommandAction::Shelve {
+            duration_ns: 60 * S,
+        },
+        200,
+    );
     c.sent = Some(ts(80));
     let reply = r.st.command(Some(0), &r.defs, &r.policy, &c, &mut r.out);
     assert_eq!(reply.refused, Some(CommandRefusal::ShelveExpired));
@@ -253,10 +299,20 @@ fn on_and_off_delay_need_sustained_conditions() {
     d.mgmt.off_delay_ns = 3 * S;
     let mut r = Rig::new(vec![d], AlarmPolicy::default());
     // A 3 s excursion does not raise.
-    for (t, v) in [(0, 101.0), (3, 101.0), (4, 99.0), (5, 101.0), (8, 101.0), (10, 101.0)] {
+    for (t, v) in [
+        (0, 101.0),
+        (3, 101.0),
+        (4, 99.0),
+        (5, 101.0),
+        (8, 101.0),
+        (10, 101.0),
+    ] {
         r.eval(0, v, t);
     }
-    assert_eq!(actions(&r.out), [(0, AlarmAction::Raise, AlarmState::Unacked)]);
+    assert_eq!(
+        actions(&r.out),
+        [(0, AlarmAction::Raise, AlarmState::Unacked)]
+    );
     assert_eq!(r.out[0].ts, ts(10));
     for (t, v) in [(11, 99.0), (12, 101.0), (13, 99.0), (15, 99.0), (16, 99.0)] {
         r.eval(0, v, t);
@@ -287,21 +343,39 @@ fn flood_groups_children_under_one_parent_and_ends_below_five() {
         .clone();
     assert_eq!(flood.action, AlarmAction::Raise);
     // The 11th activation starts the flood; parent first, then that child.
-    let raises: Vec<&AlarmEvent> = r.out.iter().filter(|e| e.kind != AlarmKind::Flood).collect();
+    let raises: Vec<&AlarmEvent> = r
+        .out
+        .iter()
+        .filter(|e| e.kind != AlarmKind::Flood)
+        .collect();
     assert!(raises[..10].iter().all(|e| e.detail.flood_parent.is_none()));
-    assert!(raises[10..].iter().all(|e| e.detail.flood_parent == Some(flood.seq)));
+    assert!(
+        raises[10..]
+            .iter()
+            .all(|e| e.detail.flood_parent == Some(flood.seq))
+    );
     assert!(raises[10].seq == flood.seq + 1);
     r.tick(600 + 9); // activations at 10..=14 s remain: 5, not below 5
-    assert!(!r.out.iter().any(|e| e.kind == AlarmKind::Flood && e.action == AlarmAction::Clear));
+    assert!(
+        !r.out
+            .iter()
+            .any(|e| e.kind == AlarmKind::Flood && e.action == AlarmAction::Clear)
+    );
     r.tick(600 + 10); // 4 left: below 5
     let last = r.out.last().expect("event");
-    assert_eq!((last.kind, last.action), (AlarmKind::Flood, AlarmAction::Clear));
+    assert_eq!(
+        (last.kind, last.action),
+        (AlarmKind::Flood, AlarmAction::Clear)
+    );
     assert!(!r.st.in_flood());
 }
 
 #[test]
 fn chattering_is_flagged_and_repeats_counted() {
-    let mut r = Rig::new(vec![def(AlarmKind::High, 100.0, 0.0)], AlarmPolicy::default());
+    let mut r = Rig::new(
+        vec![def(AlarmKind::High, 100.0, 0.0)],
+        AlarmPolicy::default(),
+    );
     for (t, v) in [(0, 101.0), (10, 99.0), (20, 101.0), (30, 99.0), (40, 101.0)] {
         r.eval(0, v, t);
     }
@@ -321,7 +395,10 @@ fn chattering_is_flagged_and_repeats_counted() {
 #[test]
 fn health_reports_max_time_unacknowledged() {
     let mut r = Rig::new(
-        vec![def(AlarmKind::High, 100.0, 0.0), def(AlarmKind::Low, 0.0, 0.0)],
+        vec![
+            def(AlarmKind::High, 100.0, 0.0),
+            def(AlarmKind::Low, 0.0, 0.0),
+        ],
         AlarmPolicy::default(),
     );
     r.eval(0, 101.0, 10);
@@ -333,7 +410,10 @@ fn health_reports_max_time_unacknowledged() {
 
 #[test]
 fn restore_keeps_state_and_sequence() {
-    let mut r = Rig::new(vec![def(AlarmKind::High, 100.0, 1.0)], AlarmPolicy::default());
+    let mut r = Rig::new(
+        vec![def(AlarmKind::High, 100.0, 1.0)],
+        AlarmPolicy::default(),
+    );
     r.st.resume_seq(41);
     r.st.restore(
         0,
@@ -348,7 +428,10 @@ fn restore_keeps_state_and_sequence() {
         },
     );
     r.eval(0, 90.0, 10);
-    assert_eq!(actions(&r.out), [(0, AlarmAction::Clear, AlarmState::Normal)]);
+    assert_eq!(
+        actions(&r.out),
+        [(0, AlarmAction::Clear, AlarmState::Normal)]
+    );
     assert_eq!(r.out[0].seq, 42);
     assert_eq!(r.out[0].detail.repeats, 5);
 }

@@ -487,7 +487,9 @@ pub fn decode_command(payload: &[u8], now: Timestamp) -> Result<AlarmCommand, Co
         "unshelve" => CommandAction::Unshelve,
         "reset" => CommandAction::Reset,
         "shelve" => {
-            let d = c.duration_s.ok_or(CommandParseError::Missing("duration_s"))?;
+            let d = c
+                .duration_s
+                .ok_or(CommandParseError::Missing("duration_s"))?;
             if !(d.is_finite() && d >= 0.0 && d < 1e9) {
                 return Err(CommandParseError::Duration(d));
             }
@@ -582,7 +584,7 @@ mod tests {
     #[test]
     fn alarm_raise_json_is_exact() {
         let got = encode_alarm("cg01", &def(), &event(AlarmAction::Raise), "kPa");
-        let want = r#"{"v":1,"station":"cg01","alarm_id":"cg01/PT_OUT1/HH","source":"PT_OUT1","kind":"HH","priority":"high","action":"raise","value":1760.2,"limit":1750.0,"ts":"2026-11-27T23:22:23.123Z","ts_ns":1795821743123000000,"seq":17,"message":"PT_OUT1 above HH limit 1750 kPa"}"#;
+        let want = r#"{"v":1,"station":"cg01","alarm_id":"cg01/PT_OUT1/HH","source":"PT_OUT1","kind":"HH","priority":"high","action":"raise","value":1760.2,"limit":1750.0,"ts":"2026-11-27T23:22:23.123Z","ts_ns":1795821743123000000,"seq":17,"message":"PT_OUT1 above HH limit 1750 kPa","state":"normal","annunciation":"shown","level":0,"escalation":"","realarms":0,"repeats":0,"chattering":false}"#;
         assert_eq!(String::from_utf8_lossy(&got), want);
     }
 
@@ -592,7 +594,7 @@ mod tests {
         e.value = f64::NAN;
         e.seq = 18;
         let got = encode_alarm("cg01", &def(), &e, "");
-        let want = r#"{"v":1,"station":"cg01","alarm_id":"cg01/PT_OUT1/HH","source":"PT_OUT1","kind":"HH","priority":"high","action":"clear","value":null,"limit":1750.0,"ts":"2026-11-27T23:22:23.123Z","ts_ns":1795821743123000000,"seq":18,"message":"PT_OUT1 back below HH limit 1750"}"#;
+        let want = r#"{"v":1,"station":"cg01","alarm_id":"cg01/PT_OUT1/HH","source":"PT_OUT1","kind":"HH","priority":"high","action":"clear","value":null,"limit":1750.0,"ts":"2026-11-27T23:22:23.123Z","ts_ns":1795821743123000000,"seq":18,"message":"PT_OUT1 back below HH limit 1750","state":"normal","annunciation":"shown","level":0,"escalation":"","realarms":0,"repeats":0,"chattering":false}"#;
         assert_eq!(String::from_utf8_lossy(&got), want);
     }
 
@@ -703,5 +705,56 @@ mod tests {
         let [_, st] = alarm_records(&t, "cg01", &def(), &event(AlarmAction::Clear), "kPa");
         let st = decode_record(&st).expect("state");
         assert!(st.retain && st.payload.is_empty());
+    }
+
+    #[test]
+    fn commands_parse_and_bad_ones_say_why() {
+        let now = Timestamp::from_secs(100);
+        let c = decode_command(
+            br#"{"v":1,"request_id":"r9","alarm_id":"cg01/PT_OUT1/HH","operator":"wang","action":"shelve","duration_s":600,"sent_ns":99000000000}"#,
+            now,
+        )
+        .expect("valid");
+        assert_eq!(
+            c.action,
+            CommandAction::Shelve {
+                duration_ns: 600_000_000_000
+            }
+        );
+        assert_eq!(
+            (c.operator.as_str(), c.ts, c.sent),
+            ("wang", now, Some(Timestamp::from_secs(99)))
+        );
+        let bad = |p: &[u8]| decode_command(p, now).expect_err("refused");
+        assert_eq!(
+            bad(br#"{"request_id":"r","alarm_id":"a","operator":"o","action":"delete"}"#),
+            CommandParseError::Action("delete".into())
+        );
+        assert_eq!(
+            bad(br#"{"request_id":"r","alarm_id":"a","action":"ack"}"#),
+            CommandParseError::Missing("operator")
+        );
+        assert_eq!(
+            bad(br#"{"request_id":"r","alarm_id":"a","operator":"o","action":"shelve"}"#),
+            CommandParseError::Missing("duration_s")
+        );
+        assert_eq!(
+            bad(br#"{"v":2,"request_id":"r","alarm_id":"a","operator":"o","action":"ack"}"#),
+            CommandParseError::Version(2)
+        );
+        assert!(matches!(bad(b"[1"), CommandParseError::Json(_)));
+    }
+
+    #[test]
+    fn acked_but_standing_alarm_keeps_its_retained_state_and_normal_deletes_it() {
+        let t = Topics::new("gaswatch", "cg01");
+        let mut e = event(AlarmAction::Clear);
+        e.detail.state = crate::model::AlarmState::RtnUnacked;
+        let [_, st] = alarm_records(&t, "cg01", &def(), &e, "kPa");
+        assert!(!decode_record(&st).expect("state").payload.is_empty());
+        e.action = AlarmAction::Ack;
+        e.detail.state = crate::model::AlarmState::Normal;
+        let [_, st] = alarm_records(&t, "cg01", &def(), &e, "kPa");
+        assert!(decode_record(&st).expect("state").payload.is_empty());
     }
 }

@@ -28,10 +28,9 @@
 
 use super::config::MqttConfig;
 use super::payload::{Topics, decode_command, decode_record, encode_status};
-use crate::model::Input;
-use tokio::sync::mpsc;
 use crate::buffer::{Record, RecordClass, SharedSpool};
 use crate::config::SecretString;
+use crate::model::Input;
 use crate::model::Timestamp;
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
@@ -39,6 +38,7 @@ use rumqttc::{
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
