@@ -54,6 +54,7 @@ fn sample(i: usize, ntags: usize) -> Sample {
 
 fn writer_config(server: &InfluxServer, spool_dir: &Path) -> WriterConfig {
     let cfg = InfluxConfig {
+        tls_ca_file: None,
         url: server.url(),
         api: InfluxApi::V1,
         database: Some(DB.into()),
@@ -178,6 +179,7 @@ async fn round_trip_is_exact() {
                 limit: 6.3,
                 ts: Timestamp(T0 + k as i64 * 7_000_001),
                 seq: k + 1,
+                detail: Default::default(),
             };
             let mut buf = Vec::new();
             encode_alarm(&mut buf, "cg 01", "cg01/PT_OUT1/HH", "PT_OUT1", &e);

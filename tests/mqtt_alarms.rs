@@ -127,6 +127,7 @@ async fn ack_round_trip_acl_refusal_retained_state_and_journal_across_restart() 
     let broker = Mosquitto::start_with(MosquittoOptions {
         users,
         acl: Some(ACL.to_string()),
+        ..Default::default()
     });
     let dir = tempfile::tempdir().expect("tempdir");
     let station = Station::from_config_str(STATION, &SimOptions::default()).expect("station");
@@ -166,6 +167,7 @@ async fn ack_round_trip_acl_refusal_retained_state_and_journal_across_restart() 
         keep_alive: Duration::from_secs(30),
         heartbeat: Duration::from_secs(30),
         accept_commands: true,
+        tls: None,
     });
     c.spool.dir = dir.path().join("spool");
     assert!(c.validate().is_empty(), "{:?}", c.validate());

@@ -164,6 +164,27 @@ impl AlarmStates {
         self.seq = self.seq.max(seq);
     }
 
+    /// Copies the whole state of alarm `from` in `old` to alarm `to` (config
+    /// reload: the operator already saw the raise under the old config, so
+    /// no event). Returns whether that alarm's condition is active.
+    pub fn carry(&mut self, to: u32, old: &AlarmStates, from: u32) -> bool {
+        match (
+            self.slots.get_mut(to as usize),
+            old.slots.get(from as usize),
+        ) {
+            (Some(s), Some(o)) => {
+                *s = o.clone();
+                s.cond
+            }
+            _ => false,
+        }
+    }
+
+    /// Keeps sequence numbers increasing across a reload.
+    pub fn advance_seq(&mut self, at_least: u64) {
+        self.seq = self.seq.max(at_least);
+    }
+
     /// Sets the suppressed-by-design flag of an alarm.
     pub fn set_suppressed(&mut self, alarm: u32, suppressed: bool) {
         if let Some(s) = self.slots.get_mut(alarm as usize) {

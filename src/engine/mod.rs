@@ -132,6 +132,24 @@ impl Engine {
         self.alarms.health(&self.plan.alarms, now)
     }
 
+    /// Config reload: takes over from `old` the state of every alarm whose
+    /// id (`<station>/<source>/<kind>`) exists in both plans, and its
+    /// sequence counter, so an active alarm is neither raised again nor
+    /// forgotten. Alarms new in this plan start normal; removed ones are
+    /// dropped. Returns the number of active alarms carried over.
+    pub fn carry_alarms_from(&mut self, old: &Engine) -> usize {
+        let mut carried = 0;
+        for (i, def) in self.plan.alarms.iter().enumerate() {
+            if let Some(j) = old.plan.alarm_index(&def.id)
+                && self.alarms.carry(i as u32, &old.alarms, j)
+            {
+                carried += 1;
+            }
+        }
+        self.alarms.advance_seq(old.alarms.seq());
+        carried
+    }
+
     /// Processes one input, appending what it produced to `out`.
     pub fn process(&mut self, input: &Input, out: &mut Output) {
         match input {

@@ -2,6 +2,7 @@
 
 use crate::config::Secret;
 use serde::Deserialize;
+use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -33,6 +34,22 @@ pub struct MqttConfig {
     /// commands (ack, shelve, unshelve, reset) to the engine.
     #[serde(default = "default_true")]
     pub accept_commands: bool,
+    /// TLS to the broker (usually port 8883); absent: plain TCP.
+    #[serde(default)]
+    pub tls: Option<MqttTlsConfig>,
+}
+
+/// `[sinks.mqtt.tls]`: server verification and optional client certificate.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MqttTlsConfig {
+    /// PEM file with the CA certificate(s) that signed the broker's
+    /// certificate; absent: the system's trusted roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) for client certificate authentication.
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM private key of the client certificate (keep it mode 0600).
+    pub client_key_file: Option<PathBuf>,
 }
 
 fn default_heartbeat() -> Duration {
