@@ -65,7 +65,7 @@ impl AlarmView {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Applied {
     /// A new alarm event (not seen before).
-    Event(AlarmView),
+    Event(Box<AlarmView>),
     /// The same `(alarm_id, seq)` again (at-least-once delivery).
     Duplicate,
     Status {
@@ -151,7 +151,7 @@ impl Console {
                     *last = a.seq;
                     self.stations.entry(a.station.clone()).or_default();
                     self.put(a.clone());
-                    Applied::Event(a)
+                    Applied::Event(Box::new(a))
                 }
                 Err(e) => self.ignore(format!("{topic}: {e}")),
             },

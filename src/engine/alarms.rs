@@ -252,6 +252,7 @@ impl AlarmStates {
     /// state or 1/0 for a quality alarm); pushes events on a transition.
     /// `defs` is the whole alarm table (the flood alarm may fire too).
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     pub fn evaluate(
         &mut self,
         index: u32,

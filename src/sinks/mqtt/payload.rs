@@ -490,7 +490,7 @@ pub fn decode_command(payload: &[u8], now: Timestamp) -> Result<AlarmCommand, Co
             let d = c
                 .duration_s
                 .ok_or(CommandParseError::Missing("duration_s"))?;
-            if !(d.is_finite() && d >= 0.0 && d < 1e9) {
+            if !(0.0..1e9).contains(&d) {
                 return Err(CommandParseError::Duration(d));
             }
             CommandAction::Shelve {
