@@ -165,6 +165,8 @@ pub fn demo_config(
                     password: None,
                     topic_prefix: "gaswatch".into(),
                     keep_alive: Duration::from_secs(30),
+                    heartbeat: Duration::from_secs(30),
+                    accept_commands: true,
                 })
             }
             None => None,

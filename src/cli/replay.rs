@@ -303,6 +303,9 @@ impl Replayer {
                             l.cleared = Some(e.ts);
                         }
                     }
+                    // Acks, shelving, re-alarms and escalations change how a
+                    // leak alarm is handled, not when it was detected.
+                    _ => {}
                 }
             }
             if let Some(w) = &mut self.events {

@@ -349,8 +349,11 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
             .iter()
             .filter_map(|(n, v)| v.map(|v| (*n, v)))
             .collect();
-        if set.is_empty() {
-            p.add(lk.clone(), "expected at least one of hh, h, l, ll");
+        if set.is_empty() && l.rate_per_min.is_none() && !l.quality_alarm {
+            p.add(
+                lk.clone(),
+                "expected at least one of hh, h, l, ll, rate_per_min, quality_alarm",
+            );
         }
         for (n, v) in &set {
             if !v.is_finite() {
@@ -466,6 +469,30 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
             ),
         );
     }
+    let names: HashSet<&str> = c
+        .devices
+        .iter()
+        .flat_map(|d| d.points.iter().map(|pt| pt.name.as_str()))
+        .collect();
+    for (li, l) in c.limits.iter().enumerate() {
+        if let Some(s) = &l.suppressed_by
+            && !names.contains(s.as_str())
+        {
+            p.add(
+                format!("limits[{li}].suppressed_by"),
+                format!("expected the name of a point, got {s:?}"),
+            );
+        }
+        if let Some(r) = l.rate_per_min
+            && !(r.is_finite() && r > 0.0)
+        {
+            p.add(
+                format!("limits[{li}].rate_per_min"),
+                format!("expected a positive number, got {r}"),
+            );
+        }
+    }
+    super::alarms::validate(&c.alarms, &c.digital_alarms, &names, &mut p.0);
     if c.spool.max_bytes < 1 << 20 {
         p.add(
             "spool.max_bytes",

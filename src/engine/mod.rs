@@ -15,15 +15,20 @@
 //! never re-sent with a fresh timestamp. Only GOOD values feed alarms and
 //! the balance.
 
+pub mod alarm_health;
 pub mod alarms;
 pub mod balance;
 pub mod decode;
 pub mod plan;
 
-pub use plan::{AlarmDef, BlockPlan, DevicePlan, EnginePlan, PointDecoder, TagInfo};
+pub use alarms::SavedAlarm;
+pub use plan::{
+    AlarmDef, AlarmMgmt, AlarmPolicy, BlockPlan, DevicePlan, EnginePlan, PointDecoder, TagInfo,
+};
 
 use crate::model::{
-    BlockId, DeviceId, Input, Output, Quality, ReadError, Reason, Sample, TagId, Timestamp,
+    AlarmState, BlockId, DeviceId, Input, Output, Quality, ReadError, Reason, Sample, TagId,
+    Timestamp,
 };
 use crate::sources::modbus::DataType;
 use alarms::AlarmStates;
@@ -36,6 +41,8 @@ struct TagState {
     last_ts: i64,
     quality: Quality,
     value: f64,
+    /// Last GOOD value and its time (rate of change).
+    prev_good: (f64, i64),
     /// Index of the meter whose flow this tag is, if any.
     meter: Option<u32>,
 }
@@ -47,6 +54,9 @@ pub struct Engine {
     tags: Vec<TagState>,
     alarms: AlarmStates,
     balance: Option<Balance>,
+    /// Per device: time of the last good sample (comm-loss alarm); set to
+    /// the first tick for devices not heard from yet.
+    device_last_good: Vec<i64>,
     /// Per tag: latest text of a string point (capacity reserved at start,
     /// so decoding never allocates), its time and quality. Empty and
     /// capacity 0 for numeric tags.
@@ -64,6 +74,7 @@ impl Engine {
                 last_ts: i64::MIN,
                 quality: Quality::Stale,
                 value: f64::NAN,
+                prev_good: (f64::NAN, i64::MIN),
                 meter: None,
             })
             .collect();
@@ -80,7 +91,8 @@ impl Engine {
                 .collect();
             Balance::new(plan.balance_window_ns, plan.balance_min_coverage, &meters)
         });
-        let alarms = AlarmStates::new(plan.alarms.len(), start_seq);
+        let alarms = AlarmStates::with_policy(plan.alarms.len(), start_seq, &plan.alarm_policy);
+        let device_last_good = vec![i64::MIN; plan.devices.len()];
         let mut texts: Vec<(String, Timestamp, Quality)> = plan
             .tags
             .iter()
@@ -103,6 +115,7 @@ impl Engine {
             tags,
             alarms,
             balance,
+            device_last_good,
             texts,
         }
     }
@@ -126,6 +139,25 @@ impl Engine {
         self.alarms.seq()
     }
 
+    /// ISA state of alarm `index`.
+    pub fn alarm_state(&self, index: u32) -> AlarmState {
+        self.alarms.state(index)
+    }
+
+    /// Restores alarm states and the sequence number from the journal;
+    /// call before the first input.
+    pub fn restore_alarms(&mut self, seq: u64, saved: &[(u32, SavedAlarm)]) {
+        self.alarms.resume_seq(seq);
+        for (i, s) in saved {
+            self.alarms.restore(*i, s);
+        }
+    }
+
+    /// Current alarm-system health figures.
+    pub fn alarm_health(&self, now: Timestamp) -> crate::model::AlarmHealth {
+        self.alarms.health(&self.plan.alarms, now)
+    }
+
     /// Config reload: takes over from `old` the state of every alarm whose
     /// id (`<station>/<source>/<kind>`) exists in both plans, and its
     /// sequence counter, so an active alarm is neither raised again nor
@@ -134,10 +166,9 @@ impl Engine {
     pub fn carry_alarms_from(&mut self, old: &Engine) -> usize {
         let mut carried = 0;
         for (i, def) in self.plan.alarms.iter().enumerate() {
-            if let Some(j) = old.plan.alarms.iter().position(|d| d.id == def.id)
-                && old.alarms.is_active(j as u32)
+            if let Some(j) = old.plan.alarm_index(&def.id)
+                && self.alarms.carry(i as u32, &old.alarms, j)
             {
-                self.alarms.set_active(i as u32, true);
                 carried += 1;
             }
         }
@@ -212,6 +243,17 @@ impl Engine {
                         out,
                     );
                 }
+            }
+            Input::Command(cmd) => {
+                let plan = &*self.plan;
+                let reply = self.alarms.command(
+                    plan.alarm_index(&cmd.alarm_id),
+                    &plan.alarms,
+                    &plan.alarm_policy,
+                    cmd,
+                    &mut out.alarms,
+                );
+                out.replies.push(reply);
             }
         }
     }
@@ -334,19 +376,65 @@ impl Engine {
         st.quality = s.quality;
         st.value = s.value;
         let good = s.quality == Quality::Good;
+        let t = s.ts.nanos();
+        // Rate per minute from the previous good value.
+        let rate = if good && st.prev_good.1 != i64::MIN && t > st.prev_good.1 {
+            (s.value - st.prev_good.0) / ((t - st.prev_good.1) as f64 / 60e9)
+        } else {
+            f64::NAN
+        };
+        if good {
+            st.prev_good = (s.value, t);
+        }
         if let (Some(m), Some(b)) = (st.meter, self.balance.as_mut()) {
             b.on_flow(m as usize, s.ts, s.value, good);
         }
+        let plan = &*self.plan;
         if good {
-            for &a in &self.plan.tag_alarms[i] {
+            let device = plan.tags[i].device.0 as usize;
+            if let Some(d) = self.device_last_good.get_mut(device) {
+                *d = (*d).max(t);
+            }
+            if let Some(Some(a)) = plan.device_comm_alarm.get(device)
+                && self.alarms.is_active(*a)
+            {
                 self.alarms.evaluate(
-                    a,
-                    &self.plan.alarms[a as usize],
-                    s.value,
+                    *a,
+                    &plan.alarms,
+                    &plan.alarm_policy,
+                    plan.flood_alarm,
+                    0.0,
                     s.ts,
                     &mut out.alarms,
                 );
             }
+            for &a in &plan.tag_suppresses[i] {
+                self.alarms.set_suppressed(a, s.value != 0.0);
+            }
+        }
+        for &a in &plan.tag_alarms[i] {
+            use crate::model::AlarmKind;
+            let value = match plan.alarms[a as usize].kind {
+                AlarmKind::BadQuality => match s.quality {
+                    Quality::Bad => 1.0,
+                    Quality::Good => 0.0,
+                    _ => continue,
+                },
+                AlarmKind::RateOfChange if rate.is_finite() => rate,
+                _ if good && !matches!(plan.alarms[a as usize].kind, AlarmKind::RateOfChange) => {
+                    s.value
+                }
+                _ => continue,
+            };
+            self.alarms.evaluate(
+                a,
+                &plan.alarms,
+                &plan.alarm_policy,
+                plan.flood_alarm,
+                value,
+                s.ts,
+                &mut out.alarms,
+            );
         }
         out.samples.push(s);
     }
@@ -384,7 +472,9 @@ impl Engine {
                     {
                         self.alarms.evaluate(
                             a,
-                            &self.plan.alarms[a as usize],
+                            &self.plan.alarms,
+                            &self.plan.alarm_policy,
+                            self.plan.flood_alarm,
                             r.imbalance_percent,
                             r.end,
                             &mut out.alarms,
@@ -393,6 +483,37 @@ impl Engine {
                 }
             }
         }
+        let plan = &*self.plan;
+        // Communication loss: no good sample from a device for its stale period.
+        for (d, last) in self.device_last_good.iter_mut().enumerate() {
+            if *last == i64::MIN {
+                *last = n;
+            }
+            let Some(Some(a)) = plan.device_comm_alarm.get(d) else {
+                continue;
+            };
+            let stale_after =
+                i64::try_from(plan.devices[d].poll_interval.as_nanos() * 3 / 2).unwrap_or(i64::MAX);
+            if !self.alarms.is_active(*a) && n.saturating_sub(*last) > stale_after {
+                self.alarms.evaluate(
+                    *a,
+                    &plan.alarms,
+                    &plan.alarm_policy,
+                    plan.flood_alarm,
+                    1.0,
+                    now,
+                    &mut out.alarms,
+                );
+            }
+        }
+        self.alarms.tick(
+            &plan.alarms,
+            &plan.alarm_policy,
+            plan.flood_alarm,
+            now,
+            &mut out.alarms,
+            &mut out.health,
+        );
     }
 }
 

@@ -120,7 +120,12 @@ struct Sinks {
 }
 
 impl Sinks {
-    fn start(config: &Config, prep: SinkPrep) -> Result<(Sinks, Option<FileSink>), StartError> {
+    /// `commands`: where the MQTT sink hands dispatchers' commands (the engine's input channel).
+    fn start(
+        config: &Config,
+        prep: SinkPrep,
+        commands: &mpsc::Sender<Input>,
+    ) -> Result<(Sinks, Option<FileSink>), StartError> {
         let cancel = CancellationToken::new();
         let mut tasks = Vec::new();
         let influx = match (&config.sinks.influxdb, prep.influx) {
@@ -140,12 +145,14 @@ impl Sinks {
             Some(cfg) => {
                 let spool = Spool::open(&config.spool.dir.join("mqtt"), &config.spool)?;
                 let spool = SharedSpool::new("mqtt", spool);
-                tasks.push(tokio::spawn(mqtt::publisher::run(
+                tasks.push(tokio::spawn(mqtt::publisher::run_with_commands(
+                    Default::default(),
                     cfg.clone(),
                     config.station.id.clone(),
                     prep.mqtt_password,
                     Arc::clone(&spool),
                     cancel.clone(),
+                    Some(commands.clone()),
                 )));
                 Some((
                     spool,
@@ -220,13 +227,13 @@ pub async fn run_reloadable(
         http_task = Some(task);
     }
 
+    let (tx, mut rx) = mpsc::channel::<Input>(CHANNEL_CAPACITY);
     let prep = prepare_sinks(&config)?;
-    let (mut sinks, file) = Sinks::start(&config, prep)?;
+    let (mut sinks, file) = Sinks::start(&config, prep, &tx)?;
     health.set_sinks(sinks.entries());
 
     let mut plan = Arc::new(EnginePlan::compile(&config));
     health.config_loaded(&plan, Timestamp::now());
-    let (tx, mut rx) = mpsc::channel::<Input>(CHANNEL_CAPACITY);
     let mut sources_cancel = cancel.child_token();
     let mut source_tasks =
         modbus::poller::spawn(Arc::clone(&plan), tx.clone(), sources_cancel.clone());
@@ -240,6 +247,19 @@ pub async fn run_reloadable(
 
     let mut recorder = Recorder::open(opts.record.as_deref(), &plan)?;
     let mut engine = Engine::new(Arc::clone(&plan), 0);
+    // The alarm journal restores alarm states and the sequence number.
+    let journal_path = config
+        .alarms
+        .journal
+        .clone()
+        .unwrap_or_else(|| crate::journal::default_path(&config.spool.dir));
+    let (journal, recovered) = crate::journal::Journal::open(&journal_path)
+        .map_err(|e| StartError::Sink(e.to_string()))?;
+    if recovered.skipped > 0 {
+        warn!(path = %journal_path.display(), skipped = recovered.skipped, "Alarm journal: unreadable or torn lines skipped.");
+    }
+    engine.restore_alarms(recovered.seq, &recovered.for_plan(&plan));
+    info!(path = %journal_path.display(), seq = recovered.seq, alarms = recovered.alarms.len(), "Alarm journal opened.");
     let mut router = Router::new(
         Arc::clone(&plan),
         sinks.influx.clone(),
@@ -256,6 +276,7 @@ pub async fn run_reloadable(
         live: opts.live,
         health: Arc::clone(&health),
         backlog_since: Vec::new(),
+        journal,
     };
     let mut config = config;
     health.set_running(true);
@@ -271,6 +292,9 @@ pub async fn run_reloadable(
                     error!(error = %e, "Cannot flush the spool to disk.");
                 }
                 recorder.flush();
+                if let Err(e) = emitter.journal.sync() {
+                    error!(error = %e, "Cannot sync the alarm journal.");
+                }
                 emitter.spool_gauges(&sinks);
             }
             input = rx.recv() => {
@@ -332,7 +356,7 @@ pub async fn run_reloadable(
                             drop(file_sink.take());
                             let old = std::mem::replace(&mut sinks, Sinks { cancel: CancellationToken::new(), tasks: Vec::new(), influx: None, mqtt: None, file: false });
                             old.stop().await;
-                            match Sinks::start(&new, prep) {
+                            match Sinks::start(&new, prep, &tx) {
                                 Ok((s, f)) => {
                                     sinks = s;
                                     file_sink = f;
@@ -340,7 +364,7 @@ pub async fn run_reloadable(
                                 Err(e) => {
                                     error!(error = %e, "Reload rejected: the new sinks cannot start; restarting the old ones.");
                                     applied = false;
-                                    let (s, f) = Sinks::start(&config, prepare_sinks(&config)?)?;
+                                    let (s, f) = Sinks::start(&config, prepare_sinks(&config)?, &tx)?;
                                     sinks = s;
                                     file_sink = f;
                                 }
@@ -405,6 +429,9 @@ pub async fn run_reloadable(
     if let Err(e) = router.flush() {
         error!(error = %e, "Cannot flush the spool to disk at shutdown.");
     }
+    if let Err(e) = emitter.journal.sync() {
+        error!(error = %e, "Cannot sync the alarm journal at shutdown.");
+    }
     drop(router);
     sinks.stop().await;
     http_cancel.cancel();
@@ -421,12 +448,18 @@ struct Emitter {
     health: Arc<Health>,
     /// Per sink: since when its spool has not been empty.
     backlog_since: Vec<(String, Option<std::time::Instant>)>,
+    /// The alarm journal, written before the sinks (write-ahead).
+    journal: crate::journal::Journal,
 }
 
 impl Emitter {
     fn emit(&mut self, out: &mut Output, router: &mut Router, engine: &Engine) {
         if out.is_empty() {
             return;
+        }
+        if let Err(e) = self.journal.append(&router.plan, out) {
+            metrics::counter!("gaswatch_journal_errors_total").increment(1);
+            error!(error = %e, alarms = out.alarms.len(), "Cannot write the alarm journal; alarms still go to the sinks.");
         }
         match router.route(out) {
             Ok(()) => self.health.set_route_ok(true),

@@ -289,6 +289,7 @@ mod tests {
             limit: 6.3,
             ts: Timestamp(1_700_000_001_000_000_000),
             seq: 42,
+            detail: Default::default(),
         };
         let mut buf = Vec::new();
         encode_alarm(&mut buf, "cg01", "cg01/PT_OUT1/HH", "PT_OUT1", &e);

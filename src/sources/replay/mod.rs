@@ -46,6 +46,7 @@ impl ReplayEvent {
             | ReplayEvent::Input(Input::ReadFailedPart { ts, .. })
             | ReplayEvent::Input(Input::DevicePaused { ts, .. })
             | ReplayEvent::Input(Input::Values { ts, .. }) => *ts,
+            ReplayEvent::Input(Input::Command(c)) => c.ts,
         }
     }
 }
