@@ -184,20 +184,31 @@ fn station_toml(a: &Args, endpoints_sel: &[usize], ports: &[u16], extra: &str) -
                     p * regs
                 );
             }
-            if u == 0 && a.points > 0 {
+            if u == 0 {
                 let role = if first_meter { "inlet" } else { "outlet" };
+                if first_meter && a.points > 1 {
+                    // A balance needs an outlet too, even with one endpoint.
+                    let _ = write!(
+                        meters,
+                        "[[meters]]\nname = \"M{d}b\"\nrole = \"outlet\"\nflow = \"P{d}_1\"\n"
+                    );
+                }
                 first_meter = false;
                 let _ = write!(
                     meters,
                     "[[meters]]\nname = \"M{d}\"\nrole = \"{role}\"\nflow = \"P{d}_0\"\n"
                 );
-                if a.alarm_latency {
-                    // The flow is noisy (0.1 % sd) around a smooth demand
-                    // profile; a limit at its current value with a tiny
-                    // deadband makes it cross on most polls.
+                if a.points > 2 {
+                    let _ = writeln!(meters, "pressure = \"P{d}_2\"");
+                }
+                if a.alarm_latency && a.points > 2 {
+                    // The meter pressure is noisy (0.1 % sd, 1.5 kPa) around
+                    // a slow profile (a few kPa over minutes); a limit at its
+                    // value at start with a tiny deadband makes it cross on
+                    // about every other poll.
                     let _ = write!(
                         limits,
-                        "[[limits]]\npoint = \"P{d}_0\"\nh = {{H{d}}}\ndeadband = 0.0001\n"
+                        "[[limits]]\npoint = \"P{d}_2\"\nh = {{H{d}}}\ndeadband = 0.0001\n"
                     );
                 }
             }
@@ -225,7 +236,7 @@ fn fill_limits(text: &str, values: &BTreeMap<String, f64>) -> String {
         let tail = &rest[i + 2..];
         let end = tail.find('}').unwrap_or(0);
         let d = &tail[..end];
-        let v = values.get(&format!("P{d}_0")).copied().unwrap_or(0.0);
+        let v = values.get(&format!("P{d}_2")).copied().unwrap_or(0.0);
         let _ = write!(out, "{v:?}");
         rest = &tail[end + 1..];
     }
@@ -910,8 +921,8 @@ fn start_mosquitto() -> anyhow::Result<Mosquitto> {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
-    if a.devices == 0 || a.points == 0 || a.units_per_endpoint == 0 {
-        bail!("--devices, --points and --units-per-endpoint must be at least 1");
+    if a.devices == 0 || a.points < 2 || a.units_per_endpoint == 0 {
+        bail!("--devices and --units-per-endpoint must be at least 1, --points at least 2");
     }
     if a.points * point_regs(a.point_type) > 125 {
         bail!("--points x registers per point must fit one read of 125 registers");
