@@ -264,11 +264,11 @@ async fn start_sim(a: &Args) -> anyhow::Result<(Vec<SimHandle>, Vec<u16>)> {
             }
         }
         SimLayout::PerEndpoint => {
-            for e in 0..n {
+            for (e, port) in ports.iter_mut().enumerate() {
                 let text = fill_limits(&station_toml(a, &[e], &placeholder, ""), &BTreeMap::new());
                 let station = Station::from_config_str(&text, &opts)?;
                 let h = gaswatch_sim::serve(station, local).await?;
-                ports[e] = h.local_addr().port();
+                *port = h.local_addr().port();
                 handles.push(h);
             }
         }
