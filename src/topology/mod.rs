@@ -216,6 +216,10 @@ pub async fn run_reloadable(
     crate::telemetry::prom::install();
     let health = Arc::new(Health::default());
     let http_cancel = CancellationToken::new();
+    tokio::spawn(crate::telemetry::prom::upkeep(
+        Duration::from_secs(5),
+        http_cancel.clone(),
+    ));
     let mut http_task = None;
     if let Some(h) = &config.http {
         let addr = h
