@@ -183,6 +183,8 @@ impl Engine {
                     );
                 }
             }
+            // Delivery bookkeeping for the engine task; no data.
+            Input::Receipt(_) => {}
         }
     }
 

@@ -4,3 +4,4 @@
 pub mod file;
 pub mod influxdb;
 pub mod mqtt;
+pub mod sparkplug;

@@ -2,3 +2,4 @@
 //! to the engine over a bounded channel. One folder per protocol.
 
 pub mod modbus;
+pub mod mqtt;

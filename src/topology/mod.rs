@@ -9,10 +9,11 @@ pub mod route;
 use crate::buffer::{SharedSpool, Spool};
 use crate::config::Config;
 use crate::engine::{Engine, EnginePlan};
-use crate::model::{Input, Output, Timestamp};
+use crate::model::{Input, Output, Receipt, Timestamp};
 use crate::sinks::file::writer::FileSink;
 use crate::sinks::{influxdb, mqtt};
 use crate::sources::modbus;
+use crate::sources::mqtt as mqtt_source;
 use live::LiveState;
 use route::Router;
 use std::sync::{Arc, Mutex};
@@ -96,8 +97,49 @@ pub async fn run(
         None => None,
     };
 
+    // Sparkplug B edge node: fed the latest state after each output.
+    let edge = match &config.sinks.sparkplug {
+        Some(cfg) => {
+            let password = resolve(cfg.password.as_ref(), "sinks.sparkplug.password")?;
+            let state = crate::sinks::sparkplug::EdgeState::new(&plan);
+            sink_tasks.push(tokio::spawn(crate::sinks::sparkplug::run(
+                cfg.clone(),
+                Arc::clone(&plan),
+                Arc::clone(&state),
+                password,
+                sinks_cancel.clone(),
+            )));
+            Some(state)
+        }
+        None => None,
+    };
+
     let (tx, mut rx) = mpsc::channel::<Input>(CHANNEL_CAPACITY);
-    let source_tasks = modbus::poller::spawn(Arc::clone(&plan), tx, sources_cancel.clone());
+    let mut mqtt_passwords = Vec::new();
+    for src in &config.mqtt_sources {
+        let pw = src
+            .password
+            .as_ref()
+            .map(|s| s.resolve())
+            .transpose()
+            .map_err(|message| StartError::Secret {
+                key: "mqtt_sources.password",
+                message: format!("source {}: {message}", src.id),
+            })?;
+        mqtt_passwords.push(pw);
+    }
+    let mut source_tasks = mqtt_source::spawn(
+        Arc::clone(&plan),
+        &config.mqtt_sources,
+        mqtt_passwords,
+        tx.clone(),
+        sources_cancel.clone(),
+    );
+    source_tasks.extend(modbus::poller::spawn(
+        Arc::clone(&plan),
+        tx,
+        sources_cancel.clone(),
+    ));
     info!(
         station = %plan.station_id,
         devices = plan.devices.len(),
@@ -115,13 +157,21 @@ pub async fn run(
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let live = opts.live;
 
-    let emit = |out: &mut Output, router: &mut Router| {
+    // Returns whether the output is stored (MQTT receipts are confirmed only then).
+    let emit = |out: &mut Output, router: &mut Router| -> bool {
         if out.is_empty() {
-            return;
+            return true;
         }
-        if let Err(e) = router.route(out) {
-            metrics::counter!("gaswatch_route_errors_total").increment(1);
-            error!(error = %e, samples = out.samples.len(), alarms = out.alarms.len(), "Cannot store engine output; these results are lost.");
+        let stored = match router.route(out) {
+            Ok(()) => true,
+            Err(e) => {
+                metrics::counter!("gaswatch_route_errors_total").increment(1);
+                error!(error = %e, samples = out.samples.len(), alarms = out.alarms.len(), "Cannot store engine output; these results are lost.");
+                false
+            }
+        };
+        if let Some(edge) = &edge {
+            edge.offer(out);
         }
         if let Some(live) = &live
             && let Ok(mut l) = live.lock()
@@ -129,6 +179,23 @@ pub async fn run(
             l.update(out);
         }
         out.clear();
+        stored
+    };
+    // MQTT receipts seen in the current batch (see `Input::Receipt`).
+    let mut receipts: Vec<Receipt> = Vec::new();
+    let confirm = |stored: bool, receipts: &mut Vec<Receipt>, router: &mut Router| {
+        if receipts.is_empty() {
+            return;
+        }
+        // Durable before acknowledged: sync the spools, then PUBACK.
+        match router.flush() {
+            Ok(()) if stored => receipts.drain(..).for_each(Receipt::confirm),
+            Ok(()) => receipts.clear(),
+            Err(e) => {
+                error!(error = %e, "Cannot flush the spool to disk; MQTT messages stay unacknowledged.");
+                receipts.clear();
+            }
+        }
     };
 
     loop {
@@ -137,15 +204,16 @@ pub async fn run(
             () = cancel.cancelled() => break,
             input = rx.recv() => {
                 let Some(input) = input else { break };
-                engine.process(&input, &mut out);
+                take(&mut engine, input, &mut out, &mut receipts);
                 // Take what else is waiting so a burst is routed as one batch.
                 for _ in 0..256 {
                     match rx.try_recv() {
-                        Ok(input) => engine.process(&input, &mut out),
+                        Ok(input) => take(&mut engine, input, &mut out, &mut receipts),
                         Err(_) => break,
                     }
                 }
-                emit(&mut out, &mut router);
+                let stored = emit(&mut out, &mut router);
+                confirm(stored, &mut receipts, &mut router);
             }
             _ = tick.tick() => {
                 engine.tick(Timestamp::now(), &mut out);
@@ -165,9 +233,13 @@ pub async fn run(
         let _ = t.await;
     }
     while let Ok(input) = rx.try_recv() {
-        engine.process(&input, &mut out);
+        take(&mut engine, input, &mut out, &mut receipts);
     }
-    emit(&mut out, &mut router);
+    let stored = emit(&mut out, &mut router);
+    // The sources are stopped: these PUBACKs cannot go out; the broker
+    // redelivers those messages next time (duplicates overwrite).
+    receipts.clear();
+    let _ = stored;
     if let Err(e) = router.flush() {
         error!(error = %e, "Cannot flush the spool to disk at shutdown.");
     }
@@ -182,6 +254,14 @@ pub async fn run(
     }
     info!("gaswatch stopped.");
     Ok(())
+}
+
+/// Feeds one input to the engine, keeping receipts for the engine task.
+fn take(engine: &mut Engine, input: Input, out: &mut Output, receipts: &mut Vec<Receipt>) {
+    match input {
+        Input::Receipt(r) => receipts.push(r),
+        input => engine.process(&input, out),
+    }
 }
 
 fn resolve(
