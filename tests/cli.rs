@@ -20,7 +20,10 @@ fn check_accepts_the_example_station() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/city-gate.toml");
     let (code, out, err) = gaswatch(&["check", "-c", path]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("OK: station cg01 (city_gate), 3 devices, 9 points"), "{out}");
+    assert!(
+        out.contains("OK: station cg01 (city_gate), 3 devices, 9 points"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -65,7 +68,10 @@ h = 1.0
 fn check_of_a_missing_file_names_it_and_exits_2() {
     let (code, _out, err) = gaswatch(&["check", "-c", "/nonexistent/station.toml"]);
     assert_eq!(code, 2);
-    assert!(err.contains("/nonexistent/station.toml: cannot read the file"), "{err}");
+    assert!(
+        err.contains("/nonexistent/station.toml: cannot read the file"),
+        "{err}"
+    );
 }
 
 #[test]

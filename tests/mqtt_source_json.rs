@@ -115,40 +115,88 @@ async fn json_payloads_map_to_points_and_bad_ones_are_skipped() {
         let (c, p) = (client.clone(), probe(i));
         let d = dir.path().to_path_buf();
         async move {
-            let _ = c.publish("flow/logger8/gross", QoS::AtLeastOnce, false, p).await;
+            let _ = c
+                .publish("flow/logger8/gross", QoS::AtLeastOnce, false, p)
+                .await;
             tokio::time::sleep(Duration::from_millis(100)).await;
             lines(&d).iter().any(|l| l.contains("point=FT_L8"))
         }
     })
     .await;
-    assert!(ready, "the source never delivered; broker log:\n{}", broker.log());
+    assert!(
+        ready,
+        "the source never delivered; broker log:\n{}",
+        broker.log()
+    );
 
     let msgs: [(&str, String); 7] = [
         ("loggers/cg01/logger7/telemetry", "{not json".into()),
-        ("loggers/cg01/logger7/telemetry", r#"{"data": {"pressure": {"value": 1.0}}}"#.into()),
-        ("loggers/cg99/logger7/telemetry", format!(r#"{{"ts": {T0}, "data": {{}}}}"#)),
-        ("loggers/cg01/unknown/telemetry", format!(r#"{{"ts": {T0}}}"#)),
-        ("flow/logger8/gross", format!(r#"{{"ts": {T0}, "v": "lots"}}"#)),
+        (
+            "loggers/cg01/logger7/telemetry",
+            r#"{"data": {"pressure": {"value": 1.0}}}"#.into(),
+        ),
+        (
+            "loggers/cg99/logger7/telemetry",
+            format!(r#"{{"ts": {T0}, "data": {{}}}}"#),
+        ),
+        (
+            "loggers/cg01/unknown/telemetry",
+            format!(r#"{{"ts": {T0}}}"#),
+        ),
+        (
+            "flow/logger8/gross",
+            format!(r#"{{"ts": {T0}, "v": "lots"}}"#),
+        ),
         // One field missing: the other still arrives.
-        ("loggers/cg01/logger7/telemetry", format!(r#"{{"ts": {}, "data": {{"temps": [1.0, 21.5]}}}}"#, T0 + 1000)),
-        ("loggers/cg01/logger7/telemetry", format!(r#"{{"ts": {}, "data": {{"pressure": {{"value": 1.6}}, "temps": [0, 22.25]}}}}"#, T0 + 2000)),
+        (
+            "loggers/cg01/logger7/telemetry",
+            format!(
+                r#"{{"ts": {}, "data": {{"temps": [1.0, 21.5]}}}}"#,
+                T0 + 1000
+            ),
+        ),
+        (
+            "loggers/cg01/logger7/telemetry",
+            format!(
+                r#"{{"ts": {}, "data": {{"pressure": {{"value": 1.6}}, "temps": [0, 22.25]}}}}"#,
+                T0 + 2000
+            ),
+        ),
     ];
     for (topic, payload) in msgs {
-        client.publish(topic, QoS::AtLeastOnce, false, payload).await.expect("publish");
+        client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .expect("publish");
     }
     let want_ts = (T0 + 2000) * 1_000_000;
     let got = support::wait_until_async(Duration::from_secs(20), || {
         let d = dir.path().to_path_buf();
-        async move { lines(&d).iter().any(|l| l.contains("point=PT_L7") && l.ends_with(&want_ts.to_string())) }
+        async move {
+            lines(&d)
+                .iter()
+                .any(|l| l.contains("point=PT_L7") && l.ends_with(&want_ts.to_string()))
+        }
     })
     .await;
     let all = lines(dir.path());
     assert!(got, "last message not delivered: {all:#?}");
-    let l7: Vec<&String> = all.iter().filter(|l| l.contains("device=logger7")).collect();
+    let l7: Vec<&String> = all
+        .iter()
+        .filter(|l| l.contains("device=logger7"))
+        .collect();
     assert_eq!(l7.len(), 3, "exactly the good fields: {l7:#?}");
-    assert!(l7.iter().any(|l| l.contains("point=TT_L7") && l.contains("value=21.5") && l.ends_with(&((T0 + 1000) * 1_000_000).to_string())));
-    assert!(l7.iter().any(|l| l.contains("point=TT_L7") && l.contains("value=22.25")));
-    assert!(l7.iter().any(|l| l.contains("point=PT_L7") && l.contains("value=1600") && l.contains("unit=kPa") && l.contains("quality=\"good\"")));
+    assert!(l7.iter().any(|l| l.contains("point=TT_L7")
+        && l.contains("value=21.5")
+        && l.ends_with(&((T0 + 1000) * 1_000_000).to_string())));
+    assert!(
+        l7.iter()
+            .any(|l| l.contains("point=TT_L7") && l.contains("value=22.25"))
+    );
+    assert!(l7.iter().any(|l| l.contains("point=PT_L7")
+        && l.contains("value=1600")
+        && l.contains("unit=kPa")
+        && l.contains("quality=\"good\"")));
     assert!(!all.iter().any(|l| l.contains("lots")));
 
     cancel.cancel();
@@ -174,13 +222,19 @@ async fn a_broker_restart_loses_nothing() {
         let d = dir.path().to_path_buf();
         let p = format!(r#"{{"ts": {}, "v": -1}}"#, T0 - i);
         async move {
-            let _ = c.publish("flow/logger8/gross", QoS::AtLeastOnce, false, p).await;
+            let _ = c
+                .publish("flow/logger8/gross", QoS::AtLeastOnce, false, p)
+                .await;
             tokio::time::sleep(Duration::from_millis(100)).await;
             lines(&d).iter().any(|l| l.contains("point=FT_L8"))
         }
     })
     .await;
-    assert!(ready, "the source never delivered; broker log:\n{}", broker.log());
+    assert!(
+        ready,
+        "the source never delivered; broker log:\n{}",
+        broker.log()
+    );
 
     const N: i64 = 60;
     for k in 0..N {
@@ -189,14 +243,21 @@ async fn a_broker_restart_loses_nothing() {
             broker.start_again();
         }
         let p = format!(r#"{{"ts": {}, "v": {k}}}"#, T0 + k);
-        client.publish("flow/logger8/gross", QoS::AtLeastOnce, false, p).await.expect("queue");
+        client
+            .publish("flow/logger8/gross", QoS::AtLeastOnce, false, p)
+            .await
+            .expect("queue");
     }
     let want = |d: &Path| -> usize {
         let all = lines(d);
         (0..N)
             .filter(|k| {
                 let ts = ((T0 + k) * 1_000_000).to_string();
-                all.iter().any(|l| l.contains("point=FT_L8") && l.contains(&format!("value={k}")) && l.ends_with(&ts))
+                all.iter().any(|l| {
+                    l.contains("point=FT_L8")
+                        && l.contains(&format!("value={k}"))
+                        && l.ends_with(&ts)
+                })
             })
             .count()
     };
@@ -205,7 +266,12 @@ async fn a_broker_restart_loses_nothing() {
         async move { want(&d) == N as usize }
     })
     .await;
-    assert!(ok, "{} of {N} messages arrived; broker log:\n{}", want(dir.path()), broker.log());
+    assert!(
+        ok,
+        "{} of {N} messages arrived; broker log:\n{}",
+        want(dir.path()),
+        broker.log()
+    );
     cancel.cancel();
     daemon.await.expect("join").expect("daemon");
     task.abort();

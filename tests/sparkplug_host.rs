@@ -106,10 +106,19 @@ async fn births_data_gap_death_and_rebirth() {
 
     // The edge node: its will is the NDEATH with bdSeq 0.
     let t = |kind: &str, dev: &str| {
-        if dev.is_empty() { format!("spBv1.0/G/{kind}/rtu1") } else { format!("spBv1.0/G/{kind}/rtu1/{dev}") }
+        if dev.is_empty() {
+            format!("spBv1.0/G/{kind}/rtu1")
+        } else {
+            format!("spBv1.0/G/{kind}/rtu1/{dev}")
+        }
     };
     let mut o = MqttOptions::new("rtu1", "127.0.0.1", broker.port());
-    o.set_last_will(rumqttc::LastWill::new(t("NDEATH", ""), payload(None, vec![spb::bdseq_metric(0, 0)]), QoS::AtLeastOnce, false));
+    o.set_last_will(rumqttc::LastWill::new(
+        t("NDEATH", ""),
+        payload(None, vec![spb::bdseq_metric(0, 0)]),
+        QoS::AtLeastOnce,
+        false,
+    ));
     let (node, mut el) = AsyncClient::new(o, 100);
     let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel::<proto::Payload>();
     let sub = node.clone();
@@ -139,7 +148,10 @@ async fn births_data_gap_death_and_rebirth() {
 
     // 1. Data before any birth: gaswatch asks for a rebirth (retried until
     //    gaswatch's subscription is in place).
-    let early = payload(Some(1), vec![spb::double_metric(None, 1, 1.0, Quality::Good, ms(0))]);
+    let early = payload(
+        Some(1),
+        vec![spb::double_metric(None, 1, 1.0, Quality::Good, ms(0))],
+    );
     let asked = support::wait_until_async(Duration::from_secs(30), || {
         let (n, e) = (node.clone(), early.clone());
         let got = cmd_rx.try_recv().ok();
@@ -154,23 +166,62 @@ async fn births_data_gap_death_and_rebirth() {
     })
     .await;
     assert!(asked, "no rebirth request for data before birth");
-    assert!(!lines(dir.path()).iter().any(|l| l.contains("value=1,")), "data before birth was used");
+    assert!(
+        !lines(dir.path()).iter().any(|l| l.contains("value=1,")),
+        "data before birth was used"
+    );
 
     // 2. Births (aliases 1 and 7), then data by alias.
-    let birth = payload(Some(0), vec![
-        spb::bdseq_metric(0, ms(1)),
-        spb::double_metric(Some("Inlet/Pressure"), 1, 4000.0, Quality::Good, ms(1)),
-        spb::double_metric(Some("Other"), 2, 9.0, Quality::Good, ms(1)),
-    ]);
-    let dbirth = payload(Some(1), vec![spb::double_metric(Some("Flow"), 7, 100.0, Quality::Good, ms(2))]);
-    let ddata = payload(Some(2), vec![spb::double_metric(None, 7, 150.0, Quality::Uncertain, ms(3))]);
-    let ndata = payload(Some(3), vec![spb::double_metric(None, 1, 4100.0, Quality::Good, ms(4))]);
-    for (topic, p) in [(t("NBIRTH", ""), birth.clone()), (t("DBIRTH", "meter"), dbirth), (t("DDATA", "meter"), ddata), (t("NDATA", ""), ndata)] {
-        node.publish(topic, QoS::AtLeastOnce, false, p).await.expect("publish");
+    let birth = payload(
+        Some(0),
+        vec![
+            spb::bdseq_metric(0, ms(1)),
+            spb::double_metric(Some("Inlet/Pressure"), 1, 4000.0, Quality::Good, ms(1)),
+            spb::double_metric(Some("Other"), 2, 9.0, Quality::Good, ms(1)),
+        ],
+    );
+    let dbirth = payload(
+        Some(1),
+        vec![spb::double_metric(
+            Some("Flow"),
+            7,
+            100.0,
+            Quality::Good,
+            ms(2),
+        )],
+    );
+    let ddata = payload(
+        Some(2),
+        vec![spb::double_metric(
+            None,
+            7,
+            150.0,
+            Quality::Uncertain,
+            ms(3),
+        )],
+    );
+    let ndata = payload(
+        Some(3),
+        vec![spb::double_metric(None, 1, 4100.0, Quality::Good, ms(4))],
+    );
+    for (topic, p) in [
+        (t("NBIRTH", ""), birth.clone()),
+        (t("DBIRTH", "meter"), dbirth),
+        (t("DDATA", "meter"), ddata),
+        (t("NDATA", ""), ndata),
+    ] {
+        node.publish(topic, QoS::AtLeastOnce, false, p)
+            .await
+            .expect("publish");
     }
     // 3. A seq gap (5 after 3): not used, a rebirth is requested.
-    let gap = payload(Some(5), vec![spb::double_metric(None, 1, 9999.0, Quality::Good, ms(5))]);
-    node.publish(t("NDATA", ""), QoS::AtLeastOnce, false, gap).await.expect("publish");
+    let gap = payload(
+        Some(5),
+        vec![spb::double_metric(None, 1, 9999.0, Quality::Good, ms(5))],
+    );
+    node.publish(t("NDATA", ""), QoS::AtLeastOnce, false, gap)
+        .await
+        .expect("publish");
     let cmd = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
             let p = cmd_rx.recv().await.expect("node task alive");
@@ -183,38 +234,81 @@ async fn births_data_gap_death_and_rebirth() {
     .expect("rebirth request after the seq gap");
     assert!(is_rebirth(&cmd));
     // 4. Rebirth and fresh data; then the node dies.
-    let birth2 = payload(Some(0), vec![
-        spb::bdseq_metric(0, ms(6)),
-        spb::double_metric(Some("Inlet/Pressure"), 1, 4200.0, Quality::Good, ms(6)),
-    ]);
-    let ndata2 = payload(Some(1), vec![spb::double_metric(None, 1, 4300.0, Quality::Bad, ms(7))]);
-    node.publish(t("NBIRTH", ""), QoS::AtLeastOnce, false, birth2).await.expect("publish");
-    node.publish(t("NDATA", ""), QoS::AtLeastOnce, false, ndata2).await.expect("publish");
-    node.publish(t("NDEATH", ""), QoS::AtLeastOnce, false, payload(None, vec![spb::bdseq_metric(0, ms(8))])).await.expect("publish");
+    let birth2 = payload(
+        Some(0),
+        vec![
+            spb::bdseq_metric(0, ms(6)),
+            spb::double_metric(Some("Inlet/Pressure"), 1, 4200.0, Quality::Good, ms(6)),
+        ],
+    );
+    let ndata2 = payload(
+        Some(1),
+        vec![spb::double_metric(None, 1, 4300.0, Quality::Bad, ms(7))],
+    );
+    node.publish(t("NBIRTH", ""), QoS::AtLeastOnce, false, birth2)
+        .await
+        .expect("publish");
+    node.publish(t("NDATA", ""), QoS::AtLeastOnce, false, ndata2)
+        .await
+        .expect("publish");
+    node.publish(
+        t("NDEATH", ""),
+        QoS::AtLeastOnce,
+        false,
+        payload(None, vec![spb::bdseq_metric(0, ms(8))]),
+    )
+    .await
+    .expect("publish");
 
     let done = support::wait_until_async(Duration::from_secs(20), || {
         let d = dir.path().to_path_buf();
-        async move { lines(&d).iter().filter(|l| l.contains("quality=\"stale\"")).count() >= 2 }
+        async move {
+            lines(&d)
+                .iter()
+                .filter(|l| l.contains("quality=\"stale\""))
+                .count()
+                >= 2
+        }
     })
     .await;
     let all = lines(dir.path());
     assert!(done, "no STALE after NDEATH: {all:#?}");
     let has = |point: &str, what: &str, k: u64| {
         let ts = (ms(k) * 1_000_000).to_string();
-        all.iter().any(|l| l.contains(&format!("point={point},")) && l.contains(what) && l.ends_with(&ts))
+        all.iter()
+            .any(|l| l.contains(&format!("point={point},")) && l.contains(what) && l.ends_with(&ts))
     };
     assert!(has("PT_N1", "value=4000", 1), "{all:#?}");
     assert!(has("FT_N1", "value=100", 2), "{all:#?}");
-    assert!(has("FT_N1", "value=150,quality=\"uncertain\"", 3), "{all:#?}");
+    assert!(
+        has("FT_N1", "value=150,quality=\"uncertain\"", 3),
+        "{all:#?}"
+    );
     assert!(has("PT_N1", "value=4100", 4), "{all:#?}");
     assert!(has("PT_N1", "value=4200", 6), "{all:#?}");
     assert!(has("PT_N1", "quality=\"bad\"", 7), "{all:#?}");
-    assert!(!all.iter().any(|l| l.contains("value=9999")), "data after a seq gap was used");
-    assert!(!all.iter().any(|l| l.contains("value=9,")), "an unmapped metric was used");
-    let stale: Vec<_> = all.iter().filter(|l| l.contains("quality=\"stale\"")).collect();
-    assert!(stale.iter().any(|l| l.contains("point=PT_N1")) && stale.iter().any(|l| l.contains("point=FT_N1")), "{stale:#?}");
+    assert!(
+        !all.iter().any(|l| l.contains("value=9999")),
+        "data after a seq gap was used"
+    );
+    assert!(
+        !all.iter().any(|l| l.contains("value=9,")),
+        "an unmapped metric was used"
+    );
+    let stale: Vec<_> = all
+        .iter()
+        .filter(|l| l.contains("quality=\"stale\""))
+        .collect();
+    assert!(
+        stale.iter().any(|l| l.contains("point=PT_N1"))
+            && stale.iter().any(|l| l.contains("point=FT_N1")),
+        "{stale:#?}"
+    );
     // Marked by the NDEATH itself (no reason), not by the engine's timeout.
-    assert!(stale.iter().all(|l| !l.contains("no_recent_data")), "{stale:#?}");
+    assert!(
+        stale.iter().all(|l| !l.contains("no_recent_data")),
+        "{stale:#?}"
+    );
 
     cancel.cancel();
     daemon.await.expect("join").expect("daemon");

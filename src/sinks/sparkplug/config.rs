@@ -58,7 +58,10 @@ pub fn validate(c: &SparkplugConfig) -> Vec<Problem> {
     if bad_id(&c.group_id) {
         add(
             "sinks.sparkplug.group_id",
-            format!("expected a Sparkplug group id without '/', '+', '#', got {:?}", c.group_id),
+            format!(
+                "expected a Sparkplug group id without '/', '+', '#', got {:?}",
+                c.group_id
+            ),
         );
     }
     if let Some(n) = &c.edge_node_id

@@ -80,8 +80,7 @@ impl EdgeState {
         let mut changed = false;
         for s in &out.samples {
             if let Some(p) = g.points.get_mut(s.tag.0 as usize) {
-                let same_value =
-                    p.value == s.value || (p.value.is_nan() && s.value.is_nan());
+                let same_value = p.value == s.value || (p.value.is_nan() && s.value.is_nan());
                 if !(same_value && p.quality == s.quality) {
                     p.dirty = true;
                     changed = true;
@@ -332,14 +331,17 @@ pub async fn run(
                     Ok(cmd) => {
                         let rebirth = cmd.metrics.iter().any(|m| {
                             m.name.as_deref() == Some(spb::REBIRTH_METRIC)
-                                && m.value == Some(proto::payload::metric::Value::BooleanValue(true))
+                                && m.value
+                                    == Some(proto::payload::metric::Value::BooleanValue(true))
                         });
                         if rebirth {
                             info!(node = %node, "Sparkplug rebirth requested by a host.");
                             need_birth = true;
                         }
                     }
-                    Err(e) => warn!(topic = %p.topic, error = %e, "Sparkplug NCMD rejected: not a Sparkplug B payload."),
+                    Err(e) => {
+                        warn!(topic = %p.topic, error = %e, "Sparkplug NCMD rejected: not a Sparkplug B payload.")
+                    }
                 }
             }
             Ok(_) => {}
@@ -407,6 +409,9 @@ mod tests {
         assert_eq!(d.metrics[0].alias, Some(2));
         assert_eq!(d.seq, Some(1));
         st.offer(&out);
-        assert!(data(&plan, &st, 2, Timestamp(0)).is_none(), "unchanged: not sent");
+        assert!(
+            data(&plan, &st, 2, Timestamp(0)).is_none(),
+            "unchanged: not sent"
+        );
     }
 }

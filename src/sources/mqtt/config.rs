@@ -271,7 +271,8 @@ pub fn validate(sources: &[MqttSourceConfig]) -> Vec<Problem> {
                     if p.node.is_some() || p.metric.is_some() {
                         add(
                             format!("{pk}.metric"),
-                            "`node` and `metric` are only used with format = \"sparkplug_b\"".into(),
+                            "`node` and `metric` are only used with format = \"sparkplug_b\""
+                                .into(),
                         );
                     }
                 }

@@ -284,8 +284,10 @@ impl JsonMapper {
         let doc: Value = match serde_json::from_slice(payload) {
             Ok(v) => v,
             Err(e) => {
-                out.rejects
-                    .push(Reject::new(RejectReason::Malformed, format!("not JSON: {e}")));
+                out.rejects.push(Reject::new(
+                    RejectReason::Malformed,
+                    format!("not JSON: {e}"),
+                ));
                 return;
             }
         };
@@ -397,14 +399,26 @@ mod tests {
             format,
         };
         let want = Timestamp::from_secs(1_714_521_600);
-        assert_eq!(payload_time(&doc, &tc("/t", TimestampFormat::Rfc3339)), Ok(want));
-        assert_eq!(payload_time(&doc, &tc("/s", TimestampFormat::EpochS)), Ok(want));
+        assert_eq!(
+            payload_time(&doc, &tc("/t", TimestampFormat::Rfc3339)),
+            Ok(want)
+        );
+        assert_eq!(
+            payload_time(&doc, &tc("/s", TimestampFormat::EpochS)),
+            Ok(want)
+        );
         assert_eq!(
             payload_time(&doc, &tc("/f", TimestampFormat::EpochS)),
             Ok(Timestamp(want.0 + 500_000_000))
         );
-        assert_eq!(payload_time(&doc, &tc("/ms", TimestampFormat::EpochMs)), Ok(want));
-        assert_eq!(payload_time(&doc, &tc("/ns", TimestampFormat::EpochNs)), Ok(want));
+        assert_eq!(
+            payload_time(&doc, &tc("/ms", TimestampFormat::EpochMs)),
+            Ok(want)
+        );
+        assert_eq!(
+            payload_time(&doc, &tc("/ns", TimestampFormat::EpochNs)),
+            Ok(want)
+        );
         assert!(payload_time(&doc, &tc("/t", TimestampFormat::EpochS)).is_err());
         assert!(payload_time(&doc, &tc("/missing", TimestampFormat::EpochS)).is_err());
         assert!(payload_time(&doc, &tc("/s", TimestampFormat::Rfc3339)).is_err());

@@ -137,7 +137,10 @@ impl SparkplugHost {
             ));
             return None;
         };
-        if matches!(t.kind, MessageType::NCmd | MessageType::DCmd | MessageType::State) {
+        if matches!(
+            t.kind,
+            MessageType::NCmd | MessageType::DCmd | MessageType::State
+        ) {
             return None;
         }
         self.payload.clear();
@@ -372,5 +375,9 @@ fn stale(
 }
 
 fn ms_to_ts(ms: u64) -> Timestamp {
-    Timestamp(i64::try_from(ms).unwrap_or(i64::MAX).saturating_mul(1_000_000))
+    Timestamp(
+        i64::try_from(ms)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1_000_000),
+    )
 }

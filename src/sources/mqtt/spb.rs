@@ -212,7 +212,9 @@ pub fn double_metric(
         datatype: Some(datatype::DOUBLE),
         is_null: (!value.is_finite()).then_some(true),
         properties: Some(quality_properties(quality)),
-        value: value.is_finite().then_some(metric::Value::DoubleValue(value)),
+        value: value
+            .is_finite()
+            .then_some(metric::Value::DoubleValue(value)),
         ..Default::default()
     }
 }
@@ -256,7 +258,10 @@ mod tests {
     #[test]
     fn topics_parse_and_format() {
         let t = Topic::parse("spBv1.0/G/DDATA/n1/d1").unwrap();
-        assert_eq!((t.group, t.kind, t.node, t.device), ("G", MessageType::DData, "n1", "d1"));
+        assert_eq!(
+            (t.group, t.kind, t.node, t.device),
+            ("G", MessageType::DData, "n1", "d1")
+        );
         let t = Topic::parse("spBv1.0/G/NBIRTH/n1").unwrap();
         assert_eq!(t.device, "");
         assert!(Topic::parse("spBv1.0/G/XDATA/n1").is_none());
@@ -268,17 +273,43 @@ mod tests {
     #[test]
     fn signed_values_decode_from_either_encoding() {
         use metric::Value::IntValue;
-        assert_eq!(metric_number(datatype::INT8, Some(&IntValue(0xFF))), Some(-1.0));
-        assert_eq!(metric_number(datatype::INT8, Some(&IntValue(u32::MAX))), Some(-1.0));
-        assert_eq!(metric_number(datatype::INT16, Some(&IntValue(0xFFFE))), Some(-2.0));
-        assert_eq!(metric_number(datatype::INT32, Some(&IntValue(u32::MAX))), Some(-1.0));
-        assert_eq!(metric_number(datatype::UINT32, Some(&IntValue(u32::MAX))), Some(4294967295.0));
-        assert_eq!(metric_number(datatype::STRING, Some(&metric::Value::StringValue("x".into()))), None);
+        assert_eq!(
+            metric_number(datatype::INT8, Some(&IntValue(0xFF))),
+            Some(-1.0)
+        );
+        assert_eq!(
+            metric_number(datatype::INT8, Some(&IntValue(u32::MAX))),
+            Some(-1.0)
+        );
+        assert_eq!(
+            metric_number(datatype::INT16, Some(&IntValue(0xFFFE))),
+            Some(-2.0)
+        );
+        assert_eq!(
+            metric_number(datatype::INT32, Some(&IntValue(u32::MAX))),
+            Some(-1.0)
+        );
+        assert_eq!(
+            metric_number(datatype::UINT32, Some(&IntValue(u32::MAX))),
+            Some(4294967295.0)
+        );
+        assert_eq!(
+            metric_number(
+                datatype::STRING,
+                Some(&metric::Value::StringValue("x".into()))
+            ),
+            None
+        );
     }
 
     #[test]
     fn quality_round_trips() {
-        for q in [Quality::Good, Quality::Uncertain, Quality::Bad, Quality::Stale] {
+        for q in [
+            Quality::Good,
+            Quality::Uncertain,
+            Quality::Bad,
+            Quality::Stale,
+        ] {
             let m = double_metric(Some("x"), 1, 1.0, q, 0);
             assert_eq!(metric_quality(&m), q);
         }

@@ -79,8 +79,16 @@ fn json_fields_by_pointer_with_scale_and_payload_time() {
     assert_eq!(*ts, Timestamp::from_millis(1_700_000_000_000));
     assert_eq!(v[0], (TagId(0), 7.0, Quality::Good));
     assert_eq!(v[1].0, TagId(1));
-    assert!(v[1].1.is_nan() && v[1].2 == Quality::Bad, "null is bad, not zero");
-    m.map("p/d2/flow", br#"{"ts": 5, "value": true}"#, Timestamp(1), &mut out);
+    assert!(
+        v[1].1.is_nan() && v[1].2 == Quality::Bad,
+        "null is bad, not zero"
+    );
+    m.map(
+        "p/d2/flow",
+        br#"{"ts": 5, "value": true}"#,
+        Timestamp(1),
+        &mut out,
+    );
     assert_eq!(out.batches[0].1, vec![(TagId(2), 1.0, Quality::Good)]);
 }
 
@@ -93,8 +101,16 @@ fn json_rejects_say_why_and_keep_the_rest() {
         ("t/other/d1/json", b"{}", RejectReason::StationMismatch),
         ("t/cg01/d9/json", b"{}", RejectReason::UnmappedTopic),
         ("x/y", b"{}", RejectReason::UnmappedTopic),
-        ("t/cg01/d1/json", br#"{"v": {"a": 1}}"#, RejectReason::BadTimestamp),
-        ("p/d2/flow", br#"{"ts": 1, "value": "high"}"#, RejectReason::NotANumber),
+        (
+            "t/cg01/d1/json",
+            br#"{"v": {"a": 1}}"#,
+            RejectReason::BadTimestamp,
+        ),
+        (
+            "p/d2/flow",
+            br#"{"ts": 1, "value": "high"}"#,
+            RejectReason::NotANumber,
+        ),
     ];
     for (topic, payload, reason) in cases {
         m.map(topic, payload, Timestamp(0), &mut out);
@@ -103,7 +119,12 @@ fn json_rejects_say_why_and_keep_the_rest() {
         assert!(out.batches.is_empty());
     }
     // One missing field: the other is still delivered.
-    m.map("t/cg01/d1/json", br#"{"ts": 1, "v": {"a": 1}}"#, Timestamp(0), &mut out);
+    m.map(
+        "t/cg01/d1/json",
+        br#"{"ts": 1, "v": {"a": 1}}"#,
+        Timestamp(0),
+        &mut out,
+    );
     assert_eq!(out.rejects[0].reason, RejectReason::MissingField);
     assert_eq!(out.batches[0].1.len(), 1);
 }
@@ -135,7 +156,10 @@ fn sparkplug_birth_data_gap_death() {
     let mut out = Mapped::default();
     let t = Timestamp(0);
     // Data before birth: rejected, rebirth requested once.
-    let data = payload(Some(1), vec![spb::double_metric(None, 1, 5.0, Quality::Good, 1000)]);
+    let data = payload(
+        Some(1),
+        vec![spb::double_metric(None, 1, 5.0, Quality::Good, 1000)],
+    );
     assert_eq!(
         h.handle("spBv1.0/G/NDATA/n1", &data, t, &mut out),
         Some(HostAction::Rebirth { node: "n1".into() })
@@ -154,15 +178,33 @@ fn sparkplug_birth_data_gap_death() {
     assert_eq!(out.batches[0].1, vec![(TagId(0), 4.0, Quality::Good)]);
     let dbirth = payload(
         Some(1),
-        vec![spb::double_metric(Some("Flow"), 7, 1.5, Quality::Uncertain, 2000)],
+        vec![spb::double_metric(
+            Some("Flow"),
+            7,
+            1.5,
+            Quality::Uncertain,
+            2000,
+        )],
     );
     h.handle("spBv1.0/G/DBIRTH/n1/dev", &dbirth, t, &mut out);
-    assert_eq!(out.batches[0], (Timestamp::from_millis(2000), vec![(TagId(1), 15.0, Quality::Uncertain)]));
-    let ddata = payload(Some(2), vec![spb::double_metric(None, 7, 2.0, Quality::Good, 3000)]);
+    assert_eq!(
+        out.batches[0],
+        (
+            Timestamp::from_millis(2000),
+            vec![(TagId(1), 15.0, Quality::Uncertain)]
+        )
+    );
+    let ddata = payload(
+        Some(2),
+        vec![spb::double_metric(None, 7, 2.0, Quality::Good, 3000)],
+    );
     h.handle("spBv1.0/G/DDATA/n1/dev", &ddata, t, &mut out);
     assert_eq!(out.batches[0].1, vec![(TagId(1), 20.0, Quality::Good)]);
     // Seq gap (3 expected, 5 sent): rejected and a rebirth asked.
-    let gap = payload(Some(5), vec![spb::double_metric(None, 1, 9.0, Quality::Good, 4000)]);
+    let gap = payload(
+        Some(5),
+        vec![spb::double_metric(None, 1, 9.0, Quality::Good, 4000)],
+    );
     assert!(h.handle("spBv1.0/G/NDATA/n1", &gap, t, &mut out).is_some());
     assert!(out.batches.is_empty());
     // Rebirth, then an NDEATH of an old session is ignored, the right one stales.
@@ -185,7 +227,13 @@ fn sparkplug_birth_data_gap_death() {
 fn quiet_sparkplug_node_goes_stale_once() {
     let (_, mut h) = spb_host();
     let mut out = Mapped::default();
-    let birth = payload(Some(0), vec![spb::bdseq_metric(0, 0), spb::double_metric(Some("Pressure"), 1, 4.0, Quality::Good, 0)]);
+    let birth = payload(
+        Some(0),
+        vec![
+            spb::bdseq_metric(0, 0),
+            spb::double_metric(Some("Pressure"), 1, 4.0, Quality::Good, 0),
+        ],
+    );
     h.handle("spBv1.0/G/NBIRTH/n1", &birth, Timestamp(0), &mut out);
     h.tick(Timestamp::from_secs(5), &mut out);
     assert!(out.batches.is_empty());
