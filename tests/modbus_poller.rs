@@ -139,7 +139,7 @@ impl Collected {
                 Input::Registers { device: d, .. } | Input::ReadFailed { device: d, .. } => {
                     *d == DeviceId(device)
                 }
-                Input::Values { .. } => false,
+                Input::Values { .. } | Input::Receipt(_) => false,
             })
             .count()
     }

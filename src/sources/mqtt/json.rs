@@ -66,11 +66,14 @@ impl Reject {
     }
 }
 
+/// Values of one timestamp: `(tag, engineering value, quality)`.
+pub type Batch = (Timestamp, Vec<(TagId, f64, Quality)>);
+
 /// What one message produced.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Mapped {
     /// Values grouped by timestamp (one `Input::Values` each).
-    pub batches: Vec<(Timestamp, Vec<(TagId, f64, Quality)>)>,
+    pub batches: Vec<Batch>,
     /// Fields or whole payloads not used.
     pub rejects: Vec<Reject>,
 }

@@ -171,7 +171,7 @@ impl SparkplugHost {
                 node.born = true;
                 node.rebirth_asked_ns = None;
                 learn(&self.wanted, node, &t, &self.payload);
-                values(&self.wanted, node, &t, &self.payload, arrival, out);
+                values(node, &t, &self.payload, arrival, out);
                 None
             }
             MessageType::NDeath => {
@@ -217,7 +217,7 @@ impl SparkplugHost {
                         node.aliases.retain(|(d, _), _| d != t.device);
                         node.names.retain(|(d, _), _| d != t.device);
                         learn(&self.wanted, node, &t, &self.payload);
-                        values(&self.wanted, node, &t, &self.payload, arrival, out);
+                        values(node, &t, &self.payload, arrival, out);
                         None
                     }
                     MessageType::DDeath => {
@@ -226,7 +226,7 @@ impl SparkplugHost {
                         None
                     }
                     _ => {
-                        if values(&self.wanted, node, &t, &self.payload, arrival, out) {
+                        if values(node, &t, &self.payload, arrival, out) {
                             None
                         } else {
                             node.born = false;
@@ -299,14 +299,12 @@ fn learn(
 /// Maps the metrics of a BIRTH or DATA onto points. Returns false when a
 /// metric could not be resolved (unknown alias or name): a rebirth is due.
 fn values(
-    wanted: &HashMap<(String, String, String), PointMap>,
     node: &NodeState,
     t: &Topic<'_>,
     p: &proto::Payload,
     arrival: Timestamp,
     out: &mut Mapped,
 ) -> bool {
-    let _ = wanted;
     let mut resolved = true;
     let payload_ts = p.timestamp.map(ms_to_ts).unwrap_or(arrival);
     for m in &p.metrics {
