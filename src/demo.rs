@@ -137,6 +137,7 @@ pub fn demo_config(
             dir: args.data.clone(),
         }),
         influxdb: args.influx.as_ref().map(|url| InfluxConfig {
+            tls_ca_file: None,
             url: url.clone(),
             api: InfluxApi::V1,
             database: Some(args.influx_db.clone()),
@@ -155,6 +156,7 @@ pub fn demo_config(
             Some(url) => {
                 let (host, port) = parse_mqtt_url(url)?;
                 Some(MqttConfig {
+                    tls: None,
                     host,
                     port,
                     client_id: None,

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 #[derive(Parser)]
 #[command(
     name = "gaswatch",
-    version,
+    version = gaswatch_version(),
     about = "SCADA telemetry ingester for gas stations"
 )]
 struct Cli {
@@ -84,8 +84,9 @@ fn main() -> ExitCode {
             }
             runtime_main(async move {
                 let cancel = CancellationToken::new();
-                spawn_signal_handler(cancel.clone());
-                gaswatch::topology::run(c, Default::default(), cancel).await
+                gaswatch::topology::signals::spawn_shutdown_handler(cancel.clone());
+                let reloads = gaswatch::topology::signals::spawn_reload_on_sighup(config);
+                gaswatch::topology::run_reloadable(c, Default::default(), reloads, cancel).await
             })
         }
         Command::Demo(args) => {
@@ -118,29 +119,8 @@ where
     }
 }
 
-/// SIGINT and SIGTERM start a graceful drain.
-fn spawn_signal_handler(cancel: CancellationToken) {
-    tokio::spawn(async move {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            match signal(SignalKind::terminate()) {
-                Ok(mut term) => {
-                    tokio::select! {
-                        _ = tokio::signal::ctrl_c() => {}
-                        _ = term.recv() => {}
-                    }
-                }
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-        tracing::info!("Signal received: draining and stopping.");
-        cancel.cancel();
-    });
+/// `--version`: version, git commit, enabled features (fixed at build time).
+fn gaswatch_version() -> &'static str {
+    static V: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    V.get_or_init(gaswatch::telemetry::build::version_line)
 }

@@ -83,6 +83,7 @@ async fn every_polled_point_lands_in_a_real_influxdb_exactly_once() {
         dir: dir.path().join("files"),
     });
     c.sinks.influxdb = Some(InfluxConfig {
+        tls_ca_file: None,
         url: influx.url(),
         api: InfluxApi::V1,
         database: Some("gaswatch".into()),

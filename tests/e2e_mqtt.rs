@@ -48,6 +48,7 @@ async fn pressure_alarm_reaches_a_real_broker_subscriber() {
     lim.hh = Some(1900.0);
     c.sinks.file = None;
     c.sinks.mqtt = Some(MqttConfig {
+        tls: None,
         host: "127.0.0.1".into(),
         port: broker.port(),
         client_id: None,

@@ -54,6 +54,7 @@ fn sample(i: usize, ntags: usize) -> Sample {
 
 fn writer_config(server: &InfluxServer, spool_dir: &Path) -> WriterConfig {
     let cfg = InfluxConfig {
+        tls_ca_file: None,
         url: server.url(),
         api: InfluxApi::V1,
         database: Some(DB.into()),

@@ -132,6 +132,7 @@ fn writer_config(url: &str, dir: &Path) -> WriterConfig {
     let token_file = dir.join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token file");
     let cfg = InfluxConfig {
+        tls_ca_file: None,
         url: url.to_string(),
         api: InfluxApi::V2,
         database: None,

@@ -21,6 +21,7 @@ const STATION: &str = "cg01";
 
 fn config(port: u16) -> MqttConfig {
     MqttConfig {
+        tls: None,
         host: "127.0.0.1".to_string(),
         port,
         client_id: None,

@@ -8,7 +8,7 @@
 mod secret;
 mod validate;
 
-pub use secret::{Secret, SecretString};
+pub use secret::{Secret, SecretString, warn_if_exposed};
 
 use crate::buffer::config::SpoolConfig;
 use crate::sinks::file::config::FileSinkConfig;
@@ -49,6 +49,9 @@ pub struct Config {
     /// The durable spool in front of the remote sinks.
     #[serde(default)]
     pub spool: SpoolConfig,
+    /// The operator HTTP endpoint (`/health`, `/metrics`); absent: none.
+    #[serde(default)]
+    pub http: Option<crate::telemetry::config::HttpConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -72,6 +72,7 @@ impl Secret {
             };
         }
         if let Some(path) = &self.file {
+            warn_if_exposed("secret", path);
             return match std::fs::read_to_string(path) {
                 Ok(v) => {
                     let v = v.trim_end_matches(['\r', '\n']).to_string();
@@ -86,4 +87,27 @@ impl Secret {
         }
         Err("no `env` or `file` given".to_string())
     }
+}
+
+/// Logs a WARN when a file holding a secret or a private key can be read by
+/// its group or by others (`mode & 0o077`), so the operator can `chmod 600`
+/// it. Names the file and the mode, never the content.
+pub fn warn_if_exposed(key: &str, path: &std::path::Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    key,
+                    file = %path.display(),
+                    mode = format_args!("{mode:o}"),
+                    "A secret file is readable by group or others; restrict it with chmod 600."
+                );
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (key, path);
 }

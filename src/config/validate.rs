@@ -351,6 +351,34 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
             );
         }
         check_secret(&mut p, "sinks.mqtt.password", m.password.as_ref());
+        if let Some(t) = &m.tls
+            && t.client_cert_file.is_some() != t.client_key_file.is_some()
+        {
+            p.add(
+                "sinks.mqtt.tls",
+                "expected both client_cert_file and client_key_file for client certificate authentication, or neither",
+            );
+        }
+    }
+    if let Some(i) = &s.influxdb
+        && i.tls_ca_file.is_some()
+        && !i.url.starts_with("https://")
+    {
+        p.add(
+            "sinks.influxdb.tls_ca_file",
+            format!("applies only to an https:// URL, got {:?}", i.url),
+        );
+    }
+    if let Some(h) = &c.http
+        && h.listen.parse::<std::net::SocketAddr>().is_err()
+    {
+        p.add(
+            "http.listen",
+            format!(
+                "expected IP:port such as \"127.0.0.1:9810\", got {:?}",
+                h.listen
+            ),
+        );
     }
     if let Some(sp) = &s.sparkplug {
         for prob in crate::sinks::sparkplug::config::validate(sp) {

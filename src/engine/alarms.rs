@@ -33,6 +33,19 @@ impl AlarmStates {
         self.seq
     }
 
+    /// Sets the state of one alarm without an event (config reload: the
+    /// operator already saw the raise under the old config).
+    pub fn set_active(&mut self, alarm: u32, active: bool) {
+        if let Some(a) = self.active.get_mut(alarm as usize) {
+            *a = active;
+        }
+    }
+
+    /// Keeps sequence numbers increasing across a reload.
+    pub fn advance_seq(&mut self, at_least: u64) {
+        self.seq = self.seq.max(at_least);
+    }
+
     /// Evaluates one alarm against a good value; pushes an event on a transition.
     #[inline]
     pub fn evaluate(

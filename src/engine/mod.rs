@@ -101,6 +101,25 @@ impl Engine {
         self.alarms.seq()
     }
 
+    /// Config reload: takes over from `old` the state of every alarm whose
+    /// id (`<station>/<source>/<kind>`) exists in both plans, and its
+    /// sequence counter, so an active alarm is neither raised again nor
+    /// forgotten. Alarms new in this plan start normal; removed ones are
+    /// dropped. Returns the number of active alarms carried over.
+    pub fn carry_alarms_from(&mut self, old: &Engine) -> usize {
+        let mut carried = 0;
+        for (i, def) in self.plan.alarms.iter().enumerate() {
+            if let Some(j) = old.plan.alarms.iter().position(|d| d.id == def.id)
+                && old.alarms.is_active(j as u32)
+            {
+                self.alarms.set_active(i as u32, true);
+                carried += 1;
+            }
+        }
+        self.alarms.advance_seq(old.alarms.seq());
+        carried
+    }
+
     /// Processes one input, appending what it produced to `out`.
     pub fn process(&mut self, input: &Input, out: &mut Output) {
         match input {

@@ -255,3 +255,39 @@ fn same_inputs_give_same_outputs() {
     };
     assert_eq!(run(), run());
 }
+
+#[test]
+fn reload_carries_active_alarms_by_id_without_raising_them_again() {
+    let mut old = engine();
+    let mut out = Output::default();
+    poll(&mut old, S, regs(1000.0, 1760.0, 990.0), &mut out);
+    let raised: Vec<_> = out.alarms.iter().map(|a| (a.kind, a.action)).collect();
+    assert_eq!(
+        raised,
+        vec![
+            (AlarmKind::HighHigh, AlarmAction::Raise),
+            (AlarmKind::High, AlarmAction::Raise)
+        ]
+    );
+    let seq = old.alarm_seq();
+
+    // New config: HH removed, H kept (same id), a new L added.
+    let text = STATION.replace("hh = 1750.0", "l = 100.0");
+    let c = Config::from_str_named(&text, Path::new("new.toml")).expect("valid config");
+    let mut new = Engine::new(Arc::new(EnginePlan::compile(&c)), 0);
+    assert_eq!(new.carry_alarms_from(&old), 1);
+    assert_eq!(new.alarm_seq(), seq);
+
+    // Still high: no new event. Back to normal: one Clear with the next seq.
+    out.clear();
+    poll(&mut new, 2 * S, regs(1000.0, 1760.0, 990.0), &mut out);
+    assert!(out.alarms.is_empty(), "{:?}", out.alarms);
+    out.clear();
+    poll(&mut new, 3 * S, regs(1000.0, 1500.0, 990.0), &mut out);
+    let ev: Vec<_> = out
+        .alarms
+        .iter()
+        .map(|a| (a.kind, a.action, a.seq))
+        .collect();
+    assert_eq!(ev, vec![(AlarmKind::High, AlarmAction::Clear, seq + 1)]);
+}

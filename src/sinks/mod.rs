@@ -5,3 +5,4 @@ pub mod file;
 pub mod influxdb;
 pub mod mqtt;
 pub mod sparkplug;
+pub mod tls;

@@ -1,5 +1,13 @@
-//! Logging setup: human-readable text by default, JSON lines on request.
-//! Logs go to stderr, or to a file when a terminal view owns the screen.
+//! The daemon watching itself: logging setup (human-readable text by
+//! default, JSON lines on request; stderr, or a file when a terminal view
+//! owns the screen), the Prometheus recorder (`prom`), the `/health` state
+//! (`health`), the read-only HTTP endpoint (`http`) and build facts (`build`).
+
+pub mod build;
+pub mod config;
+pub mod health;
+pub mod http;
+pub mod prom;
 
 use std::path::Path;
 use tracing_subscriber::EnvFilter;

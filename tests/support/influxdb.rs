@@ -68,7 +68,11 @@ bind-address = "127.0.0.1:{rpc_port}"
             bin,
             http_port,
             child: None,
-            client: reqwest::Client::new(),
+            client: {
+                // reqwest is built without a default TLS provider (DEPENDENCIES.md).
+                gaswatch::sinks::tls::ensure_crypto_provider();
+                reqwest::Client::new()
+            },
         };
         s.start().await;
         s

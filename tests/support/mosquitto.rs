@@ -20,6 +20,9 @@ pub struct MosquittoOptions {
     pub users: Vec<(String, String)>,
     /// Text of an ACL file (`user NAME` / `topic readwrite T` lines).
     pub acl: Option<String>,
+    /// Extra config lines appended at the end (e.g. a second `listener` with
+    /// `cafile`/`certfile`/`keyfile` for TLS tests).
+    pub extra: String,
 }
 
 /// A running (or stopped) mosquitto.
@@ -79,6 +82,7 @@ impl Mosquitto {
             std::fs::write(&path, acl).expect("write acl");
             conf.push_str(&format!("acl_file {}\n", path.display()));
         }
+        conf.push_str(&opts.extra);
         std::fs::write(d.join("mosquitto.conf"), conf).expect("write mosquitto.conf");
         let mut m = Mosquitto {
             dir,

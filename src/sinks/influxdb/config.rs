@@ -49,6 +49,10 @@ pub struct InfluxConfig {
     /// Time allowed for one HTTP request.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// https only: PEM file with a CA to trust in addition to the system
+    /// roots (a station or company CA).
+    #[serde(default)]
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 fn default_batch_size() -> usize {

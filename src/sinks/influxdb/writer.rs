@@ -59,6 +59,8 @@ pub enum InfluxError {
         field: &'static str,
         message: String,
     },
+    #[error(transparent)]
+    Tls(#[from] crate::sinks::tls::TlsError),
 }
 
 /// How requests authenticate.
@@ -101,6 +103,8 @@ pub struct WriterConfig {
     pub config_error_retry: Duration,
     /// Time allowed for the final delivery on shutdown.
     pub shutdown_grace: Duration,
+    /// Extra trusted CAs for https (`tls_ca_file`), on top of the system roots.
+    pub extra_roots: Vec<reqwest::Certificate>,
 }
 
 impl WriterConfig {
@@ -212,6 +216,10 @@ impl WriterConfig {
             backoff_max: Duration::from_secs(60),
             config_error_retry: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
+            extra_roots: match &cfg.tls_ca_file {
+                Some(path) => crate::sinks::tls::influx_ca(path)?,
+                None => Vec::new(),
+            },
         })
     }
 }
@@ -220,9 +228,11 @@ impl WriterConfig {
 /// what is in the spool within `shutdown_grace` and returns (the spool keeps
 /// the rest).
 pub async fn run(cfg: WriterConfig, spool: Arc<SharedSpool>, cancel: CancellationToken) {
+    crate::sinks::tls::ensure_crypto_provider();
     let client = match reqwest::Client::builder()
         .timeout(cfg.timeout)
         .connect_timeout(cfg.timeout)
+        .tls_certs_merge(cfg.extra_roots.iter().cloned())
         .build()
     {
         Ok(c) => c,
@@ -615,6 +625,7 @@ impl Writer {
                 };
                 metrics::counter!("gaswatch_influx_writes_total", "result" => "transport")
                     .increment(1);
+                crate::telemetry::health::set_sink_reachable(&self.sink, false);
                 return Post::Transient {
                     what,
                     retry_after: None,
@@ -624,6 +635,7 @@ impl Writer {
         let status = resp.status().as_u16();
         if resp.status().is_success() {
             metrics::counter!("gaswatch_influx_writes_total", "result" => "ok").increment(1);
+            crate::telemetry::health::set_sink_reachable(&self.sink, true);
             return Post::Accepted;
         }
         let retry_after = resp
@@ -649,6 +661,11 @@ impl Writer {
             ),
         };
         metrics::counter!("gaswatch_influx_writes_total", "result" => result).increment(1);
+        // The server answered: reachable, unless it refuses us (auth/config) or fails.
+        crate::telemetry::health::set_sink_reachable(
+            &self.sink,
+            matches!(post, Post::Rejected(_) | Post::TooLarge(_)),
+        );
         post
     }
 }

@@ -2,6 +2,7 @@
 
 use crate::config::Secret;
 use serde::Deserialize;
+use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -25,6 +26,22 @@ pub struct MqttConfig {
     /// MQTT keep-alive, e.g. "30s".
     #[serde(default = "default_keep_alive", with = "humantime_serde")]
     pub keep_alive: Duration,
+    /// TLS to the broker (usually port 8883); absent: plain TCP.
+    #[serde(default)]
+    pub tls: Option<MqttTlsConfig>,
+}
+
+/// `[sinks.mqtt.tls]`: server verification and optional client certificate.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MqttTlsConfig {
+    /// PEM file with the CA certificate(s) that signed the broker's
+    /// certificate; absent: the system's trusted roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) for client certificate authentication.
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM private key of the client certificate (keep it mode 0600).
+    pub client_key_file: Option<PathBuf>,
 }
 
 fn default_port() -> u16 {

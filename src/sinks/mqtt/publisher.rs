@@ -149,7 +149,20 @@ pub async fn run_with(
     spool: Arc<SharedSpool>,
     cancel: CancellationToken,
 ) {
-    let options = mqtt_options(&settings, &cfg, &station, password.as_ref());
+    let mut options = mqtt_options(&settings, &cfg, &station, password.as_ref());
+    if let Some(tls) = &cfg.tls {
+        match crate::sinks::tls::mqtt_client_config(tls) {
+            Ok(c) => {
+                options.set_transport(rumqttc::Transport::tls_with_config(
+                    rumqttc::TlsConfiguration::Rustls(c),
+                ));
+            }
+            Err(error) => {
+                tracing::error!(sink = spool.name(), broker = %format!("{}:{}", cfg.host, cfg.port), %error, "Cannot set up TLS; MQTT sink not running, data stays spooled.");
+                return;
+            }
+        }
+    }
     let (client, mut eventloop) = AsyncClient::new(options, usize::from(settings.inflight) + 8);
     let mut p = Publisher {
         topics: Topics::new(&cfg.topic_prefix, &station),
@@ -269,6 +282,7 @@ impl Publisher {
                 self.down_logged = false;
                 self.attempt = 0;
                 metrics::gauge!("gaswatch_mqtt_connected").set(1.0);
+                crate::telemetry::health::set_sink_reachable(self.spool.name(), true);
                 if self.ever_connected {
                     metrics::counter!("gaswatch_mqtt_reconnects_total").increment(1);
                 }
@@ -455,6 +469,7 @@ impl Publisher {
         let was_connected = self.connected;
         self.connected = false;
         metrics::gauge!("gaswatch_mqtt_connected").set(0.0);
+        crate::telemetry::health::set_sink_reachable(self.spool.name(), false);
         // Events rumqttc read before the error are still buffered (real
         // PUBACKs among them): settle them before forgetting the packet ids.
         let buffered: Vec<Event> = eventloop.state.events.drain(..).collect();
