@@ -26,6 +26,21 @@ fn append(c: &mut Criterion) {
             spool.ack(RecordClass::Telemetry, last).expect("ack");
         })
     });
+    // The CPU part alone: the same appends, no fsync (the difference to the
+    // bench above is the disk's fsync latency).
+    let dir3 = tempfile::tempdir().expect("tempdir");
+    let mut nosync = Spool::open(dir3.path(), &SpoolConfig::default()).expect("open");
+    g.bench_function("append_100B_x1000_no_sync", |b| {
+        b.iter(|| {
+            let mut last = 0;
+            for _ in 0..1000 {
+                last = nosync
+                    .append(RecordClass::Telemetry, &payload)
+                    .expect("append");
+            }
+            nosync.ack(RecordClass::Telemetry, last).expect("ack");
+        })
+    });
     // Sequential reads as the sink does them (cached reader position).
     let dir2 = tempfile::tempdir().expect("tempdir");
     let mut full = Spool::open(dir2.path(), &SpoolConfig::default()).expect("open");

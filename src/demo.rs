@@ -151,6 +151,7 @@ pub fn demo_config(
             flush_interval: Duration::from_secs(1),
             gzip: true,
             timeout: Duration::from_secs(10),
+            backfill_lines_per_s: 50_000,
         }),
         mqtt: match &args.mqtt {
             Some(url) => {

@@ -1,4 +1,4 @@
-//! The `gaswatch` command line: run | demo | check.
+//! The `gaswatch` command line: run | demo | check | probe.
 //! Exit codes: 0 success, 1 runtime failure, 2 configuration error.
 
 use clap::{Parser, Subcommand};
@@ -38,6 +38,8 @@ enum Command {
     },
     /// Simulated city-gate station and the daemon together, with a live view; no servers needed.
     Demo(gaswatch::demo::DemoArgs),
+    /// Read a register range once and list every plausible decoding (types x byte orders x base 0/1).
+    Probe(gaswatch::sources::modbus::probe::ProbeArgs),
 }
 
 fn main() -> ExitCode {
@@ -88,6 +90,9 @@ fn main() -> ExitCode {
                 let reloads = gaswatch::topology::signals::spawn_reload_on_sighup(config);
                 gaswatch::topology::run_reloadable(c, Default::default(), reloads, cancel).await
             })
+        }
+        Command::Probe(args) => {
+            runtime_main(async move { gaswatch::sources::modbus::probe::run(args).await })
         }
         Command::Demo(args) => {
             runtime_main(async move { gaswatch::demo::run(args, cli.log_format).await })

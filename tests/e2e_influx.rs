@@ -97,6 +97,7 @@ async fn every_polled_point_lands_in_a_real_influxdb_exactly_once() {
         flush_interval: Duration::from_millis(200),
         gzip: true,
         timeout: Duration::from_secs(5),
+        backfill_lines_per_s: 0,
     });
     c.spool.dir = dir.path().join("spool");
     let plan = gaswatch::engine::EnginePlan::compile(&c);

@@ -68,6 +68,7 @@ fn writer_config(server: &InfluxServer, spool_dir: &Path) -> WriterConfig {
         flush_interval: Duration::from_millis(50),
         gzip: true,
         timeout: Duration::from_secs(5),
+        backfill_lines_per_s: 0,
     };
     let mut w = WriterConfig::resolve(&cfg, spool_dir).expect("resolve");
     w.backoff_initial = Duration::from_millis(50);

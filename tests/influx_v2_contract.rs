@@ -149,6 +149,7 @@ fn writer_config(url: &str, dir: &Path) -> WriterConfig {
         flush_interval: Duration::from_millis(20),
         gzip: true,
         timeout: Duration::from_secs(5),
+        backfill_lines_per_s: 0,
     };
     let mut w = WriterConfig::resolve(&cfg, dir).expect("resolve");
     w.backoff_initial = Duration::from_millis(20);

@@ -71,7 +71,9 @@ fn plan(devices: &[Dev<'_>]) -> Arc<EnginePlan> {
     let mut text = String::from("[station]\nid = \"t01\"\nkind = \"city_gate\"\n");
     for d in devices {
         text.push_str(&format!(
-            "\n[[devices]]\nid = \"{}\"\nhost = \"127.0.0.1\"\nport = {}\nunit_id = {}\npoll_interval = \"{}ms\"\ntimeout = \"{}ms\"\n",
+            // Pausing a failing unit is off here: these tests watch the
+            // connection handling cycle by cycle (pausing: tests/modbus_sim.rs).
+            "\n[[devices]]\nid = \"{}\"\nhost = \"127.0.0.1\"\nport = {}\nunit_id = {}\npoll_interval = \"{}ms\"\ntimeout = \"{}ms\"\npause_after_failed_cycles = 0\n",
             d.id, d.port, d.unit, d.poll_ms, d.timeout_ms
         ));
         for (name, register, address, ty) in d.points {
@@ -136,10 +138,11 @@ impl Collected {
         self.snapshot()
             .iter()
             .filter(|(_, i)| match i {
-                Input::Registers { device: d, .. } | Input::ReadFailed { device: d, .. } => {
-                    *d == DeviceId(device)
-                }
-                Input::Values { .. } | Input::Receipt(_) => false,
+                Input::Registers { device: d, .. }
+                | Input::ReadFailed { device: d, .. }
+                | Input::RegistersPart { device: d, .. }
+                | Input::ReadFailedPart { device: d, .. } => *d == DeviceId(device),
+                Input::Values { .. } | Input::DevicePaused { .. } | Input::Receipt(_) => false,
             })
             .count()
     }

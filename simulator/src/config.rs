@@ -365,7 +365,7 @@ mod tests {
     #[test]
     fn rejects_bad_type_naming_the_key() {
         let e = err(&format!(
-            "{HEAD}[[devices.points]]\nname = \"A\"\nregister = \"holding\"\naddress = 0\ntype = \"f64\"\n"
+            "{HEAD}[[devices.points]]\nname = \"A\"\nregister = \"holding\"\naddress = 0\ntype = \"f16\"\n"
         ));
         assert!(e.contains("type"), "{e}");
         assert!(e.contains("f32"), "{e}");

@@ -8,9 +8,13 @@
 //! - integer types: raw is rounded half away from zero and saturated to the
 //!   type's range (NaN encodes as 0);
 //! - `f32`: raw is converted to `f32` (nearest) and sent as its IEEE-754 bits;
-//! - 32-bit values: `ABCD` sends the high word first (big-endian), `CDAB`
-//!   sends the low word first (word swap). Bytes inside a register are always
-//!   big-endian on the wire; that is the server's job, not this module's.
+//! - multi-register values: the value's big-endian bytes `A B C D ...` are
+//!   permuted by a fixed byte-index table per order (`ABCD` as is, `CDAB`
+//!   words reversed, `BADC` bytes swapped in each word, `DCBA` all bytes
+//!   reversed; the 64-bit tables extend the same patterns to 8 bytes), then
+//!   paired into registers. 16-bit values honour only the byte swap. Bytes
+//!   inside a register are always big-endian on the wire; that is the
+//!   server's job, not this module's.
 //!
 //! [`Encoded::engineering`] is the value a correct decoder recovers from the
 //! registers (raw * scale + offset), i.e. what was actually served.
@@ -31,6 +35,12 @@ pub enum DataType {
     I32,
     /// Two registers, IEEE-754 single precision.
     F32,
+    /// Four registers, unsigned.
+    U64,
+    /// Four registers, two's complement.
+    I64,
+    /// Four registers, IEEE-754 double precision.
+    F64,
 }
 
 impl DataType {
@@ -39,6 +49,7 @@ impl DataType {
         match self {
             Self::U16 | Self::I16 => 1,
             Self::U32 | Self::I32 | Self::F32 => 2,
+            Self::U64 | Self::I64 | Self::F64 => 4,
         }
     }
 }
@@ -53,12 +64,37 @@ pub enum WordOrder {
     /// Low word first (word swap).
     #[serde(rename = "CDAB")]
     Cdab,
+    /// Bytes swapped inside each word.
+    #[serde(rename = "BADC")]
+    Badc,
+    /// Little-endian.
+    #[serde(rename = "DCBA")]
+    Dcba,
+}
+
+impl WordOrder {
+    /// Index into the big-endian bytes of each wire byte position.
+    fn table(self, len: usize) -> &'static [usize] {
+        match (self, len) {
+            (Self::Abcd, 2) => &[0, 1],
+            (Self::Cdab, 2) => &[0, 1],
+            (Self::Badc | Self::Dcba, 2) => &[1, 0],
+            (Self::Abcd, 4) => &[0, 1, 2, 3],
+            (Self::Cdab, 4) => &[2, 3, 0, 1],
+            (Self::Badc, 4) => &[1, 0, 3, 2],
+            (Self::Dcba, 4) => &[3, 2, 1, 0],
+            (Self::Abcd, _) => &[0, 1, 2, 3, 4, 5, 6, 7],
+            (Self::Cdab, _) => &[6, 7, 4, 5, 2, 3, 0, 1],
+            (Self::Badc, _) => &[1, 0, 3, 2, 5, 4, 7, 6],
+            (Self::Dcba, _) => &[7, 6, 5, 4, 3, 2, 1, 0],
+        }
+    }
 }
 
 /// Registers for one point plus the engineering value they represent.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Encoded {
-    words: [u16; 2],
+    words: [u16; 4],
     len: u8,
     /// Engineering value a correct decoder recovers from `words()`.
     pub engineering: f64,
@@ -78,14 +114,19 @@ fn round_sat(raw: f64, min: f64, max: f64) -> f64 {
     raw.round().clamp(min, max)
 }
 
-fn split(v: u32, order: WordOrder) -> [u16; 2] {
-    // Truncating casts pick the halves of a 32-bit value on purpose.
-    let hi = (v >> 16) as u16;
-    let lo = (v & 0xFFFF) as u16;
-    match order {
-        WordOrder::Abcd => [hi, lo],
-        WordOrder::Cdab => [lo, hi],
+/// Permutes big-endian bytes `be` by the order's table and pairs them into
+/// registers.
+fn permute(be: &[u8], order: WordOrder) -> [u16; 4] {
+    let table = order.table(be.len());
+    let mut out = [0u16; 4];
+    for (i, w) in out.iter_mut().take(be.len() / 2).enumerate() {
+        *w = u16::from_be_bytes([be[table[2 * i]], be[table[2 * i + 1]]]);
     }
+    out
+}
+
+fn split(v: u32, order: WordOrder) -> [u16; 4] {
+    permute(&v.to_be_bytes(), order)
 }
 
 /// Encodes an engineering value for a point of type `ty`.
@@ -104,7 +145,7 @@ pub fn encode(
         DataType::U16 => {
             let r = round_sat(raw, 0.0, f64::from(u16::MAX));
             Encoded {
-                words: [r as u16, 0],
+                words: permute(&(r as u16).to_be_bytes(), order),
                 len: 1,
                 engineering: back(r),
             }
@@ -112,7 +153,7 @@ pub fn encode(
         DataType::I16 => {
             let r = round_sat(raw, f64::from(i16::MIN), f64::from(i16::MAX));
             Encoded {
-                words: [(r as i16) as u16, 0],
+                words: permute(&(r as i16).to_be_bytes(), order),
                 len: 1,
                 engineering: back(r),
             }
@@ -141,6 +182,28 @@ pub fn encode(
                 engineering: back(f64::from(f)),
             }
         }
+        DataType::U64 => {
+            // `as` saturates (NaN -> 0); the served value is what f64 can hold.
+            let r = raw.round().max(0.0) as u64;
+            Encoded {
+                words: permute(&r.to_be_bytes(), order),
+                len: 4,
+                engineering: back(r as f64),
+            }
+        }
+        DataType::I64 => {
+            let r = raw.round() as i64;
+            Encoded {
+                words: permute(&r.to_be_bytes(), order),
+                len: 4,
+                engineering: back(r as f64),
+            }
+        }
+        DataType::F64 => Encoded {
+            words: permute(&raw.to_be_bytes(), order),
+            len: 4,
+            engineering: back(raw),
+        },
     }
 }
 
@@ -218,6 +281,20 @@ mod tests {
         assert_eq!(w(305_419_896.0, I32, Abcd, 1.0, 0.0), [0x1234, 0x5678]);
         assert_eq!(w(305_419_896.0, I32, Cdab, 1.0, 0.0), [0x5678, 0x1234]);
         assert_eq!(w(-1e12, I32, Abcd, 1.0, 0.0), [0x8000, 0x0000]);
+    }
+
+    #[test]
+    fn all_four_orders_and_64_bit() {
+        // 1234.5f32 = 0x449A5000
+        assert_eq!(w(1234.5, F32, Badc, 1.0, 0.0), [0x9A44, 0x0050]);
+        assert_eq!(w(1234.5, F32, Dcba, 1.0, 0.0), [0x0050, 0x9A44]);
+        assert_eq!(w(1.0, F64, Abcd, 1.0, 0.0), [0x3FF0, 0, 0, 0]);
+        assert_eq!(w(1.0, F64, Cdab, 1.0, 0.0), [0, 0, 0, 0x3FF0]);
+        assert_eq!(w(1.0, F64, Badc, 1.0, 0.0), [0xF03F, 0, 0, 0]);
+        assert_eq!(w(1.0, F64, Dcba, 1.0, 0.0), [0, 0, 0, 0xF03F]);
+        assert_eq!(w(65538.0, U64, Abcd, 1.0, 0.0), [0, 0, 1, 2]);
+        assert_eq!(w(-1.0, I64, Abcd, 1.0, 0.0), [0xFFFF; 4]);
+        assert_eq!(w(1.0, U16, Badc, 1.0, 0.0), [0x0100]);
     }
 
     #[test]

@@ -315,7 +315,7 @@ async fn serve_all_gives_one_listener_per_endpoint() {
 
 #[tokio::test]
 async fn bad_config_is_an_error_not_a_panic() {
-    let bad = CITY_GATE.replacen("type = \"u16\"", "type = \"u64\"", 1);
+    let bad = CITY_GATE.replacen("type = \"u16\"", "type = \"u128\"", 1);
     let e = Station::from_config_str(&bad, &SimOptions::default()).expect_err("rejected");
     assert!(e.to_string().contains("type"), "{e}");
     let e = Station::from_config_str("not toml [", &SimOptions::default()).expect_err("rejected");

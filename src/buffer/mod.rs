@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
 pub use config::SpoolConfig;
-pub use spool::{MAX_RECORD_BYTES, Spool};
+pub use spool::{HEADER_BYTES, MAX_RECORD_BYTES, Spool};
 
 /// The class of a record; decides delivery order and drop policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -63,6 +63,15 @@ pub enum SpoolError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// The time span of the samples in a record, ns since the Unix epoch
+/// (inclusive). Stored in the record header so that a record dropped by the
+/// size cap can be reported with the hours it covered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeSpan {
+    pub first_ns: i64,
+    pub last_ns: i64,
 }
 
 /// Depth of one class's queue, for metrics and /health.

@@ -12,9 +12,16 @@
 //!
 //! - A segment is named after the id of its first record (20 decimal digits,
 //!   so names sort like ids) and holds records back to back:
-//!   `[len u32 LE][crc32 u32 LE][id u64 LE][payload: len bytes]`, where the
-//!   CRC (crc32fast, IEEE) covers the id bytes and the payload. Ids increase
-//!   by one per append within a class and keep increasing across restarts.
+//!   `[len u32 LE][crc32 u32 LE][id u64 LE][first_ns i64 LE][last_ns i64 LE][payload: len bytes]`
+//!   (a 32-byte header), where the CRC (crc32fast, IEEE) covers the 24
+//!   bytes from `id` to `last_ns` and the payload. Ids increase by one per
+//!   append within a class and keep increasing across restarts.
+//!   `first_ns..=last_ns` is the time span of the samples in the record
+//!   (ns since the Unix epoch; both 0 when the producer gave none): it is
+//!   what the size cap reports when it drops telemetry, so an operator knows
+//!   which hours are missing without reading the payloads. (The first
+//!   layout had a 16-byte header without the span; no release used it and
+//!   there is no format marker, so such a spool reads as torn.)
 //! - A segment is closed (and fsynced) once it reaches the segment size, which
 //!   is `max_bytes / 8` clamped to 4 KiB..=8 MiB; a new one starts with the next
 //!   record. After `open` appends always go to a new segment, so an existing
@@ -30,10 +37,14 @@
 //!
 //! # Durability
 //!
-//! `append` writes into a buffered writer; `sync` flushes it and fsyncs the
-//! open segment (and the directory after a new segment was created). The
-//! caller batches: the engine task calls `sync` every `flush_interval`. A
-//! crash loses at most the records appended since the last `sync`.
+//! `append` writes into a 64 KiB buffered writer; `sync` flushes it and
+//! fsyncs the open segment (and the directory after a new segment was
+//! created). The caller batches: the engine task calls `sync` every
+//! `flush_interval`, before it takes more input. A power loss loses at most
+//! the records appended since the last `sync`; a process crash (`kill -9`)
+//! loses at most the records still in the buffer, also appended since the
+//! last `sync` (what reached the kernel survives, at worst with a torn last
+//! record, which recovery truncates). `tests/crash_influx.rs` measures it.
 //!
 //! # Recovery (`open`)
 //!
@@ -47,14 +58,20 @@
 //!   logged at ERROR with the segment path and byte offset; the records around
 //!   it are delivered. (A flipped bit in a length field can make the rest of
 //!   that segment look torn; the format has no resynchronisation marker.)
+//!   The offsets found corrupt are remembered, so a later read skips the
+//!   record without counting it again; a record that goes bad after `open`
+//!   is counted and logged when it is read.
 //! - Segments with no valid record, or fully acknowledged, are deleted.
 //! - The next id is one past the highest id seen (or the watermark, if higher).
 //!
 //! # Size cap
 //!
 //! When the segments of all classes together exceed `max_bytes`, the oldest
-//! telemetry segments are deleted (ERROR with the id range and the number of
-//! unacknowledged records lost; `gaswatch_spool_dropped_records_total`).
+//! telemetry segments are deleted (ERROR with the id range, the time range of
+//! the samples (`first_time`, `last_time`, from the record headers) and the
+//! number of unacknowledged records lost;
+//! `gaswatch_spool_dropped_records_total`). The cap is checked on every
+//! append, so the spool exceeds it by at most one record.
 //! Alarm and balance records are never dropped: if only they are left the
 //! spool grows past the cap (WARN, once per episode).
 //!
@@ -67,14 +84,17 @@
 //! that goes backwards (a retry from the watermark) reopens the segment and
 //! skips forward. Every record read is CRC-checked again.
 
-use super::{ClassStats, Record, RecordClass, SpoolConfig, SpoolError};
+use super::{ClassStats, Record, RecordClass, SpoolConfig, SpoolError, TimeSpan};
+use crate::model::Timestamp;
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-/// Bytes before the payload: len, crc, id.
-const HEADER: u64 = 16;
+/// Bytes before the payload: len, crc, id, first_ns, last_ns.
+const HEADER: u64 = 32;
+/// Size of a record header on disk (for tests and capacity planning).
+pub const HEADER_BYTES: usize = HEADER as usize;
 /// Largest payload accepted; a larger length on disk is treated as corruption.
 pub const MAX_RECORD_BYTES: usize = 64 << 20;
 const SEGMENT_EXT: &str = "seg";
@@ -94,9 +114,10 @@ fn segment_name(first_id: u64) -> String {
     format!("{first_id:020}.{SEGMENT_EXT}")
 }
 
-fn crc_of(id: u64, payload: &[u8]) -> u32 {
+/// CRC of a frame: the header from `id` on, then the payload.
+fn crc_of(header_tail: &[u8], payload: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
-    h.update(&id.to_le_bytes());
+    h.update(header_tail);
     h.update(payload);
     h.finalize()
 }
@@ -111,6 +132,10 @@ struct Segment {
     /// Valid bytes (every complete, framed record; the reader never reads past).
     bytes: u64,
     path: PathBuf,
+    /// Time span of the records in it that carry one.
+    span: Option<TimeSpan>,
+    /// Byte offsets of records found corrupt (counted and logged once).
+    corrupt_at: Vec<u64>,
 }
 
 impl Segment {
@@ -127,31 +152,60 @@ struct Header {
     len: u32,
     crc: u32,
     id: u64,
+    span: Option<TimeSpan>,
+}
+
+fn le4(b: &[u8; HEADER as usize], at: usize) -> [u8; 4] {
+    let mut o = [0u8; 4];
+    o.copy_from_slice(&b[at..at + 4]);
+    o
+}
+
+fn le8(b: &[u8; HEADER as usize], at: usize) -> [u8; 8] {
+    let mut o = [0u8; 8];
+    o.copy_from_slice(&b[at..at + 8]);
+    o
 }
 
 fn parse_header(b: &[u8; HEADER as usize]) -> Header {
-    let [
-        l0,
-        l1,
-        l2,
-        l3,
-        c0,
-        c1,
-        c2,
-        c3,
-        i0,
-        i1,
-        i2,
-        i3,
-        i4,
-        i5,
-        i6,
-        i7,
-    ] = *b;
+    let first_ns = i64::from_le_bytes(le8(b, 16));
+    let last_ns = i64::from_le_bytes(le8(b, 24));
     Header {
-        len: u32::from_le_bytes([l0, l1, l2, l3]),
-        crc: u32::from_le_bytes([c0, c1, c2, c3]),
-        id: u64::from_le_bytes([i0, i1, i2, i3, i4, i5, i6, i7]),
+        len: u32::from_le_bytes(le4(b, 0)),
+        crc: u32::from_le_bytes(le4(b, 4)),
+        id: u64::from_le_bytes(le8(b, 8)),
+        span: (first_ns != 0 || last_ns != 0).then_some(TimeSpan { first_ns, last_ns }),
+    }
+}
+
+fn encode_header(
+    len: u32,
+    id: u64,
+    span: Option<TimeSpan>,
+    payload: &[u8],
+) -> [u8; HEADER as usize] {
+    let mut h = [0u8; HEADER as usize];
+    let span = span.unwrap_or(TimeSpan {
+        first_ns: 0,
+        last_ns: 0,
+    });
+    h[0..4].copy_from_slice(&len.to_le_bytes());
+    h[8..16].copy_from_slice(&id.to_le_bytes());
+    h[16..24].copy_from_slice(&span.first_ns.to_le_bytes());
+    h[24..32].copy_from_slice(&span.last_ns.to_le_bytes());
+    let crc = crc_of(&h[8..], payload);
+    h[4..8].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// The union of two optional spans.
+fn widen(a: Option<TimeSpan>, b: Option<TimeSpan>) -> Option<TimeSpan> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(TimeSpan {
+            first_ns: a.first_ns.min(b.first_ns),
+            last_ns: a.last_ns.max(b.last_ns),
+        }),
+        (a, b) => a.or(b),
     }
 }
 
@@ -169,6 +223,8 @@ struct Cursor {
 #[derive(Debug)]
 struct ClassLog {
     class: RecordClass,
+    /// The sink's name, for logs and metrics.
+    sink: String,
     dir: PathBuf,
     segments: VecDeque<Segment>,
     /// Writer on `segments.back()` while that segment is open for appends.
@@ -180,6 +236,8 @@ struct ClassLog {
     /// Bytes of all segments held.
     bytes: u64,
     dropped: u64,
+    /// Union of the time spans of the records dropped by the cap, since open.
+    dropped_span: Option<TimeSpan>,
     corrupt: u64,
     cursor: Option<Cursor>,
     scratch: Vec<u8>,
@@ -232,13 +290,34 @@ impl Spool {
         &self.dir
     }
 
-    /// Appends a record; it is durable after the next [`Spool::sync`].
-    /// Returns the record's id.
+    /// Appends a record with no time span; it is durable after the next
+    /// [`Spool::sync`]. Returns the record's id.
     pub fn append(&mut self, class: RecordClass, payload: &[u8]) -> Result<u64, SpoolError> {
+        self.append_spanning(class, payload, None)
+    }
+
+    /// Appends a record whose samples cover `span` (reported if the size cap
+    /// ever drops it); durable after the next [`Spool::sync`]. Returns the
+    /// record's id.
+    pub fn append_spanning(
+        &mut self,
+        class: RecordClass,
+        payload: &[u8],
+        span: Option<TimeSpan>,
+    ) -> Result<u64, SpoolError> {
         let log = &mut self.classes[idx(class)];
-        let id = log.append(payload, self.segment_bytes)?;
-        self.enforce_cap()?;
+        let id = log.append(payload, span, self.segment_bytes)?;
+        if self.total_bytes() > self.max_bytes {
+            self.enforce_cap()?;
+        } else {
+            self.over_cap = false;
+        }
         Ok(id)
+    }
+
+    /// The id the next append to `class` gets.
+    pub fn next_id(&self, class: RecordClass) -> u64 {
+        self.classes[idx(class)].next_id
     }
 
     /// Makes every appended record durable (fsync).
@@ -280,6 +359,12 @@ impl Spool {
         }
     }
 
+    /// The union of the time spans of the records of `class` dropped by the
+    /// size cap since open (`None` if none, or none carried a span).
+    pub fn dropped_span(&self, class: RecordClass) -> Option<TimeSpan> {
+        self.classes[idx(class)].dropped_span
+    }
+
     /// Records of `class` skipped because their CRC did not match, since open.
     pub fn corrupt_records(&self, class: RecordClass) -> u64 {
         self.classes[idx(class)].corrupt
@@ -303,6 +388,7 @@ impl Spool {
         }
         let t = &mut self.classes[idx(RecordClass::Telemetry)];
         let (mut lost, mut first_lost, mut last_lost) = (0u64, None, 0u64);
+        let mut span_lost = None;
         while total > self.max_bytes {
             let Some(front) = t.segments.front() else {
                 break;
@@ -312,12 +398,24 @@ impl Spool {
                 first_lost.get_or_insert(front.first_id.max(t.acked + 1));
                 last_lost = front.last_id;
                 lost += n;
+                span_lost = widen(span_lost, front.span);
             }
             total -= front.bytes;
             t.remove_front()?;
         }
         if lost > 0 {
             t.dropped += lost;
+            t.dropped_span = widen(t.dropped_span, span_lost);
+            let (first_time, last_time) = match span_lost {
+                // Nanoseconds: the bounds are exact sample timestamps.
+                Some(s) => (
+                    humantime::format_rfc3339_nanos(Timestamp(s.first_ns).to_system_time())
+                        .to_string(),
+                    humantime::format_rfc3339_nanos(Timestamp(s.last_ns).to_system_time())
+                        .to_string(),
+                ),
+                None => ("unknown".to_string(), "unknown".to_string()),
+            };
             metrics::counter!("gaswatch_spool_dropped_records_total", "sink" => self.sink.clone(), "class" => "telemetry")
                 .increment(lost);
             tracing::error!(
@@ -325,6 +423,8 @@ impl Spool {
                 class = "telemetry",
                 first_id = first_lost.unwrap_or(0),
                 last_id = last_lost,
+                %first_time,
+                %last_time,
                 records = lost,
                 max_bytes = self.max_bytes,
                 "Spool over its size cap: dropped the oldest telemetry."
@@ -351,7 +451,12 @@ impl Spool {
 enum Frame {
     /// A complete record; `crc_ok` tells whether it is intact. The payload is
     /// in the scratch buffer.
-    Record { id: u64, len: u64, crc_ok: bool },
+    Record {
+        id: u64,
+        len: u64,
+        crc_ok: bool,
+        span: Option<TimeSpan>,
+    },
     /// A partial or implausible record: the rest of the segment is unusable.
     Torn,
     /// No bytes left.
@@ -391,13 +496,16 @@ fn read_frame(r: &mut impl Read, remaining: u64, scratch: &mut Vec<u8>) -> io::R
     Ok(Frame::Record {
         id: h.id,
         len: HEADER + len,
-        crc_ok: crc_of(h.id, scratch) == h.crc,
+        crc_ok: crc_of(&hb[8..], scratch) == h.crc,
+        span: h.span,
     })
 }
 
 /// The result of scanning one segment on open.
 struct Scan {
     last_id: u64,
+    span: Option<TimeSpan>,
+    corrupt_at: Vec<u64>,
     records: u64,
     valid_bytes: u64,
     file_bytes: u64,
@@ -428,6 +536,7 @@ impl ClassLog {
         files.sort();
         let mut log = ClassLog {
             class,
+            sink: sink.to_string(),
             dir,
             segments: VecDeque::new(),
             writer: None,
@@ -437,6 +546,7 @@ impl ClassLog {
             acked,
             bytes: 0,
             dropped: 0,
+            dropped_span: None,
             corrupt: 0,
             cursor: None,
             scratch: Vec::new(),
@@ -474,6 +584,8 @@ impl ClassLog {
                 last_id: scan.last_id,
                 bytes: scan.valid_bytes,
                 path,
+                span: scan.span,
+                corrupt_at: scan.corrupt_at,
             });
         }
         log.next_id = highest + 1;
@@ -485,15 +597,23 @@ impl ClassLog {
         let file_bytes = file.metadata().map_err(io_err(path))?.len();
         let mut r = BufReader::with_capacity(64 << 10, file);
         let mut pos = 0;
-        let (mut last_id, mut records) = (0, 0);
+        let (mut last_id, mut records, mut span) = (0, 0, None);
+        let mut corrupt_at = Vec::new();
         loop {
             match read_frame(&mut r, file_bytes - pos, &mut self.scratch).map_err(io_err(path))? {
                 Frame::End | Frame::Torn => break,
-                Frame::Record { id, len, crc_ok } => {
+                Frame::Record {
+                    id,
+                    len,
+                    crc_ok,
+                    span: rec_span,
+                } => {
                     if crc_ok {
                         last_id = last_id.max(id);
                         records += 1;
+                        span = widen(span, rec_span);
                     } else {
+                        corrupt_at.push(pos);
                         self.corrupt += 1;
                         metrics::counter!("gaswatch_spool_corrupt_records_total", "sink" => sink.to_string(), "class" => self.class.as_str())
                             .increment(1);
@@ -506,13 +626,20 @@ impl ClassLog {
         }
         Ok(Scan {
             last_id,
+            span,
+            corrupt_at,
             records,
             valid_bytes: pos,
             file_bytes,
         })
     }
 
-    fn append(&mut self, payload: &[u8], segment_bytes: u64) -> Result<u64, SpoolError> {
+    fn append(
+        &mut self,
+        payload: &[u8],
+        span: Option<TimeSpan>,
+        segment_bytes: u64,
+    ) -> Result<u64, SpoolError> {
         let len = u32::try_from(payload.len())
             .ok()
             .filter(|&l| l as usize <= MAX_RECORD_BYTES)
@@ -535,10 +662,7 @@ impl ClassLog {
                 source: io::Error::other("no open segment"),
             });
         };
-        let mut header = [0u8; HEADER as usize];
-        header[0..4].copy_from_slice(&len.to_le_bytes());
-        header[4..8].copy_from_slice(&crc_of(id, payload).to_le_bytes());
-        header[8..16].copy_from_slice(&id.to_le_bytes());
+        let header = encode_header(len, id, span, payload);
         let res = w.write_all(&header).and_then(|()| w.write_all(payload));
         if let Err(e) = res {
             // The file may now hold part of this record: close it so the
@@ -549,6 +673,7 @@ impl ClassLog {
             return Err(io_err(&path)(e));
         }
         seg.last_id = id;
+        seg.span = widen(seg.span, span);
         seg.bytes += frame;
         self.bytes += frame;
         self.next_id += 1;
@@ -573,6 +698,8 @@ impl ClassLog {
             last_id: self.next_id.saturating_sub(1),
             bytes: 0,
             path,
+            span: None,
+            corrupt_at: Vec::new(),
         });
         Ok(())
     }
@@ -689,7 +816,9 @@ impl ClassLog {
                             format!("segment shorter than indexed at offset {frame_start}"),
                         )));
                     }
-                    Frame::Record { id, len, crc_ok } => {
+                    Frame::Record {
+                        id, len, crc_ok, ..
+                    } => {
                         let payload_len = self.scratch.len();
                         if id > after && crc_ok && n > 0 && bytes + payload_len > max_bytes {
                             // Leave it for the next read.
@@ -700,9 +829,14 @@ impl ClassLog {
                         }
                         cur.pos += len;
                         if !crc_ok {
-                            self.corrupt += 1;
-                            tracing::error!(class = self.class.as_str(), segment = %seg.path.display(), offset = frame_start,
-                                "Spool record failed its CRC check on read; skipped (lost).");
+                            // Found on open already: counted and logged then.
+                            if !seg.corrupt_at.contains(&frame_start) {
+                                self.corrupt += 1;
+                                metrics::counter!("gaswatch_spool_corrupt_records_total", "sink" => self.sink.clone(), "class" => self.class.as_str())
+                                    .increment(1);
+                                tracing::error!(sink = %self.sink, class = self.class.as_str(), segment = %seg.path.display(), offset = frame_start,
+                                    "Spool record failed its CRC check on read; skipped (lost).");
+                            }
                             continue;
                         }
                         cur.last = id;

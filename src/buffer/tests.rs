@@ -165,8 +165,8 @@ fn flipped_byte_skips_only_that_record() {
         .pop()
         .expect("segment");
     let mut bytes = fs::read(&seg).expect("read");
-    // Record 3 (index 2) starts at 2 * 26; flip a payload byte.
-    bytes[2 * 26 + 16 + 4] ^= 0x40;
+    // Record 3 (index 2) starts at 2 * (HEADER + 10); flip a payload byte.
+    bytes[2 * (HEADER_BYTES + 10) + HEADER_BYTES + 4] ^= 0x40;
     fs::write(&seg, &bytes).expect("write");
     let mut s = Spool::open(dir.path(), &cfg(1 << 20)).expect("reopen");
     assert_eq!(s.corrupt_records(RecordClass::Telemetry), 1);
@@ -185,14 +185,29 @@ fn cap_drops_oldest_telemetry_never_alarms() {
     let cap = 64 << 10; // 8 KiB segments
     let mut s = Spool::open(dir.path(), &cfg(cap)).expect("open");
     for _ in 0..100 {
-        s.append(RecordClass::Alarm, &[1u8; 184]).expect("append"); // 200 B framed
+        s.append(RecordClass::Alarm, &[1u8; 168]).expect("append"); // 200 B framed
     }
-    for _ in 0..1000 {
-        s.append(RecordClass::Telemetry, &[2u8; 184])
+    // Telemetry record i covers the second [i s, i s + 999 ms].
+    let sec = 1_000_000_000i64;
+    for i in 1..=1000i64 {
+        let span = TimeSpan {
+            first_ns: i * sec,
+            last_ns: i * sec + 999_000_000,
+        };
+        s.append_spanning(RecordClass::Telemetry, &[2u8; 168], Some(span))
             .expect("append");
     }
     let t = s.stats(RecordClass::Telemetry);
     assert!(t.dropped > 0);
+    // The dropped time range is exactly that of the dropped records.
+    let dropped = i64::try_from(t.dropped).expect("small");
+    assert_eq!(
+        s.dropped_span(RecordClass::Telemetry),
+        Some(TimeSpan {
+            first_ns: sec,
+            last_ns: dropped * sec + 999_000_000
+        })
+    );
     assert_eq!(s.stats(RecordClass::Alarm).records, 100);
     let total = s.stats(RecordClass::Alarm).bytes + t.bytes;
     assert!(total <= cap, "{total} > {cap}");
@@ -203,7 +218,7 @@ fn cap_drops_oldest_telemetry_never_alarms() {
     assert_eq!(tel.first().map(|r| r.id), Some(t.dropped + 1));
     // Alarms alone beyond the cap: never dropped, the spool grows.
     for _ in 0..400 {
-        s.append(RecordClass::Alarm, &[1u8; 184]).expect("append");
+        s.append(RecordClass::Alarm, &[1u8; 168]).expect("append");
     }
     assert_eq!(s.stats(RecordClass::Alarm).records, 500);
     assert_eq!(read_all(&mut s, RecordClass::Alarm).len(), 500);

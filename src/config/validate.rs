@@ -3,7 +3,7 @@
 
 use super::{Config, MeterRole, Problem, Secret};
 use crate::sinks::influxdb::config::InfluxApi;
-use crate::sources::modbus::{DataType, WordOrder};
+use crate::sources::modbus::{DataType, DeviceConfig, PointConfig, WordOrder};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -24,6 +24,71 @@ fn is_ident(s: &str) -> bool {
         && s.len() <= 64
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+}
+
+/// Modbus addressing and type rules of one point (see `sources/modbus/config.rs`).
+fn modbus_point(p: &mut Problems, pk: &str, d: &DeviceConfig, pt: &PointConfig) {
+    // An address_base above 1 is reported once, on the device key.
+    if d.address_base <= 1 && pt.address < u16::from(d.address_base) {
+        p.add(
+            format!("{pk}.address"),
+            format!(
+                "expected at least {} because the device numbers registers from address_base = {}",
+                d.address_base, d.address_base
+            ),
+        );
+    }
+    let bits = pt.register.is_bits();
+    if bits && pt.data_type != DataType::Bit {
+        p.add(
+            format!("{pk}.type"),
+            "coils and discrete inputs hold single bits: expected type = \"bit\"",
+        );
+    }
+    match (pt.data_type, pt.bit) {
+        (DataType::Bit, None) if !bits => p.add(
+            format!("{pk}.bit"),
+            "a bit inside a holding or input register needs bit = 0..15",
+        ),
+        (DataType::Bit, Some(b)) if bits || b > 15 => p.add(
+            format!("{pk}.bit"),
+            "expected 0..15 for a bit inside a register; remove it for a coil or discrete input",
+        ),
+        (DataType::Bit, _) => {}
+        (_, Some(_)) => p.add(format!("{pk}.bit"), "applies only to type = \"bit\""),
+        (_, None) => {}
+    }
+    match (pt.data_type, pt.length) {
+        (DataType::String, Some(1..=125)) => {}
+        (DataType::String, _) => p.add(
+            format!("{pk}.length"),
+            "a string point needs length = 1..125 (registers, two ASCII characters each)",
+        ),
+        (_, Some(_)) => p.add(format!("{pk}.length"), "applies only to type = \"string\""),
+        (_, None) => {}
+    }
+    if d.enron && (pt.data_type.registers() == 4 || pt.data_type == DataType::String) {
+        p.add(
+            format!("{pk}.type"),
+            "Enron mode (enron = true) holds 16- and 32-bit values only; use a separate device entry without enron for 64-bit or string points",
+        );
+    }
+    if pt.data_type == DataType::String
+        && (pt.scale != 1.0 || pt.offset != 0.0 || pt.min.is_some() || pt.max.is_some())
+    {
+        p.add(
+            format!("{pk}.type"),
+            "a string point takes no scale, offset, min or max",
+        );
+    }
+    if let (Some(lo), Some(hi)) = (pt.raw_min, pt.raw_max)
+        && lo >= hi
+    {
+        p.add(
+            format!("{pk}.raw_min"),
+            format!("expected raw_min < raw_max, got raw_min {lo} and raw_max {hi}"),
+        );
+    }
 }
 
 pub(super) fn validate(c: &Config) -> Vec<Problem> {
@@ -84,6 +149,56 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
                 ),
             );
         }
+        if d.pause_after_failed_cycles > 0 && d.pause_for < Duration::from_millis(10) {
+            p.add(
+                format!("{dk}.pause_for"),
+                format!("expected at least 10ms, got {:?}", d.pause_for),
+            );
+        }
+        if d.config_error_retry < Duration::from_millis(10) {
+            p.add(
+                format!("{dk}.config_error_retry"),
+                format!("expected at least 10ms, got {:?}", d.config_error_retry),
+            );
+        }
+        let mut group_names = HashSet::new();
+        for (gi, g) in d.groups.iter().enumerate() {
+            let gk = format!("{dk}.groups[{gi}]");
+            if !group_names.insert(g.name.as_str()) {
+                p.add(
+                    format!("{gk}.name"),
+                    format!("group name {:?} is used twice", g.name),
+                );
+            }
+            let base = d.poll_interval.as_nanos().max(1);
+            if g.interval.as_nanos() < base || g.interval.as_nanos() % base != 0 {
+                p.add(
+                    format!("{gk}.interval"),
+                    format!(
+                        "expected a multiple of the device's poll_interval ({:?}), got {:?}",
+                        d.poll_interval, g.interval
+                    ),
+                );
+            }
+        }
+        for (pi, pt) in d.points.iter().enumerate() {
+            if let Some(g) = &pt.group
+                && !group_names.contains(g.as_str())
+            {
+                p.add(
+                    format!("{dk}.points[{pi}].group"),
+                    format!(
+                        "expected the name of one of this device's [[devices.groups]], got {g:?}"
+                    ),
+                );
+            }
+        }
+        if d.address_base > 1 {
+            p.add(
+                format!("{dk}.address_base"),
+                format!("expected 0 or 1, got {}", d.address_base),
+            );
+        }
         if d.points.is_empty() {
             p.add(
                 format!("{dk}.points"),
@@ -108,7 +223,8 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
             } else {
                 points.insert(pt.name.as_str(), pk.clone());
             }
-            let width = u32::from(pt.data_type.registers());
+            let width = u32::from(pt.register_numbers(d.enron));
+            modbus_point(&mut p, &pk, d, pt);
             if u32::from(pt.address) + width > 65536 {
                 p.add(
                     format!("{pk}.address"),
@@ -124,11 +240,12 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
                     ),
                 );
             }
-            if pt.order == WordOrder::CDAB && matches!(pt.data_type, DataType::U16 | DataType::I16)
+            if matches!(pt.order, WordOrder::CDAB | WordOrder::DCBA)
+                && !pt.data_type.is_multi_word()
             {
                 p.add(
                     format!("{pk}.order"),
-                    "word order applies only to 32-bit types (u32, i32, f32); remove it for a 16-bit point",
+                    "word order applies only to 32-bit types and 64-bit types; a 16-bit point takes ABCD or BADC (byte swap)",
                 );
             }
             if !pt.scale.is_finite() || pt.scale == 0.0 {

@@ -22,7 +22,10 @@ pub mod plan;
 
 pub use plan::{AlarmDef, BlockPlan, DevicePlan, EnginePlan, PointDecoder, TagInfo};
 
-use crate::model::{Input, Output, Quality, Reason, Sample, TagId, Timestamp};
+use crate::model::{
+    BlockId, DeviceId, Input, Output, Quality, ReadError, Reason, Sample, TagId, Timestamp,
+};
+use crate::sources::modbus::DataType;
 use alarms::AlarmStates;
 use balance::Balance;
 use std::sync::Arc;
@@ -44,6 +47,10 @@ pub struct Engine {
     tags: Vec<TagState>,
     alarms: AlarmStates,
     balance: Option<Balance>,
+    /// Per tag: latest text of a string point (capacity reserved at start,
+    /// so decoding never allocates), its time and quality. Empty and
+    /// capacity 0 for numeric tags.
+    texts: Vec<(String, Timestamp, Quality)>,
 }
 
 impl Engine {
@@ -74,11 +81,29 @@ impl Engine {
             Balance::new(plan.balance_window_ns, plan.balance_min_coverage, &meters)
         });
         let alarms = AlarmStates::new(plan.alarms.len(), start_seq);
+        let mut texts: Vec<(String, Timestamp, Quality)> = plan
+            .tags
+            .iter()
+            .map(|_| (String::new(), Timestamp(i64::MIN), Quality::Stale))
+            .collect();
+        for d in plan
+            .devices
+            .iter()
+            .flat_map(|d| &d.blocks)
+            .flat_map(|b| &b.points)
+        {
+            if d.data_type == DataType::String
+                && let Some(t) = texts.get_mut(d.tag.0 as usize)
+            {
+                t.0 = String::with_capacity(usize::from(d.len) * 2);
+            }
+        }
         Engine {
             plan,
             tags,
             alarms,
             balance,
+            texts,
         }
     }
 
@@ -128,56 +153,42 @@ impl Engine {
                 block,
                 ts,
                 regs,
-            } => {
-                let plan = Arc::clone(&self.plan);
-                let Some(b) = plan.block(*device, *block) else {
-                    return;
-                };
-                let malformed = regs.len() != usize::from(b.count);
-                for d in &b.points {
-                    let (value, reason) = if malformed {
-                        (f64::NAN, Reason::Malformed)
-                    } else {
-                        decode::decode_point(regs, d)
-                    };
-                    let quality = if reason == Reason::None {
-                        Quality::Good
-                    } else {
-                        Quality::Bad
-                    };
-                    self.accept(
-                        Sample {
-                            tag: d.tag,
-                            value,
-                            quality,
-                            reason,
-                            ts: *ts,
-                        },
-                        out,
-                    );
-                }
-            }
+            } => self.registers(*device, *block, None, *ts, regs, out),
+            Input::RegistersPart {
+                device,
+                block,
+                first,
+                ts,
+                regs,
+            } => self.registers(*device, *block, Some(*first), *ts, regs, out),
             Input::ReadFailed {
                 device,
                 block,
                 ts,
                 error,
-            } => {
-                let plan = Arc::clone(&self.plan);
-                let Some(b) = plan.block(*device, *block) else {
-                    return;
-                };
-                for d in &b.points {
-                    self.accept(
-                        Sample {
-                            tag: d.tag,
-                            value: f64::NAN,
-                            quality: Quality::Bad,
-                            reason: error.reason(),
-                            ts: *ts,
-                        },
-                        out,
-                    );
+            } => self.failed(*device, *block, 0, u16::MAX, *ts, *error, out),
+            Input::ReadFailedPart {
+                device,
+                block,
+                first,
+                words,
+                ts,
+                error,
+            } => self.failed(*device, *block, *first, *words, *ts, *error, out),
+            Input::DevicePaused { device, ts } => {
+                for i in 0..self.tags.len() {
+                    if self.plan.tags[i].device == *device {
+                        self.accept(
+                            Sample {
+                                tag: TagId(i as u32),
+                                value: f64::NAN,
+                                quality: Quality::Stale,
+                                reason: Reason::DevicePaused,
+                                ts: *ts,
+                            },
+                            out,
+                        );
+                    }
                 }
             }
             Input::Values { ts, values } => {
@@ -205,6 +216,115 @@ impl Engine {
             // Delivery bookkeeping for the engine task; no data.
             Input::Receipt(_) => {}
         }
+    }
+
+    /// Decodes the points of a block answer. `first` is `None` for a whole
+    /// block (the answer must have exactly the block's words, else every
+    /// point is Malformed), or the word offset of a part answer (only points
+    /// wholly inside it are decoded).
+    fn registers(
+        &mut self,
+        device: DeviceId,
+        block: BlockId,
+        first: Option<u16>,
+        ts: Timestamp,
+        regs: &[u16],
+        out: &mut Output,
+    ) {
+        let plan = Arc::clone(&self.plan);
+        let Some(b) = plan.block(device, block) else {
+            return;
+        };
+        let base = usize::from(first.unwrap_or(0));
+        let malformed = first.is_none() && regs.len() != usize::from(b.words);
+        let end = base + regs.len();
+        for d in &b.points {
+            let off = usize::from(d.offset);
+            if off < base || off + usize::from(d.len) > end {
+                continue;
+            }
+            let words = &regs[off - base..];
+            if d.data_type == DataType::String {
+                let i = d.tag.0 as usize;
+                if let Some(t) = self.texts.get_mut(i) {
+                    let len = usize::from(d.len).min(words.len());
+                    let ok = !malformed && decode::decode_ascii(&words[..len], d.order, &mut t.0);
+                    t.1 = ts;
+                    t.2 = if ok { Quality::Good } else { Quality::Bad };
+                }
+                continue;
+            }
+            let (value, reason) = if malformed {
+                (f64::NAN, Reason::Malformed)
+            } else {
+                decode::decode_at(words, d)
+            };
+            let quality = if reason == Reason::None {
+                Quality::Good
+            } else {
+                Quality::Bad
+            };
+            self.accept(
+                Sample {
+                    tag: d.tag,
+                    value,
+                    quality,
+                    reason,
+                    ts,
+                },
+                out,
+            );
+        }
+    }
+
+    /// Marks BAD the points of a block overlapping words `first..first+words`.
+    #[allow(clippy::too_many_arguments)]
+    fn failed(
+        &mut self,
+        device: DeviceId,
+        block: BlockId,
+        first: u16,
+        words: u16,
+        ts: Timestamp,
+        error: ReadError,
+        out: &mut Output,
+    ) {
+        let plan = Arc::clone(&self.plan);
+        let Some(b) = plan.block(device, block) else {
+            return;
+        };
+        let (lo, hi) = (u32::from(first), u32::from(first) + u32::from(words));
+        for d in &b.points {
+            let (p_lo, p_hi) = (u32::from(d.offset), u32::from(d.offset) + u32::from(d.len));
+            if p_hi <= lo || p_lo >= hi {
+                continue;
+            }
+            if d.data_type == DataType::String {
+                if let Some(t) = self.texts.get_mut(d.tag.0 as usize) {
+                    t.1 = ts;
+                    t.2 = Quality::Bad;
+                }
+                continue;
+            }
+            self.accept(
+                Sample {
+                    tag: d.tag,
+                    value: f64::NAN,
+                    quality: Quality::Bad,
+                    reason: error.reason(),
+                    ts,
+                },
+                out,
+            );
+        }
+    }
+
+    /// Latest text of a string point, the time it was read and its quality
+    /// (`None` for numeric tags or before the first read). String points
+    /// never become numeric [`Sample`]s: `Sample` stays `Copy` and small.
+    pub fn text(&self, tag: TagId) -> Option<(&str, Timestamp, Quality)> {
+        let t = self.texts.get(tag.0 as usize)?;
+        (t.0.capacity() > 0 && t.1 != Timestamp(i64::MIN)).then_some((t.0.as_str(), t.1, t.2))
     }
 
     fn accept(&mut self, s: Sample, out: &mut Output) {

@@ -7,6 +7,13 @@
 //! reading across gaps of at most `max_gap` unused registers. A point never
 //! straddles two blocks, so a multi-register value is read in one request
 //! (no torn reads).
+//!
+//! Addresses are converted to wire addresses here (`address - address_base`).
+//! A block's `count` is what goes into the request (register numbers, or
+//! bits for coils and discrete inputs); `words` is how many 16-bit words the
+//! answer must hold (in Enron mode a 32-bit register number answers two
+//! words, so Enron 32-bit points never share a block with 16-bit ones).
+//! Point offsets are in words from the start of the answer.
 
 use crate::config::{Config, MeterRole};
 use crate::model::{BlockId, DeviceId, Priority, TagId};
@@ -20,8 +27,14 @@ pub struct BlockPlan {
     pub register: RegisterKind,
     /// First register address (0-based, on the wire).
     pub start: u16,
-    /// Number of registers (1..=125).
+    /// Number of registers, or bits for coils/discrete inputs, in the request.
     pub count: u16,
+    /// Number of words the answer holds (bits: one word per bit).
+    pub words: u16,
+    /// Read every `every` poll cycles (poll groups; 1 = every cycle) ...
+    pub every: u32,
+    /// ... in the cycles where `cycle % every == phase` (staggered).
+    pub phase: u32,
     /// Decoders of the points inside this block.
     pub points: Vec<PointDecoder>,
 }
@@ -30,14 +43,21 @@ pub struct BlockPlan {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PointDecoder {
     pub tag: TagId,
-    /// Register offset from the block start.
+    /// Word offset from the start of the block's answer.
     pub offset: u16,
     pub data_type: DataType,
     pub order: WordOrder,
+    /// Bit inside the register for `DataType::Bit` on a register table.
+    pub bit: u8,
+    /// Words the value occupies (strings: their length).
+    pub len: u16,
     pub scale: f64,
     pub add: f64,
     pub min: f64,
     pub max: f64,
+    /// Raw sanity range (before scale and offset).
+    pub raw_min: f64,
+    pub raw_max: f64,
 }
 
 /// A device as the poller and the engine see it.
@@ -50,6 +70,11 @@ pub struct DevicePlan {
     pub poll_interval: Duration,
     pub timeout: Duration,
     pub blocks: Vec<BlockPlan>,
+    /// Failed cycles in a row before the unit is paused (0: never).
+    pub pause_after_failed_cycles: u32,
+    pub pause_for: Duration,
+    /// Retry period of a request refused with exception 01/02/03.
+    pub config_error_retry: Duration,
 }
 
 /// Static facts about a tag.
@@ -109,11 +134,13 @@ impl EnginePlan {
         let mut devices = Vec::new();
         for (di, d) in config.devices.iter().enumerate() {
             let device = DeviceId(di as u32);
-            let stale_after_ns =
-                i64::try_from(d.poll_interval.as_nanos() * 3 / 2).unwrap_or(i64::MAX);
-            let mut decoders: Vec<(RegisterKind, u16, PointDecoder)> = Vec::new();
+            let mut decoders: Vec<Placed> = Vec::new();
             for pt in &d.points {
                 let tag = TagId(tags.len() as u32);
+                // 1.5 of the point's own read period (its poll group's).
+                let period =
+                    d.poll_interval.as_nanos() * u128::from(d.cycles_of(pt.group.as_deref()));
+                let stale_after_ns = i64::try_from(period * 3 / 2).unwrap_or(i64::MAX);
                 tags.push(TagInfo {
                     name: pt.name.clone(),
                     unit: pt.unit.clone(),
@@ -121,20 +148,29 @@ impl EnginePlan {
                     stale_after_ns,
                 });
                 by_name.insert(pt.name.clone(), tag);
-                decoders.push((
-                    pt.register,
-                    pt.address,
-                    PointDecoder {
+                let numbers = pt.register_numbers(d.enron);
+                let every = d.cycles_of(pt.group.as_deref());
+                decoders.push(Placed {
+                    every,
+                    kind: pt.register,
+                    address: pt.address.saturating_sub(u16::from(d.address_base)),
+                    numbers,
+                    words_per_number: pt.words() / numbers.max(1),
+                    dec: PointDecoder {
                         tag,
                         offset: 0,
                         data_type: pt.data_type,
                         order: pt.order,
+                        bit: pt.bit.unwrap_or(0),
+                        len: pt.words(),
                         scale: pt.scale,
                         add: pt.offset,
                         min: pt.min.unwrap_or(f64::NEG_INFINITY),
                         max: pt.max.unwrap_or(f64::INFINITY),
+                        raw_min: pt.raw_min.unwrap_or(f64::NEG_INFINITY),
+                        raw_max: pt.raw_max.unwrap_or(f64::INFINITY),
                     },
-                ));
+                });
             }
             let blocks = plan_blocks(decoders, d.max_registers_per_read.clamp(1, 125), d.max_gap);
             devices.push(DevicePlan {
@@ -145,6 +181,9 @@ impl EnginePlan {
                 poll_interval: d.poll_interval,
                 timeout: d.timeout,
                 blocks,
+                pause_after_failed_cycles: d.pause_after_failed_cycles,
+                pause_for: d.pause_for,
+                config_error_retry: d.config_error_retry,
             });
         }
 
@@ -167,6 +206,10 @@ impl EnginePlan {
                             poll_interval: pt.expected_interval,
                             timeout: Duration::ZERO,
                             blocks: Vec::new(),
+                            // Polling settings: unused without read blocks.
+                            pause_after_failed_cycles: 0,
+                            pause_for: Duration::ZERO,
+                            config_error_retry: Duration::ZERO,
                         });
                         devices.len() - 1
                     }
@@ -275,38 +318,82 @@ impl EnginePlan {
     }
 }
 
-/// Merges point decoders into read blocks (see the module docs).
-fn plan_blocks(
-    mut points: Vec<(RegisterKind, u16, PointDecoder)>,
-    max_regs: u16,
-    max_gap: u16,
-) -> Vec<BlockPlan> {
-    points.sort_by_key(|(kind, addr, _)| (*kind, *addr));
-    let mut blocks: Vec<BlockPlan> = Vec::new();
-    for (kind, addr, mut dec) in points {
-        let width = dec.data_type.registers();
-        let end = u32::from(addr) + u32::from(width);
-        if let Some(b) = blocks.last_mut() {
+/// A point placed on the wire, input of [`plan_blocks`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Placed {
+    pub kind: RegisterKind,
+    /// Wire address of the first register (or bit).
+    pub address: u16,
+    /// Register numbers (or bits) the point spans in a request.
+    pub numbers: u16,
+    /// Words answered per register number: 2 for Enron 32-bit, else 1.
+    pub words_per_number: u16,
+    /// Poll cycles between reads (poll group); points of different groups
+    /// never share a block.
+    pub every: u32,
+    pub dec: PointDecoder,
+}
+
+/// Most bits in one FC01/FC02 request (Modbus limit).
+const MAX_BITS: u16 = 2000;
+/// Most words in one FC03/FC04 answer (Modbus limit).
+const MAX_WORDS: u16 = 125;
+
+/// Merges points into read blocks (see the module docs).
+pub(crate) fn plan_blocks(mut points: Vec<Placed>, max_regs: u16, max_gap: u16) -> Vec<BlockPlan> {
+    points.sort_by_key(|p| (p.every, p.kind, p.words_per_number, p.address));
+    let mut blocks: Vec<(u16, BlockPlan)> = Vec::new();
+    for p in points {
+        let wpn = p.words_per_number.max(1);
+        let (max_count, max_words) = if p.kind.is_bits() {
+            (MAX_BITS, MAX_BITS)
+        } else {
+            (max_regs, MAX_WORDS)
+        };
+        let end = u32::from(p.address) + u32::from(p.numbers);
+        let mut dec = p.dec;
+        if let Some((b_wpn, b)) = blocks.last_mut() {
             let b_end = u32::from(b.start) + u32::from(b.count);
-            let fits = b.register == kind
-                && u32::from(addr) <= b_end + u32::from(max_gap)
-                && end - u32::from(b.start) <= u32::from(max_regs);
+            let new_count = end.saturating_sub(u32::from(b.start));
+            let fits = b.register == p.kind
+                && b.every == p.every
+                && *b_wpn == wpn
+                && u32::from(p.address) <= b_end + u32::from(max_gap)
+                && new_count <= u32::from(max_count)
+                && new_count * u32::from(wpn) <= u32::from(max_words);
             if fits {
-                dec.offset = addr - b.start;
-                b.count = b.count.max((end - u32::from(b.start)) as u16);
+                dec.offset = (p.address - b.start) * wpn;
+                b.count = b.count.max(new_count as u16);
+                b.words = b.count * wpn;
                 b.points.push(dec);
                 continue;
             }
         }
         dec.offset = 0;
-        blocks.push(BlockPlan {
-            register: kind,
-            start: addr,
-            count: width,
-            points: vec![dec],
-        });
+        blocks.push((
+            wpn,
+            BlockPlan {
+                register: p.kind,
+                start: p.address,
+                count: p.numbers,
+                words: p.numbers * wpn,
+                every: p.every.max(1),
+                phase: 0,
+                points: vec![dec],
+            },
+        ));
     }
+    // Stagger: the n-th block of a group reads in cycles n, n + every, ...
+    let mut seen: HashMap<u32, u32> = HashMap::new();
     blocks
+        .into_iter()
+        .map(|(_, mut b)| {
+            let n = seen.entry(b.every).or_insert(0);
+            b.phase = *n % b.every;
+            *n += 1;
+            b
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -319,20 +406,68 @@ mod tests {
             offset: 0,
             data_type: t,
             order: WordOrder::ABCD,
+            bit: 0,
+            len: t.registers(),
             scale: 1.0,
             add: 0.0,
             min: f64::NEG_INFINITY,
             max: f64::INFINITY,
+            raw_min: f64::NEG_INFINITY,
+            raw_max: f64::INFINITY,
         }
+    }
+
+    fn placed(kind: RegisterKind, address: u16, d: PointDecoder) -> Placed {
+        Placed {
+            kind,
+            address,
+            numbers: d.len,
+            words_per_number: 1,
+            every: 1,
+            dec: d,
+        }
+    }
+
+    #[test]
+    fn enron_registers_answer_two_words_and_never_mix_with_16_bit() {
+        let enron = |tag, addr| Placed {
+            kind: RegisterKind::Holding,
+            address: addr,
+            numbers: 1,
+            words_per_number: 2,
+            every: 1,
+            dec: dec(tag, DataType::F32),
+        };
+        let pts = vec![
+            enron(0, 7000),
+            enron(1, 7002),
+            placed(RegisterKind::Holding, 7001, dec(2, DataType::U16)),
+        ];
+        let b = plan_blocks(pts, 125, 8);
+        assert_eq!(b.len(), 2);
+        assert_eq!((b[0].start, b[0].count, b[0].words), (7001, 1, 1));
+        assert_eq!((b[1].start, b[1].count, b[1].words), (7000, 3, 6));
+        assert_eq!(b[1].points[1].offset, 4);
+    }
+
+    #[test]
+    fn bits_merge_up_to_2000_per_request() {
+        let pts: Vec<_> = (0..2100u16)
+            .map(|i| placed(RegisterKind::Coil, i, dec(u32::from(i), DataType::Bit)))
+            .collect();
+        let b = plan_blocks(pts, 10, 0);
+        assert_eq!(b.len(), 2);
+        assert_eq!((b[0].count, b[0].words), (2000, 2000));
+        assert_eq!(b[1].points[0].offset, 0);
     }
 
     #[test]
     fn merges_across_small_gaps_and_splits_by_kind_and_size() {
         let pts = vec![
-            (RegisterKind::Holding, 0, dec(0, DataType::F32)),
-            (RegisterKind::Holding, 4, dec(1, DataType::U16)),
-            (RegisterKind::Holding, 100, dec(2, DataType::F32)),
-            (RegisterKind::Input, 0, dec(3, DataType::U16)),
+            placed(RegisterKind::Holding, 0, dec(0, DataType::F32)),
+            placed(RegisterKind::Holding, 4, dec(1, DataType::U16)),
+            placed(RegisterKind::Holding, 100, dec(2, DataType::F32)),
+            placed(RegisterKind::Input, 0, dec(3, DataType::U16)),
         ];
         let b = plan_blocks(pts, 125, 8);
         assert_eq!(b.len(), 3);
@@ -346,7 +481,7 @@ mod tests {
     fn never_exceeds_max_registers_and_never_splits_a_value() {
         let pts: Vec<_> = (0..100u16)
             .map(|i| {
-                (
+                placed(
                     RegisterKind::Holding,
                     i * 2,
                     dec(u32::from(i), DataType::F32),

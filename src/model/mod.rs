@@ -69,6 +69,9 @@ pub enum Reason {
     OutOfRange,
     /// No good read for 1.5 poll periods.
     NoRecentData,
+    /// The device failed several poll cycles in a row and is paused for a
+    /// while, so it does not slow the other devices on its connection.
+    DevicePaused,
 }
 
 impl Reason {
@@ -91,6 +94,7 @@ impl Reason {
             Reason::NotFinite => "not_finite",
             Reason::OutOfRange => "out_of_range",
             Reason::NoRecentData => "no_recent_data",
+            Reason::DevicePaused => "device_paused",
         }
     }
 }
@@ -156,6 +160,30 @@ pub enum Input {
         ts: Timestamp,
         error: ReadError,
     },
+    /// Registers answered for PART of a read block: the poller split a block
+    /// whose full read failed with exception 02, to isolate the bad
+    /// register(s). `first` is the word offset of `regs[0]` from the block
+    /// start; the engine decodes only the points wholly inside.
+    RegistersPart {
+        device: DeviceId,
+        block: BlockId,
+        first: u16,
+        ts: Timestamp,
+        regs: Vec<u16>,
+    },
+    /// A part of a read block (`words` words from word offset `first`) failed;
+    /// the points overlapping it are BAD with the error's reason.
+    ReadFailedPart {
+        device: DeviceId,
+        block: BlockId,
+        first: u16,
+        words: u16,
+        ts: Timestamp,
+        error: ReadError,
+    },
+    /// The poller paused a failing device: every point of it turns STALE
+    /// with reason `device_paused` (no value, at `ts`).
+    DevicePaused { device: DeviceId, ts: Timestamp },
     /// Engineering values that arrived already decoded (MQTT, replay files).
     Values {
         ts: Timestamp,

@@ -258,14 +258,15 @@ impl DeviceTracker {
     /// failure means not; an exception reply still means connected.
     pub fn observe(&mut self, input: &Input) {
         match input {
-            Input::Registers { device, ts, .. } => {
+            Input::Registers { device, ts, .. } | Input::RegistersPart { device, ts, .. } => {
                 if let Some(d) = self.devices.get_mut(device.0 as usize) {
                     d.connected = Some(true);
                     d.last_good = Some(*ts);
                     d.last_error = None;
                 }
             }
-            Input::ReadFailed { device, error, .. } => {
+            Input::ReadFailed { device, error, .. }
+            | Input::ReadFailedPart { device, error, .. } => {
                 if let Some(d) = self.devices.get_mut(device.0 as usize) {
                     use crate::model::ReadError;
                     d.connected = Some(matches!(
@@ -278,6 +279,13 @@ impl DeviceTracker {
                         ReadError::Transport => "transport",
                         ReadError::Malformed => "malformed",
                     });
+                }
+            }
+            // A unit paused after repeated failures (Modbus poller).
+            Input::DevicePaused { device, .. } => {
+                if let Some(d) = self.devices.get_mut(device.0 as usize) {
+                    d.connected = Some(false);
+                    d.last_error = Some("paused");
                 }
             }
             Input::Values { .. } | Input::Receipt(_) => {}

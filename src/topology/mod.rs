@@ -286,6 +286,14 @@ pub async fn run_reloadable(
         tokio::select! {
             biased;
             () = cancel.cancelled() => break,
+            // Before inputs: a steady stream of inputs must never postpone
+            // the flush, which bounds what a crash can lose.
+            _ = flush.tick() => {
+                if let Err(e) = router.flush() {
+                    error!(error = %e, "Cannot flush the spool to disk.");
+                }
+                emitter.spool_gauges(&sinks);
+            }
             input = rx.recv() => {
                 let Some(input) = input else { break };
                 tracker.observe(&input);
@@ -307,12 +315,6 @@ pub async fn run_reloadable(
                 engine.tick(Timestamp::now(), &mut out);
                 emitter.emit(&mut out, &mut router, &engine);
                 health.update_devices(&tracker);
-            }
-            _ = flush.tick() => {
-                if let Err(e) = router.flush() {
-                    error!(error = %e, "Cannot flush the spool to disk.");
-                }
-                emitter.spool_gauges(&sinks);
             }
             Some(new) = reloads.recv() => {
                 if new == config {

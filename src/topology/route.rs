@@ -3,7 +3,7 @@
 //! (or the local files). Runs on the engine task, between `Engine::process`
 //! and the next input; it allocates only its reused buffers.
 
-use crate::buffer::{RecordClass, SharedSpool, SpoolError};
+use crate::buffer::{RecordClass, SharedSpool, SpoolError, TimeSpan};
 use crate::engine::EnginePlan;
 use crate::model::Output;
 use crate::sinks::file::writer::FileSink;
@@ -51,13 +51,18 @@ impl Router {
         let station = plan.station_id.as_str();
         if !out.samples.is_empty() && (self.influx.is_some() || self.file.is_some()) {
             self.lines.clear();
+            let (mut first_ns, mut last_ns) = (i64::MAX, i64::MIN);
             for s in &out.samples {
+                first_ns = first_ns.min(s.ts.0);
+                last_ns = last_ns.max(s.ts.0);
                 let tag = plan.tag_info(s.tag);
                 let device = &plan.device(tag.device).id;
                 influxdb::line::encode_sample(&mut self.lines, station, tag, device, s);
             }
             if let Some(sp) = &self.influx {
-                sp.lock().append(RecordClass::Telemetry, &self.lines)?;
+                let span = TimeSpan { first_ns, last_ns };
+                sp.lock()
+                    .append_spanning(RecordClass::Telemetry, &self.lines, Some(span))?;
             }
             if let Some(f) = &mut self.file {
                 f.write_telemetry(&self.lines)

@@ -49,6 +49,12 @@ pub struct InfluxConfig {
     /// Time allowed for one HTTP request.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// Most lines per second of telemetry backlog sent after an outage (or
+    /// left in the spool by a previous run), on top of live data, so the
+    /// backfill neither starves live data nor floods the database. 0 means
+    /// no limit.
+    #[serde(default = "default_backfill_lines_per_s")]
+    pub backfill_lines_per_s: u64,
     /// https only: PEM file with a CA to trust in addition to the system
     /// roots (a station or company CA).
     #[serde(default)]
@@ -66,4 +72,7 @@ fn default_true() -> bool {
 }
 fn default_timeout() -> Duration {
     Duration::from_secs(10)
+}
+fn default_backfill_lines_per_s() -> u64 {
+    50_000
 }

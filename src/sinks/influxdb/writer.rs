@@ -6,6 +6,16 @@
 //! - Order: alarms first, then balance results, then telemetry (each oldest
 //!   first). A batch holds up to `batch_size` lines; it is sent when full or
 //!   when its oldest line has waited `flush_interval`.
+//! - Backfill: when the writer starts with telemetry in the spool, or
+//!   recovers from failed writes, the telemetry backlog (every id below the
+//!   spool's next id at that moment, `live_from`) is sent at most
+//!   `backfill_lines_per_s` (a token bucket holding at most one batch), while
+//!   live telemetry (ids from `live_from` on) is read by its own cursor and
+//!   goes into every batch ahead of the backlog, so live data keeps flowing
+//!   and the database is not flooded. The watermark is one number per class,
+//!   so live records are acknowledged only when the backfill has caught up
+//!   with them; a crash before that sends them again (InfluxDB overwrites
+//!   identical points). Alarms and balance results are never rate-limited.
 //! - One batch in flight. Its records are acknowledged (per class, up to the
 //!   highest id in the batch) only when every line in it was accepted or
 //!   quarantined. A delivery interrupted by shutdown or a crash is repeated;
@@ -103,6 +113,8 @@ pub struct WriterConfig {
     pub config_error_retry: Duration,
     /// Time allowed for the final delivery on shutdown.
     pub shutdown_grace: Duration,
+    /// Most telemetry backlog lines per second after an outage; 0 = no limit.
+    pub backfill_lines_per_s: u64,
     /// Extra trusted CAs for https (`tls_ca_file`), on top of the system roots.
     pub extra_roots: Vec<reqwest::Certificate>,
 }
@@ -216,6 +228,7 @@ impl WriterConfig {
             backoff_max: Duration::from_secs(60),
             config_error_retry: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
+            backfill_lines_per_s: cfg.backfill_lines_per_s,
             extra_roots: match &cfg.tls_ca_file {
                 Some(path) => crate::sinks::tls::influx_ca(path)?,
                 None => Vec::new(),
@@ -244,6 +257,7 @@ pub async fn run(cfg: WriterConfig, spool: Arc<SharedSpool>, cancel: Cancellatio
     let grace = cfg.shutdown_grace;
     let mut w = Writer::new(cfg, spool, client);
     tracing::info!(sink = %w.sink, url = %w.cfg.write_url, "InfluxDB writer started.");
+    w.maybe_start_backfill();
     loop {
         tokio::select! {
             biased;
@@ -319,10 +333,59 @@ struct Writer {
     health: Health,
     backoff: Duration,
     failed_attempts: u64,
+    /// While `Some(l)`: telemetry ids below `l` are the backlog (read from
+    /// `read_after`, rate-limited, acknowledged per batch), ids from `l` on
+    /// are live (read from `live_after`, acknowledged when the backlog is done).
+    live_from: Option<u64>,
+    live_after: u64,
+    backfill: TokenBucket,
+}
+
+/// A token bucket in lines: `rate` per second, at most `burst` held. Pure
+/// (the caller passes the time), so it is unit-tested without a clock.
+#[derive(Debug, Clone)]
+struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+    /// Set for the shutdown drain: no limit.
+    unlimited: bool,
+}
+
+impl TokenBucket {
+    fn new(lines_per_s: u64, burst: usize, now: Instant) -> TokenBucket {
+        TokenBucket {
+            rate: lines_per_s as f64,
+            burst: burst as f64,
+            tokens: 0.0,
+            at: now,
+            unlimited: lines_per_s == 0,
+        }
+    }
+
+    /// Lines that may be sent now.
+    fn available(&mut self, now: Instant) -> f64 {
+        if self.unlimited {
+            return f64::INFINITY;
+        }
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
+        self.tokens
+    }
+
+    /// Takes `lines` (may go into debt by the last record's lines).
+    fn take(&mut self, lines: usize) {
+        if !self.unlimited {
+            self.tokens -= lines as f64;
+        }
+    }
 }
 
 impl Writer {
     fn new(cfg: WriterConfig, spool: Arc<SharedSpool>, client: reqwest::Client) -> Writer {
+        let (cfg_backfill_rate, cfg_batch_size) = (cfg.backfill_lines_per_s, cfg.batch_size);
         Writer {
             sink: spool.name().to_string(),
             cfg,
@@ -340,7 +403,106 @@ impl Writer {
             health: Health::Ok,
             backoff: Duration::ZERO,
             failed_attempts: 0,
+            live_from: None,
+            live_after: 0,
+            backfill: TokenBucket::new(cfg_backfill_rate, cfg_batch_size, Instant::now()),
         }
+    }
+
+    /// Enters backfill mode if telemetry is waiting in the spool (at start,
+    /// and after writes succeed again following failures).
+    fn maybe_start_backfill(&mut self) {
+        if self.live_from.is_some() || self.cfg.backfill_lines_per_s == 0 {
+            return;
+        }
+        let t = RecordClass::Telemetry;
+        let (next, acked) = {
+            let s = self.spool.lock();
+            (s.next_id(t), s.acked(t))
+        };
+        let backlog = next
+            .saturating_sub(1)
+            .saturating_sub(self.read_after[t as usize].max(acked));
+        if backlog == 0 {
+            return;
+        }
+        self.live_from = Some(next);
+        self.live_after = next - 1;
+        self.backfill = TokenBucket::new(
+            self.cfg.backfill_lines_per_s,
+            self.cfg.batch_size,
+            Instant::now(),
+        );
+        tracing::info!(sink = %self.sink, records = backlog, lines_per_s = self.cfg.backfill_lines_per_s,
+            "Backfilling spooled telemetry alongside live data.");
+    }
+
+    /// Adds telemetry to the batch in backfill mode: live records first,
+    /// then backlog records as far as the token bucket allows. Leaves
+    /// backfill mode when the backlog is done.
+    fn fill_telemetry_backfill(
+        &mut self,
+        s: &mut crate::buffer::Spool,
+        live_from: u64,
+    ) -> Result<(), crate::buffer::SpoolError> {
+        let t = RecordClass::Telemetry;
+        let room = self.cfg.batch_size.saturating_sub(self.lines.len());
+        if room == 0 {
+            return Ok(());
+        }
+        self.records.clear();
+        s.read(t, self.live_after, room, 16 << 20, &mut self.records)?;
+        let records = std::mem::take(&mut self.records);
+        for r in &records {
+            self.live_after = r.id;
+            self.push_lines(&r.payload);
+        }
+        self.records = records;
+        let now = Instant::now();
+        while self.lines.len() < self.cfg.batch_size && self.backfill.available(now) > 0.0 {
+            self.records.clear();
+            s.read(
+                t,
+                self.read_after[t as usize],
+                1,
+                16 << 20,
+                &mut self.records,
+            )?;
+            let Some(r) = self.records.pop().filter(|r| r.id < live_from) else {
+                // Caught up: the live records read so far are acknowledged
+                // with this batch; back to one cursor.
+                self.live_from = None;
+                let ra = &mut self.read_after[t as usize];
+                if self.live_after > *ra {
+                    *ra = self.live_after;
+                    self.batch_upto[t as usize] = Some(self.live_after);
+                }
+                tracing::info!(sink = %self.sink, "Backfill complete.");
+                break;
+            };
+            self.read_after[t as usize] = r.id;
+            self.batch_upto[t as usize] = Some(r.id);
+            let n = self.push_lines(&r.payload);
+            self.backfill.take(n);
+            metrics::counter!("gaswatch_influx_backfill_lines_total").increment(n as u64);
+        }
+        Ok(())
+    }
+
+    /// Appends the non-blank lines of one record to the batch; returns how many.
+    fn push_lines(&mut self, payload: &[u8]) -> usize {
+        let mut n = 0;
+        for line in payload.split(|&b| b == b'\n') {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let start = self.body.len();
+            self.body.extend_from_slice(line);
+            self.body.push(b'\n');
+            self.lines.push(start..self.body.len());
+            n += 1;
+        }
+        n
     }
 
     /// One round of the main loop: fill, wait for more or for the flush
@@ -380,6 +542,8 @@ impl Writer {
 
     /// Delivers everything in the spool now, without waiting for full batches.
     async fn drain(&mut self) {
+        // No live data any more: send the backlog as fast as the server takes it.
+        self.backfill.unlimited = true;
         loop {
             if self.pending.is_empty() {
                 if !self.fill() || self.lines.is_empty() {
@@ -398,6 +562,15 @@ impl Writer {
         let spool = self.spool.clone();
         let mut s = spool.lock();
         for class in RecordClass::ALL {
+            if class == RecordClass::Telemetry
+                && let Some(live_from) = self.live_from
+            {
+                if let Err(error) = self.fill_telemetry_backfill(&mut s, live_from) {
+                    tracing::error!(sink = %self.sink, %error, "Cannot read the spool; retrying.");
+                    return false;
+                }
+                continue;
+            }
             let room = self.cfg.batch_size.saturating_sub(self.lines.len());
             if room == 0 {
                 break;
@@ -413,19 +586,13 @@ impl Writer {
                 tracing::error!(sink = %self.sink, %error, "Cannot read the spool; retrying.");
                 return false;
             }
-            for r in &self.records {
+            let records = std::mem::take(&mut self.records);
+            for r in &records {
                 self.read_after[class as usize] = r.id;
                 self.batch_upto[class as usize] = Some(r.id);
-                for line in r.payload.split(|&b| b == b'\n') {
-                    if line.iter().all(u8::is_ascii_whitespace) {
-                        continue;
-                    }
-                    let start = self.body.len();
-                    self.body.extend_from_slice(line);
-                    self.body.push(b'\n');
-                    self.lines.push(start..self.body.len());
-                }
+                self.push_lines(&r.payload);
             }
+            self.records = records;
         }
         if !self.lines.is_empty() && self.started.is_none() {
             self.started = Some(Instant::now());
@@ -487,7 +654,8 @@ impl Writer {
                 }
             }
         }
-        if self.health != Health::Ok {
+        let recovered = self.health != Health::Ok;
+        if recovered {
             tracing::info!(sink = %self.sink, failed_attempts = self.failed_attempts, "InfluxDB accepts writes again.");
             self.health = Health::Ok;
         }
@@ -500,6 +668,9 @@ impl Writer {
                 .increment(self.quarantined);
         }
         self.finish_batch();
+        if recovered {
+            self.maybe_start_backfill();
+        }
         Delivery::Done
     }
 
@@ -698,4 +869,26 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         src = inner.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TokenBucket;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn token_bucket_allows_rate_times_elapsed_up_to_one_batch() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(1000, 500, t0);
+        assert_eq!(b.available(t0), 0.0);
+        assert_eq!(b.available(t0 + Duration::from_millis(100)), 100.0);
+        b.take(130); // one record more than allowed: debt
+        assert_eq!(b.available(t0 + Duration::from_millis(100)), -30.0);
+        assert_eq!(b.available(t0 + Duration::from_millis(200)), 70.0);
+        // Idle for long: at most one batch.
+        assert_eq!(b.available(t0 + Duration::from_secs(60)), 500.0);
+        let mut unlimited = TokenBucket::new(0, 500, t0);
+        unlimited.take(1_000_000);
+        assert!(unlimited.available(t0).is_infinite());
+    }
 }

@@ -1,4 +1,17 @@
-//! Configuration of Modbus/TCP devices and their points (`[[devices]]`).
+//! Configuration of Modbus devices and their points (`[[devices]]`).
+//!
+//! Addressing: `address` is written as the device manual numbers it; with
+//! `address_base = 1` the wire address is `address - 1`. In Enron/Daniel
+//! mode (`enron = true`) a 32-bit point occupies ONE register number whose
+//! answer is two 16-bit words (the 5001-5999 longs and 7001-7999 floats of
+//! flow computers), so a request for N such registers returns 2N words.
+//!
+//! Word orders name the four byte layouts of a 32-bit value `ABCD` (A = most
+//! significant byte): ABCD big-endian, CDAB word swap, BADC byte swap inside
+//! each word, DCBA little-endian. 64-bit values use the same two switches
+//! (word order reversed? bytes swapped inside each word?), which covers the
+//! 8-byte permutations devices actually use: ABCDEFGH, GHEFCDAB, BADCFEHG,
+//! HGFEDCBA. For 16-bit values only ABCD and BADC (byte swap) make sense.
 
 use serde::Deserialize;
 use std::time::Duration;
@@ -29,9 +42,59 @@ pub struct DeviceConfig {
     /// Unused registers that may be read across to merge two points into one request.
     #[serde(default = "default_max_gap")]
     pub max_gap: u16,
+    /// Numbering of `address` in this device's manual: 0 (wire addresses,
+    /// default) or 1 (register 1 is wire address 0).
+    #[serde(default)]
+    pub address_base: u8,
+    /// Enron/Daniel mode: a 32-bit point is one register number answering two
+    /// words (flow computers). 64-bit types and strings are not allowed then.
+    #[serde(default)]
+    pub enron: bool,
+    /// Consecutive failed poll cycles (timeouts, transport errors, exceptions
+    /// 04/0A/0B) after which the unit is paused; 0 never pauses.
+    #[serde(default = "default_pause_after")]
+    pub pause_after_failed_cycles: u32,
+    /// How long a failing unit is paused (its points STALE `device_paused`);
+    /// then one cycle is tried again.
+    #[serde(default = "default_pause_for", with = "humantime_serde")]
+    pub pause_for: Duration,
+    /// After exception 01/02/03 (a configuration error: the device will not
+    /// change its mind) the request is retried only this often.
+    #[serde(default = "default_config_error_retry", with = "humantime_serde")]
+    pub config_error_retry: Duration,
+    /// Poll groups: points with `group = NAME` are read every `interval`
+    /// (a multiple of `poll_interval`) instead of every cycle, e.g. slow
+    /// totals beside fast pressures. Blocks of a group are staggered over
+    /// the cycles so they do not all land in one.
+    #[serde(default)]
+    pub groups: Vec<PollGroupConfig>,
     /// The points read from this device.
     #[serde(default)]
     pub points: Vec<PointConfig>,
+}
+
+/// A poll group of a device (`[[devices.groups]]`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PollGroupConfig {
+    /// Group name, referenced by points' `group`.
+    pub name: String,
+    /// How often the group's points are read; a multiple of the device's
+    /// `poll_interval`.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl DeviceConfig {
+    /// Every how many poll cycles a point of `group` is read (1 when the
+    /// group is absent or unknown; validation reports unknown groups).
+    pub fn cycles_of(&self, group: Option<&str>) -> u32 {
+        let Some(g) = group.and_then(|n| self.groups.iter().find(|g| g.name == n)) else {
+            return 1;
+        };
+        let base = self.poll_interval.as_nanos().max(1);
+        u32::try_from((g.interval.as_nanos() / base).max(1)).unwrap_or(u32::MAX)
+    }
 }
 
 fn default_port() -> u16 {
@@ -52,6 +115,15 @@ fn default_max_registers() -> u16 {
 fn default_max_gap() -> u16 {
     8
 }
+fn default_pause_after() -> u32 {
+    3
+}
+fn default_pause_for() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_config_error_retry() -> Duration {
+    Duration::from_secs(60)
+}
 fn default_scale() -> f64 {
     1.0
 }
@@ -64,31 +136,57 @@ pub enum RegisterKind {
     Holding,
     /// Input registers, function code 04.
     Input,
+    /// Coils (read-only here), function code 01; points must be `type = "bit"`.
+    Coil,
+    /// Discrete inputs, function code 02; points must be `type = "bit"`.
+    DiscreteInput,
+}
+
+impl RegisterKind {
+    /// True for the one-bit tables (coils, discrete inputs).
+    pub fn is_bits(self) -> bool {
+        matches!(self, RegisterKind::Coil | RegisterKind::DiscreteInput)
+    }
 }
 
 /// Data type of a point's raw value.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum DataType {
+    /// One bit: a coil, a discrete input, or bit `bit` of a register. 0 or 1.
+    Bit,
     U16,
     I16,
     U32,
     I32,
+    U64,
+    I64,
     F32,
+    F64,
+    /// ASCII text, two characters per register, `length` registers. Not a
+    /// number: kept in the engine's text table, never in a numeric sample.
+    String,
 }
 
 impl DataType {
-    /// Number of 16-bit registers the type occupies.
+    /// Number of 16-bit words the type occupies (strings: per register; their
+    /// width is `length`).
     pub fn registers(self) -> u16 {
         match self {
-            DataType::U16 | DataType::I16 => 1,
+            DataType::Bit | DataType::U16 | DataType::I16 | DataType::String => 1,
             DataType::U32 | DataType::I32 | DataType::F32 => 2,
+            DataType::U64 | DataType::I64 | DataType::F64 => 4,
         }
+    }
+
+    /// True for the types whose word order can be chosen (32- and 64-bit).
+    pub fn is_multi_word(self) -> bool {
+        self.registers() > 1
     }
 }
 
-/// Order of the 16-bit words of a 32-bit value (bytes within a word are
-/// always big-endian on the wire).
+/// Byte layout of a value (see the module docs). Bytes inside a register are
+/// big-endian on the wire; these orders describe what the device did before.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, Hash)]
 pub enum WordOrder {
     /// High word first (big-endian): registers [AB, CD].
@@ -96,6 +194,41 @@ pub enum WordOrder {
     ABCD,
     /// Low word first ("word swap"): registers [CD, AB].
     CDAB,
+    /// Bytes swapped inside each word: registers [BA, DC].
+    BADC,
+    /// Little-endian: registers [DC, BA].
+    DCBA,
+}
+
+impl WordOrder {
+    /// Every order, for probes and tests.
+    pub const ALL: [WordOrder; 4] = [
+        WordOrder::ABCD,
+        WordOrder::CDAB,
+        WordOrder::BADC,
+        WordOrder::DCBA,
+    ];
+
+    /// Whether the least significant word comes first.
+    #[inline]
+    pub fn words_reversed(self) -> bool {
+        matches!(self, WordOrder::CDAB | WordOrder::DCBA)
+    }
+
+    /// Whether the two bytes inside each word are swapped.
+    #[inline]
+    pub fn bytes_swapped(self) -> bool {
+        matches!(self, WordOrder::BADC | WordOrder::DCBA)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WordOrder::ABCD => "ABCD",
+            WordOrder::CDAB => "CDAB",
+            WordOrder::BADC => "BADC",
+            WordOrder::DCBA => "DCBA",
+        }
+    }
 }
 
 /// One value read from a device.
@@ -106,14 +239,22 @@ pub struct PointConfig {
     pub name: String,
     /// "holding" (FC03) or "input" (FC04).
     pub register: RegisterKind,
-    /// 0-based register address as sent on the wire (manuals often count from 1).
+    /// Register (or coil) address, numbered from the device's `address_base`
+    /// (0 = as sent on the wire; manuals often count from 1).
     pub address: u16,
-    /// Raw type: u16, i16, u32, i32 or f32.
+    /// Raw type: bit, u16, i16, u32, i32, u64, i64, f32, f64 or string.
     #[serde(rename = "type")]
     pub data_type: DataType,
-    /// Word order of 32-bit types: "ABCD" (default) or "CDAB".
+    /// Byte layout: "ABCD" (default), "CDAB", "BADC" or "DCBA" (module docs).
     #[serde(default)]
     pub order: WordOrder,
+    /// For `type = "bit"` in a holding or input register: the bit, 0 (least
+    /// significant) to 15.
+    pub bit: Option<u8>,
+    /// For `type = "string"`: number of registers (two ASCII characters each).
+    pub length: Option<u16>,
+    /// Poll group (see the device's `groups`); absent: every poll cycle.
+    pub group: Option<String>,
     /// Engineering value = raw * scale + offset.
     #[serde(default = "default_scale")]
     pub scale: f64,
@@ -127,4 +268,26 @@ pub struct PointConfig {
     pub min: Option<f64>,
     /// Highest plausible engineering value; above it the sample is BAD (out_of_range).
     pub max: Option<f64>,
+    /// Lowest plausible raw value (before scale and offset), e.g. 0 for a 4-20 mA
+    /// count that reads 65535 on a broken loop; below it the sample is BAD (out_of_range).
+    pub raw_min: Option<f64>,
+    /// Highest plausible raw value (before scale and offset); above it the sample is BAD.
+    pub raw_max: Option<f64>,
+}
+
+impl PointConfig {
+    /// Number of 16-bit words (or bits, for coils) the point's value occupies.
+    pub fn words(&self) -> u16 {
+        match self.data_type {
+            DataType::String => self.length.unwrap_or(1).max(1),
+            t => t.registers(),
+        }
+    }
+
+    /// Number of register numbers the point spans on the wire: in Enron mode
+    /// a 32-bit value is one register number.
+    pub fn register_numbers(&self, enron: bool) -> u16 {
+        let w = self.words();
+        if enron && w == 2 { 1 } else { w }
+    }
 }

@@ -3,9 +3,10 @@
 
 pub mod config;
 pub mod poller;
+pub mod probe;
 
 #[cfg(test)]
 mod tests;
 
-pub use config::{DataType, DeviceConfig, PointConfig, RegisterKind, WordOrder};
+pub use config::{DataType, DeviceConfig, PointConfig, PollGroupConfig, RegisterKind, WordOrder};
 pub use poller::spawn;

@@ -4,8 +4,16 @@
 //!
 //! Invariants:
 //! - **Read-only toward the field.** The only requests ever built are
-//!   function codes 03 (read holding registers) and 04 (read input
-//!   registers), see [`read_request`]. Nothing here can write.
+//!   function codes 01 (read coils), 02 (read discrete inputs), 03 (read
+//!   holding registers) and 04 (read input registers), see
+//!   [`read_request`]. Nothing here can write.
+//! - **One bad register never blanks a device.** When a merged block is
+//!   refused with exception 02 (illegal address: usually one unmapped
+//!   register inside the merge), the block is split at point boundaries and
+//!   the halves are read separately, halving again until the bad point is
+//!   alone ([`SplitRanges`]). The split is remembered; parts go to the
+//!   engine as `Input::RegistersPart` / `Input::ReadFailedPart`, so the good
+//!   points keep reading and only the bad one is BAD `exception_02...`.
 //! - **One connection per endpoint.** Devices that share an endpoint (unit
 //!   ids behind one serial gateway) share one TCP connection; requests on it
 //!   are strictly serialised (one outstanding request), the unit id is set
@@ -22,6 +30,17 @@
 //!   context is dropped and a fresh connection is made. An exception
 //!   response, by contrast, is a complete well-framed answer: it is reported
 //!   for that block only (a data-quality matter) and the connection stays.
+//! - **Exceptions by code.** 01/02/03 are configuration errors: the request
+//!   is logged once and retried only every `config_error_retry`. 05/06 (busy)
+//!   hold that request back 1, 3, 7, 15, then 31 poll intervals. 04, 0A and
+//!   0B (device failure, gateway path, gateway target) are failures of that
+//!   unit only: the shared connection stays up for the other units.
+//! - **A dead unit is paused.** After `pause_after_failed_cycles` cycles in
+//!   a row without any good read and with unit failures (timeouts, transport,
+//!   04/0A/0B), the unit is not polled for `pause_for`; the engine gets
+//!   `Input::DevicePaused` and marks its points STALE `device_paused`. Then
+//!   one cycle is tried; one more failure pauses it again. So one dead unit
+//!   behind a gateway costs the others its timeout only a few times.
 //! - **Reconnects back off.** Refused or failed connects are retried after a
 //!   capped exponential delay with jitter (250 ms doubling to 30 s, ±20 %),
 //!   reset by any well-framed response (registers or exception). A connection
@@ -30,6 +49,9 @@
 //!   off like a refused connect.
 //!   While disconnected nothing is sent: the engine marks the points STALE
 //!   after 1.5 poll periods by itself.
+//! - **Poll groups.** A block of a slower group (`every` cycles) is read in
+//!   the cycles where `cycle % every == phase`; the planner staggers the
+//!   phases so a group's blocks spread over its cycles.
 //! - **Fixed rate, never bunched.** Each device is polled on its own
 //!   `poll_interval` grid; ticks missed because a cycle overran are skipped
 //!   and counted (`gaswatch_modbus_overruns_total`), not caught up.
@@ -43,10 +65,10 @@
 //!   would panic on such a peer in debug builds.)
 
 use crate::engine::{BlockPlan, DevicePlan, EnginePlan};
-use crate::model::{BlockId, DeviceId, Input, ReadError, Timestamp};
+use crate::model::{BlockId, DeviceId, Input, ReadError, Reason, Timestamp};
 use crate::sources::modbus::RegisterKind;
-use metrics::{Counter, Histogram, counter, histogram};
-use std::collections::BTreeMap;
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
@@ -114,9 +136,11 @@ pub(crate) fn endpoints(plan: &EnginePlan) -> Vec<((String, u16), Vec<DeviceId>)
         .collect()
 }
 
-/// The only requests this module can build: FC03 and FC04 reads.
+/// The only requests this module can build: FC01-FC04 reads.
 pub(crate) fn read_request(kind: RegisterKind, start: u16, count: u16) -> Request<'static> {
     match kind {
+        RegisterKind::Coil => Request::ReadCoils(start, count),
+        RegisterKind::DiscreteInput => Request::ReadDiscreteInputs(start, count),
         RegisterKind::Holding => Request::ReadHoldingRegisters(start, count),
         RegisterKind::Input => Request::ReadInputRegisters(start, count),
     }
@@ -133,7 +157,9 @@ pub(crate) enum Outcome {
     },
 }
 
-/// Classifies the result of one `call` wrapped in a timeout.
+/// Classifies the result of one `call` wrapped in a timeout. `count` is the
+/// number of words (registers) or bits (coils, discrete inputs) asked for;
+/// bits come back as one word each (0 or 1).
 pub(crate) fn classify(
     result: Result<tokio_modbus::Result<Response>, tokio::time::error::Elapsed>,
     count: u16,
@@ -160,6 +186,17 @@ pub(crate) fn classify(
             if regs.len() == usize::from(count) =>
         {
             Outcome::Registers(regs)
+        }
+        // Bits are packed in bytes: the answer carries up to 7 padding bits.
+        Ok(Ok(Ok(Response::ReadCoils(bits) | Response::ReadDiscreteInputs(bits))))
+            if bits.len() >= usize::from(count) && bits.len() < usize::from(count) + 8 =>
+        {
+            Outcome::Registers(
+                bits[..usize::from(count)]
+                    .iter()
+                    .map(|&b| u16::from(b))
+                    .collect(),
+            )
         }
         // Well framed, but not the shape asked for: the stream is still in step.
         Ok(Ok(Ok(_))) => failed(ReadError::Malformed, false),
@@ -205,6 +242,75 @@ pub(crate) fn advance(due: Instant, interval: Duration, now: Instant) -> (Instan
     (next, u64::try_from(skipped).unwrap_or(u64::MAX))
 }
 
+/// The remembered split of a block whose merged read failed with exception
+/// 02: ranges of point indices `[lo, hi)`, each read as one request. Ranges
+/// only ever get smaller (halved when they fail with 02 again), so after at
+/// most log2(points) cycles the bad point is alone and the rest read good.
+/// Kept until the poller restarts: a device whose register map changes is
+/// re-planned by a restart anyway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SplitRanges(pub(crate) Vec<(usize, usize)>);
+
+impl SplitRanges {
+    /// The first split of a block of `n >= 2` points.
+    pub(crate) fn halves(n: usize) -> Self {
+        SplitRanges(vec![(0, n / 2), (n / 2, n)])
+    }
+
+    /// Replaces range `i` by its two halves (no-op for a single point).
+    pub(crate) fn halve(&mut self, i: usize) {
+        if let Some(&(lo, hi)) = self.0.get(i)
+            && hi - lo > 1
+        {
+            let mid = lo + (hi - lo) / 2;
+            self.0[i] = (lo, mid);
+            self.0.insert(i + 1, (mid, hi));
+        }
+    }
+}
+
+/// Word offset and word count covering points `lo..hi` of a block (points
+/// are in address order; their registers only, not the gaps at either end).
+pub(crate) fn part_words(block: &BlockPlan, lo: usize, hi: usize) -> (u16, u16) {
+    let pts = &block.points[lo.min(block.points.len())..hi.min(block.points.len())];
+    let first = pts.iter().map(|p| p.offset).min().unwrap_or(0);
+    let end = pts.iter().map(|p| p.offset + p.len).max().unwrap_or(first);
+    (first, end - first)
+}
+
+/// Part key of a whole (unsplit) block in [`DeviceState::holds`].
+const WHOLE: usize = usize::MAX;
+/// Most doublings of the busy back-off (1, 3, 7, 15, 31 skipped cycles).
+const BUSY_LEVEL_CAP: u32 = 5;
+
+/// A request held back until `until`.
+#[derive(Debug, Clone, Copy)]
+struct Hold {
+    until: Instant,
+    /// Consecutive busy answers (0 for a configuration error).
+    busy_level: u32,
+}
+
+/// Exception policy: 01/02/03 are configuration errors (the device will
+/// answer the same until someone changes the config or the device): retry
+/// slowly. 05/06 mean busy: back off and retry.
+pub(crate) fn is_config_error(e: ReadError) -> bool {
+    matches!(e, ReadError::Exception(1..=3))
+}
+
+/// Busy answers (05 acknowledge, 06 busy).
+pub(crate) fn is_busy(e: ReadError) -> bool {
+    matches!(e, ReadError::Exception(5 | 6))
+}
+
+/// Failures that say the unit itself is not answering usefully: timeouts,
+/// broken or garbled answers, 04 device failure, 0A/0B gateway path or
+/// target. They count towards pausing the unit; 01/02/03/05/06 do not (the
+/// unit answered).
+pub(crate) fn is_unit_failure(e: ReadError) -> bool {
+    !is_config_error(e) && !is_busy(e)
+}
+
 /// Per-device metric handles, registered once.
 struct DeviceMetrics {
     requests: Counter,
@@ -215,6 +321,10 @@ struct DeviceMetrics {
     overruns: Counter,
     dropped: Counter,
     response: Histogram,
+    splits: Counter,
+    pauses: Counter,
+    last_good: Gauge,
+    device: String,
 }
 
 impl DeviceMetrics {
@@ -233,6 +343,10 @@ impl DeviceMetrics {
                 "reason" => "channel_full"
             ),
             response: histogram!("gaswatch_modbus_response_seconds", "device" => device.to_string()),
+            splits: counter!("gaswatch_modbus_block_splits_total", "device" => device.to_string()),
+            pauses: counter!("gaswatch_modbus_pauses_total", "device" => device.to_string()),
+            last_good: gauge!("gaswatch_modbus_last_good_read_seconds", "device" => device.to_string()),
+            device: device.to_string(),
         }
     }
 
@@ -240,7 +354,14 @@ impl DeviceMetrics {
         match e {
             ReadError::Timeout => self.timeout.increment(1),
             ReadError::Transport => self.transport.increment(1),
-            ReadError::Exception(_) => self.exception.increment(1),
+            ReadError::Exception(code) => {
+                self.exception.increment(1);
+                // By code too (a bounded set of names): which kind of
+                // exception matters more than how many.
+                counter!("gaswatch_modbus_exceptions_total", "device" => self.device.clone(),
+                    "exception" => Reason::Exception(code).as_str())
+                .increment(1);
+            }
             ReadError::Malformed => self.malformed.increment(1),
         }
     }
@@ -253,6 +374,22 @@ struct DeviceState {
     /// Last reported state per block (`None` = good or not yet read), so a
     /// change is logged once.
     block_error: Vec<Option<ReadError>>,
+    /// Per block: the remembered split after an exception 02 (`None`: read whole).
+    splits: Vec<Option<SplitRanges>>,
+    /// Requests held back after exceptions 01/02/03 (slow retry) or 05/06
+    /// (busy: doubling back-off), by (block, part or [`WHOLE`]).
+    holds: HashMap<(usize, usize), Hold>,
+    /// Failed cycles in a row (see [`is_unit_failure`]).
+    failed_cycles: u32,
+    /// While paused after too many failed cycles: until when.
+    paused_until: Option<Instant>,
+    /// True from a pause until the unit answers again (logs once per episode).
+    degraded: bool,
+    /// Poll cycles run so far (poll groups read when `cycle % every == phase`).
+    cycle: u64,
+    /// This cycle: some read succeeded / some read failed as a unit failure.
+    cycle_ok: bool,
+    cycle_dead: bool,
     /// Set on reconnect: the ticks missed while disconnected are not overruns.
     resumed: bool,
     metrics: DeviceMetrics,
@@ -309,6 +446,14 @@ impl EndpointTask {
                     id,
                     due: now,
                     block_error: vec![None; d.blocks.len()],
+                    splits: vec![None; d.blocks.len()],
+                    holds: HashMap::new(),
+                    failed_cycles: 0,
+                    paused_until: None,
+                    degraded: false,
+                    cycle: 0,
+                    cycle_ok: false,
+                    cycle_dead: false,
                     resumed: false,
                     metrics: DeviceMetrics::new(&d.id),
                 }
@@ -472,99 +617,337 @@ impl EndpointTask {
         }
     }
 
-    /// Reads every block of one device once.
+    /// Reads every block of one device once. A block whose merged read was
+    /// refused with exception 02 is read in remembered parts instead (see
+    /// [`SplitRanges`]), so one bad register never blanks the rest.
     async fn poll_device(&mut self, ctx: &mut Context, index: usize) -> CycleEnd {
+        let plan = Arc::clone(&self.plan);
+        let device_id = self.devices[index].id;
+        let device = plan.device(device_id);
+        if let Some(until) = self.devices[index].paused_until {
+            if Instant::now() < until {
+                return CycleEnd::Done;
+            }
+            // One cycle decides: a single further failure pauses it again.
+            let st = &mut self.devices[index];
+            st.paused_until = None;
+            st.failed_cycles = device.pause_after_failed_cycles.saturating_sub(1);
+            debug!(device = %device.id, "Modbus unit pause over; trying it again.");
+        }
+        self.devices[index].cycle_ok = false;
+        self.devices[index].cycle_dead = false;
+        let end = self.poll_device_reads(ctx, index).await;
+        let st = &mut self.devices[index];
+        st.cycle = st.cycle.wrapping_add(1);
+        if st.cycle_ok {
+            st.failed_cycles = 0;
+            if std::mem::replace(&mut st.degraded, false) {
+                info!(device = %device.id, unit_id = device.unit_id, "Modbus unit answers again; pause lifted.");
+            }
+        } else if st.cycle_dead {
+            st.failed_cycles = st.failed_cycles.saturating_add(1);
+        }
+        let limit = device.pause_after_failed_cycles;
+        if limit > 0 && st.failed_cycles >= limit && !matches!(end, CycleEnd::Closed) {
+            st.paused_until = Some(Instant::now() + device.pause_for);
+            st.metrics.pauses.increment(1);
+            if !std::mem::replace(&mut st.degraded, true) {
+                warn!(device = %device.id, unit_id = device.unit_id, failed_cycles = st.failed_cycles,
+                    pause = ?device.pause_for, "Modbus unit keeps failing; paused so it does not slow the others.");
+            }
+            let paused = Input::DevicePaused {
+                device: device_id,
+                ts: Timestamp::now(),
+            };
+            if let Err(closed) = self.send(index, device, paused, &mut false) {
+                return closed;
+            }
+        }
+        end
+    }
+
+    /// Whether the request `key` of device `index` is held back now.
+    fn held(&self, index: usize, key: (usize, usize)) -> bool {
+        self.devices[index]
+            .holds
+            .get(&key)
+            .is_some_and(|h| Instant::now() < h.until)
+    }
+
+    /// One poll cycle's reads of one device (see [`Self::poll_device`]).
+    async fn poll_device_reads(&mut self, ctx: &mut Context, index: usize) -> CycleEnd {
         let plan = Arc::clone(&self.plan);
         let device_id = self.devices[index].id;
         let device = plan.device(device_id);
         ctx.set_slave(Slave(device.unit_id));
         let mut dropping = false;
+        let cycle = self.devices[index].cycle;
         for (bi, block) in device.blocks.iter().enumerate() {
-            let outcome = self.read_block(ctx, index, device, block).await;
-            let ts = Timestamp::now();
             let block_id = BlockId(bi as u32);
-            let (input, reconnect) = match outcome {
-                Outcome::Registers(regs) => {
-                    self.backoff.reset();
-                    self.link_ok = true;
-                    self.note_block(index, device, bi, None);
-                    (
-                        Input::Registers {
+            if cycle % u64::from(block.every.max(1)) != u64::from(block.phase) {
+                continue; // a slower poll group, not due this cycle
+            }
+            if self.devices[index].splits[bi].is_none() {
+                if self.held(index, (bi, WHOLE)) {
+                    continue;
+                }
+                let outcome = self
+                    .read(
+                        ctx,
+                        index,
+                        device.timeout,
+                        block.register,
+                        block.start,
+                        block.count,
+                        block.words,
+                    )
+                    .await;
+                let ts = Timestamp::now();
+                if outcome
+                    == (Outcome::Failed {
+                        error: ReadError::Exception(2),
+                        reconnect: false,
+                    })
+                    && block.points.len() > 1
+                {
+                    // Merged across a register the device refuses: isolate it.
+                    info!(device = %device.id, block = bi, start = block.start, count = block.count,
+                        "Modbus exception 02 on a merged read; splitting it to isolate the bad register.");
+                    self.devices[index].splits[bi] = Some(SplitRanges::halves(block.points.len()));
+                    self.devices[index].metrics.splits.increment(1);
+                } else {
+                    let (input, reconnect) = self.on_outcome(
+                        index,
+                        device,
+                        bi,
+                        outcome,
+                        (bi, WHOLE),
+                        |regs| Input::Registers {
                             device: device_id,
                             block: block_id,
                             ts,
                             regs,
                         },
-                        false,
-                    )
-                }
-                Outcome::Failed { error, reconnect } => {
-                    if !reconnect {
-                        // A well-framed answer (exception, wrong count): the link is healthy.
-                        self.backoff.reset();
-                        self.link_ok = true;
-                    }
-                    self.devices[index].metrics.error(error);
-                    self.note_block(index, device, bi, Some(error));
-                    (
-                        Input::ReadFailed {
+                        |error| Input::ReadFailed {
                             device: device_id,
                             block: block_id,
                             ts,
                             error,
                         },
-                        reconnect,
+                    );
+                    if let Err(end) = self.send(index, device, input, &mut dropping) {
+                        return end;
+                    }
+                    if reconnect {
+                        return CycleEnd::Reconnect;
+                    }
+                    continue;
+                }
+            }
+            // Read in parts; a part that still fails with 02 and holds more
+            // than one point is halved again (remembered for later cycles).
+            // The block's state (first error of any part) is logged once.
+            let mut i = 0;
+            let mut block_state = None;
+            while let Some(&(lo, hi)) = self.devices[index].splits[bi]
+                .as_ref()
+                .and_then(|r| r.0.get(i))
+            {
+                if self.held(index, (bi, lo)) {
+                    i += 1;
+                    continue;
+                }
+                let (first, words) = part_words(block, lo, hi);
+                let wpn = (block.words / block.count.max(1)).max(1);
+                let start = block.start + first / wpn;
+                let count = words / wpn;
+                let outcome = self
+                    .read(
+                        ctx,
+                        index,
+                        device.timeout,
+                        block.register,
+                        start,
+                        count,
+                        words,
                     )
+                    .await;
+                let ts = Timestamp::now();
+                if outcome
+                    == (Outcome::Failed {
+                        error: ReadError::Exception(2),
+                        reconnect: false,
+                    })
+                    && hi - lo > 1
+                    && let Some(ranges) = self.devices[index].splits[bi].as_mut()
+                {
+                    ranges.halve(i);
+                    continue;
                 }
-            };
-            if dropping {
-                self.devices[index].metrics.dropped.increment(1);
-            } else {
-                match self.tx.try_send(input) {
-                    Ok(()) => {
-                        if self.channel_full {
-                            info!(endpoint = %self.name, "Engine channel has room again.");
-                            self.channel_full = false;
-                        }
-                    }
-                    Err(TrySendError::Full(_)) => {
-                        dropping = true;
-                        self.devices[index].metrics.dropped.increment(1);
-                        if !self.channel_full {
-                            warn!(device = %device.id, "Engine channel full; dropping this poll cycle.");
-                            self.channel_full = true;
-                        }
-                    }
-                    Err(TrySendError::Closed(_)) => return CycleEnd::Closed,
+                if let Outcome::Failed { error, .. } = outcome {
+                    block_state = block_state.or(Some(error));
                 }
+                let (input, reconnect) = self.on_outcome(
+                    index,
+                    device,
+                    bi,
+                    outcome,
+                    (bi, lo),
+                    |regs| Input::RegistersPart {
+                        device: device_id,
+                        block: block_id,
+                        first,
+                        ts,
+                        regs,
+                    },
+                    |error| Input::ReadFailedPart {
+                        device: device_id,
+                        block: block_id,
+                        first,
+                        words,
+                        ts,
+                        error,
+                    },
+                );
+                if let Err(end) = self.send(index, device, input, &mut dropping) {
+                    return end;
+                }
+                if reconnect {
+                    return CycleEnd::Reconnect;
+                }
+                i += 1;
             }
-            if reconnect {
-                return CycleEnd::Reconnect;
-            }
+            self.note_block(index, device, bi, block_state);
         }
         CycleEnd::Done
     }
 
-    /// One FC03/FC04 request under the device timeout.
-    async fn read_block(
+    /// Book-keeping for one read outcome: backoff, metrics, state logs; the
+    /// input to send and whether the connection must be dropped.
+    #[allow(clippy::too_many_arguments)]
+    fn on_outcome(
+        &mut self,
+        index: usize,
+        device: &DevicePlan,
+        block: usize,
+        outcome: Outcome,
+        key: (usize, usize),
+        ok: impl FnOnce(Vec<u16>) -> Input,
+        failed: impl FnOnce(ReadError) -> Input,
+    ) -> (Input, bool) {
+        match outcome {
+            Outcome::Registers(regs) => {
+                self.backoff.reset();
+                self.link_ok = true;
+                let st = &mut self.devices[index];
+                st.cycle_ok = true;
+                st.holds.remove(&key);
+                if key.1 == WHOLE {
+                    self.note_block(index, device, block, None);
+                }
+                (ok(regs), false)
+            }
+            Outcome::Failed { error, reconnect } => {
+                if !reconnect {
+                    // A well-framed answer (exception, wrong count): the link is healthy.
+                    self.backoff.reset();
+                    self.link_ok = true;
+                }
+                let st = &mut self.devices[index];
+                st.metrics.error(error);
+                let now = Instant::now();
+                if is_config_error(error) {
+                    st.holds.insert(
+                        key,
+                        Hold {
+                            until: now + device.config_error_retry,
+                            busy_level: 0,
+                        },
+                    );
+                } else if is_busy(error) {
+                    let level = st.holds.get(&key).map_or(0, |h| h.busy_level) + 1;
+                    let level = level.min(BUSY_LEVEL_CAP);
+                    let cycles = (1u32 << level) - 1;
+                    st.holds.insert(
+                        key,
+                        Hold {
+                            until: now + device.poll_interval * cycles,
+                            busy_level: level,
+                        },
+                    );
+                } else if is_unit_failure(error) {
+                    st.cycle_dead = true;
+                }
+                if key.1 == WHOLE {
+                    self.note_block(index, device, block, Some(error));
+                }
+                (failed(error), reconnect)
+            }
+        }
+    }
+
+    /// Hands one input to the engine without blocking; after the channel was
+    /// full once in a cycle, the rest of the cycle is dropped and counted.
+    fn send(
+        &mut self,
+        index: usize,
+        device: &DevicePlan,
+        input: Input,
+        dropping: &mut bool,
+    ) -> Result<(), CycleEnd> {
+        if *dropping {
+            self.devices[index].metrics.dropped.increment(1);
+            return Ok(());
+        }
+        match self.tx.try_send(input) {
+            Ok(()) => {
+                if self.channel_full {
+                    info!(endpoint = %self.name, "Engine channel has room again.");
+                    self.channel_full = false;
+                }
+            }
+            Err(TrySendError::Full(_)) => {
+                *dropping = true;
+                self.devices[index].metrics.dropped.increment(1);
+                if !self.channel_full {
+                    warn!(device = %device.id, "Engine channel full; dropping this poll cycle.");
+                    self.channel_full = true;
+                }
+            }
+            Err(TrySendError::Closed(_)) => return Err(CycleEnd::Closed),
+        }
+        Ok(())
+    }
+
+    /// One FC01-FC04 request under the device timeout.
+    #[allow(clippy::too_many_arguments)]
+    async fn read(
         &self,
         ctx: &mut Context,
         index: usize,
-        device: &DevicePlan,
-        block: &BlockPlan,
+        timeout: Duration,
+        kind: RegisterKind,
+        start: u16,
+        count: u16,
+        words: u16,
     ) -> Outcome {
         let m = &self.devices[index].metrics;
         m.requests.increment(1);
         let started = Instant::now();
-        let result = tokio::time::timeout(
-            device.timeout,
-            ctx.call(read_request(block.register, block.start, block.count)),
-        )
-        .await;
+        let result =
+            tokio::time::timeout(timeout, ctx.call(read_request(kind, start, count))).await;
         if matches!(result, Ok(Ok(_))) {
             m.response.record(started.elapsed().as_secs_f64());
         }
-        classify(result, block.count)
+        let outcome = classify(result, words);
+        if matches!(outcome, Outcome::Registers(_)) {
+            m.last_good.set(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64()),
+            );
+        }
+        outcome
     }
 
     /// Logs a block's state change once.

@@ -3,7 +3,9 @@
 //! covered by `tests/modbus_poller.rs` against a real pymodbus server.
 
 use super::RegisterKind;
-use super::poller::{Backoff, Outcome, advance, classify, endpoints, read_request};
+use super::poller::{
+    Backoff, Outcome, SplitRanges, advance, classify, endpoints, part_words, read_request,
+};
 use crate::model::ReadError;
 use std::io;
 use std::time::Duration;
@@ -20,6 +22,58 @@ fn elapsed() -> tokio::time::error::Elapsed {
         tokio::time::timeout(Duration::from_millis(1), std::future::pending::<()>()).await
     })
     .expect_err("pending never completes")
+}
+
+#[test]
+fn bits_use_function_codes_01_and_02_and_arrive_as_one_word_per_bit() {
+    assert_eq!(
+        read_request(RegisterKind::Coil, 0, 10).function_code(),
+        FunctionCode::ReadCoils
+    );
+    assert_eq!(
+        read_request(RegisterKind::DiscreteInput, 0, 10).function_code(),
+        FunctionCode::ReadDiscreteInputs
+    );
+    // 3 bits asked; the answer carries a whole byte (5 padding bits).
+    let bits = vec![true, false, true, false, false, false, false, false];
+    assert_eq!(
+        classify(Ok(Ok(Ok(Response::ReadCoils(bits.clone())))), 3),
+        Outcome::Registers(vec![1, 0, 1])
+    );
+    assert_eq!(
+        classify(Ok(Ok(Ok(Response::ReadDiscreteInputs(bits)))), 12),
+        Outcome::Failed {
+            error: ReadError::Malformed,
+            reconnect: false
+        }
+    );
+}
+
+#[test]
+fn a_split_halves_until_the_bad_point_is_alone() {
+    let mut s = SplitRanges::halves(5);
+    assert_eq!(s.0, vec![(0, 2), (2, 5)]);
+    s.halve(1);
+    assert_eq!(s.0, vec![(0, 2), (2, 3), (3, 5)]);
+    s.halve(1); // a single point is never split further
+    assert_eq!(s.0, vec![(0, 2), (2, 3), (3, 5)]);
+}
+
+#[test]
+fn parts_cover_only_their_points_registers() {
+    let text = "[station]\nid = \"s\"\nkind = \"city_gate\"\n[sinks.file]\ndir = \"d\"\n\
+        [[devices]]\nid = \"a\"\nhost = \"h\"\n\
+        [[devices.points]]\nname = \"A\"\nregister = \"holding\"\naddress = 10\ntype = \"u16\"\n\
+        [[devices.points]]\nname = \"B\"\nregister = \"holding\"\naddress = 14\ntype = \"f32\"\n\
+        [[devices.points]]\nname = \"C\"\nregister = \"holding\"\naddress = 20\ntype = \"u16\"\n";
+    let config = crate::config::Config::from_str_named(text, std::path::Path::new("t.toml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let plan = crate::engine::EnginePlan::compile(&config);
+    let block = &plan.devices[0].blocks[0];
+    assert_eq!((block.start, block.count), (10, 11));
+    assert_eq!(part_words(block, 0, 1), (0, 1));
+    assert_eq!(part_words(block, 1, 3), (4, 7));
+    assert_eq!(part_words(block, 0, 3), (0, 11));
 }
 
 #[test]

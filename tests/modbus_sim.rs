@@ -1,0 +1,556 @@
+//! The poller and the engine against the simulator (`gaswatch-sim`, a Modbus
+//! server written independently of the daemon's client and decoder): every
+//! numeric type and byte order, the exception-02 split, and the read-only
+//! safety check through every feature (the simulator counts every function
+//! code it receives).
+
+mod support;
+
+use gaswatch::config::Config;
+use gaswatch::engine::{Engine, EnginePlan};
+use gaswatch::model::{Input, Output, Quality, Reason, Sample};
+use gaswatch::sources::modbus;
+use gaswatch_sim::{Fault, SimHandle, SimOptions, Station};
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::wait_until_async;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+const DEADLINE: Duration = Duration::from_secs(15);
+
+/// Every numeric type, all four orders, scale and offset, bound to meters so
+/// the simulator serves moving, asymmetric values (not zeros).
+const TYPES: &str = r#"
+[station]
+id = "simt"
+kind = "city_gate"
+
+[[devices]]
+id = "fc"
+host = "127.0.0.1"
+port = 502
+unit_id = 1
+poll_interval = "50ms"
+timeout = "500ms"
+
+[[devices.points]]
+name = "FT_IN"
+register = "holding"
+address = 0
+type = "f32"
+order = "CDAB"
+[[devices.points]]
+name = "PT_IN"
+register = "holding"
+address = 2
+type = "u32"
+order = "DCBA"
+scale = 0.01
+[[devices.points]]
+name = "TT_IN"
+register = "holding"
+address = 4
+type = "i16"
+order = "BADC"
+scale = 0.01
+[[devices.points]]
+name = "FT_OUT"
+register = "holding"
+address = 5
+type = "f64"
+order = "BADC"
+[[devices.points]]
+name = "PT_OUT"
+register = "holding"
+address = 9
+type = "u64"
+order = "CDAB"
+scale = 0.001
+[[devices.points]]
+name = "TT_OUT"
+register = "holding"
+address = 13
+type = "i32"
+scale = 0.001
+[[devices.points]]
+name = "FT_OUT2"
+register = "input"
+address = 0
+type = "f32"
+order = "DCBA"
+[[devices.points]]
+name = "PT_OUT2"
+register = "input"
+address = 2
+type = "i64"
+order = "DCBA"
+scale = 0.001
+[[devices.points]]
+name = "TT_OUT2"
+register = "input"
+address = 6
+type = "u16"
+scale = 0.01
+offset = -50.0
+
+[[meters]]
+name = "IN"
+role = "inlet"
+flow = "FT_IN"
+pressure = "PT_IN"
+temperature = "TT_IN"
+[[meters]]
+name = "OUT"
+role = "outlet"
+flow = "FT_OUT"
+pressure = "PT_OUT"
+temperature = "TT_OUT"
+[[meters]]
+name = "OUT2"
+role = "outlet"
+flow = "FT_OUT2"
+pressure = "PT_OUT2"
+temperature = "TT_OUT2"
+
+[sinks.file]
+dir = "unused"
+"#;
+
+async fn simulator(text: &str) -> SimHandle {
+    let station = Station::from_config_str(text, &SimOptions::default())
+        .unwrap_or_else(|e| panic!("simulator config: {e}"));
+    gaswatch_sim::serve(station, "127.0.0.1:0".parse().expect("address"))
+        .await
+        .expect("simulator binds")
+}
+
+fn plan_for(text: &str, port: u16) -> Arc<EnginePlan> {
+    let text = text.replace("port = 502", &format!("port = {port}"));
+    let config = Config::from_str_named(&text, Path::new("modbus_sim_test.toml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    Arc::new(EnginePlan::compile(&config))
+}
+
+/// Poller -> engine, every sample recorded.
+struct Running {
+    plan: Arc<EnginePlan>,
+    cancel: CancellationToken,
+    samples: Arc<Mutex<Vec<Sample>>>,
+    inputs: Arc<Mutex<Vec<Input>>>,
+}
+
+impl Running {
+    fn start(plan: Arc<EnginePlan>) -> Running {
+        let (tx, mut rx) = mpsc::channel::<Input>(4096);
+        let cancel = CancellationToken::new();
+        let _handles = modbus::spawn(Arc::clone(&plan), tx, cancel.clone());
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let inputs = Arc::new(Mutex::new(Vec::new()));
+        let (s, i) = (Arc::clone(&samples), Arc::clone(&inputs));
+        let mut engine = Engine::new(Arc::clone(&plan), 0);
+        tokio::spawn(async move {
+            let mut out = Output::default();
+            while let Some(input) = rx.recv().await {
+                out.clear();
+                engine.process(&input, &mut out);
+                s.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend_from_slice(&out.samples);
+                i.lock().unwrap_or_else(|p| p.into_inner()).push(input);
+            }
+        });
+        Running {
+            plan,
+            cancel,
+            samples,
+            inputs,
+        }
+    }
+
+    fn samples_of(&self, name: &str) -> Vec<Sample> {
+        let tag = self.plan.tag(name).expect("known point");
+        self.samples
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|s| s.tag == tag)
+            .copied()
+            .collect()
+    }
+
+    fn good_count(&self, name: &str) -> usize {
+        self.samples_of(name)
+            .iter()
+            .filter(|s| s.quality == Quality::Good)
+            .count()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+async fn eventually(what: &str, cond: impl Fn() -> bool) {
+    assert!(
+        wait_until_async(DEADLINE, || {
+            let ok = cond();
+            async move { ok }
+        })
+        .await,
+        "timed out waiting for: {what}"
+    );
+}
+
+const TYPE_POINTS: [&str; 9] = [
+    "FT_IN", "PT_IN", "TT_IN", "FT_OUT", "PT_OUT", "TT_OUT", "FT_OUT2", "PT_OUT2", "TT_OUT2",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_and_order_decodes_to_exactly_what_the_simulator_served() {
+    let sim = simulator(TYPES).await;
+    let run = Running::start(plan_for(TYPES, sim.local_addr().port()));
+    eventually("three good samples of every point", || {
+        TYPE_POINTS.iter().all(|p| run.good_count(p) >= 3)
+    })
+    .await;
+    let served = sim.served();
+    for name in TYPE_POINTS {
+        let values: Vec<f64> = served
+            .iter()
+            .filter(|s| s.point == name)
+            .map(|s| s.value)
+            .collect();
+        let samples = run.samples_of(name);
+        assert!(
+            samples.iter().all(|s| s.quality == Quality::Good),
+            "{name}: {samples:?}"
+        );
+        for s in samples {
+            assert!(
+                values.contains(&s.value),
+                "{name}: decoded {} was never served (served {:?})",
+                s.value,
+                &values[values.len().saturating_sub(5)..]
+            );
+        }
+        assert!(
+            values.iter().any(|v| *v != 0.0),
+            "{name}: the simulator served only zeros, which proves no byte order"
+        );
+    }
+    sim.stop().await;
+}
+
+/// The daemon's config has a point the device lacks (`C`, register 2), in
+/// the middle of a merged read. The block is split, C alone is BAD with
+/// exception 02, and A, B, D keep reading good every cycle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exception_02_in_a_merged_read_isolates_the_bad_register_and_the_rest_keep_reading() {
+    let device = r#"
+[station]
+id = "split"
+kind = "city_gate"
+[[devices]]
+id = "rtu"
+host = "127.0.0.1"
+port = 502
+unit_id = 1
+poll_interval = "50ms"
+timeout = "500ms"
+[[devices.points]]
+name = "A"
+register = "holding"
+address = 0
+type = "u16"
+[[devices.points]]
+name = "B"
+register = "holding"
+address = 1
+type = "u16"
+[[devices.points]]
+name = "D"
+register = "holding"
+address = 3
+type = "f32"
+[[devices.points]]
+name = "E"
+register = "holding"
+address = 5
+type = "u16"
+[sinks.file]
+dir = "unused"
+"#;
+    let daemon = device.replace(
+        "[[devices.points]]\nname = \"D\"",
+        "[[devices.points]]\nname = \"C\"\nregister = \"holding\"\naddress = 2\ntype = \"u16\"\n[[devices.points]]\nname = \"D\"",
+    );
+    let sim = simulator(device).await;
+    let plan = plan_for(&daemon, sim.local_addr().port());
+    assert_eq!(plan.devices[0].blocks.len(), 1, "A..E merge into one read");
+    let run = Running::start(plan);
+    eventually("A, B, D and E good 5 times each", || {
+        ["A", "B", "D", "E"].iter().all(|p| run.good_count(p) >= 5)
+    })
+    .await;
+    let c = run.samples_of("C");
+    assert!(!c.is_empty());
+    assert!(
+        c.iter()
+            .all(|s| s.quality == Quality::Bad && s.reason == Reason::Exception(2)),
+        "{c:?}"
+    );
+    for p in ["A", "B", "D", "E"] {
+        assert!(
+            run.samples_of(p).iter().all(|s| s.quality == Quality::Good),
+            "{p} was never blanked by C"
+        );
+    }
+    // The split is remembered: after the first cycle no whole-block read is
+    // sent to the engine any more, only parts.
+    let inputs = run.inputs.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    assert!(
+        inputs.iter().all(|i| matches!(
+            i,
+            Input::RegistersPart { .. } | Input::ReadFailedPart { .. }
+        )),
+        "{inputs:?}"
+    );
+    sim.stop().await;
+}
+
+/// Read-only toward the field: through bits, registers, splits, timeouts,
+/// dropped connections and every exception code, the device only ever
+/// receives function codes 01-04. On the way, each fault gives unit 2's
+/// point the right reason and unit 1 on the same connection keeps reading.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_read_function_codes_ever_reach_the_device() {
+    let sim_text = TYPES.replacen(
+        "[[meters]]",
+        "[[devices]]\nid = \"rtu2\"\nhost = \"127.0.0.1\"\nport = 502\nunit_id = 2\npoll_interval = \"50ms\"\ntimeout = \"100ms\"\n\
+         pause_for = \"200ms\"\nconfig_error_retry = \"200ms\"\n\
+         [[devices.points]]\nname = \"X\"\nregister = \"holding\"\naddress = 0\ntype = \"u16\"\n\n[[meters]]",
+        1,
+    );
+    // The simulator has no bit points: the daemon's coils and discrete
+    // inputs are answered with exception 02, which is fine for this test.
+    let daemon = sim_text.replacen(
+        "[[meters]]",
+        "[[devices.points]]\nname = \"COIL\"\nregister = \"coil\"\naddress = 0\ntype = \"bit\"\n\
+         [[devices.points]]\nname = \"DI\"\nregister = \"discrete_input\"\naddress = 3\ntype = \"bit\"\n\
+         [[devices.points]]\nname = \"GAP\"\nregister = \"holding\"\naddress = 4\ntype = \"u16\"\n\n[[meters]]",
+        1,
+    );
+    let sim = simulator(&sim_text).await;
+    let run = Running::start(plan_for(&daemon, sim.local_addr().port()));
+    eventually("first good reads", || run.good_count("X") >= 2).await;
+    // Each fault, and the reason it must give unit 2's point X. A delay past
+    // the timeout also desynchronises transaction ids when the late reply
+    // lands; the poller reconnects instead of reading a stale answer.
+    let faults: [(Fault, &[Reason]); 12] = [
+        (Fault::Delay(Duration::from_millis(300)), &[Reason::Timeout]),
+        (Fault::CloseConnection, &[Reason::Transport]),
+        (Fault::Garbage, &[Reason::Transport, Reason::Malformed]),
+        (Fault::NoResponse, &[Reason::Timeout]),
+        (Fault::Exception(1), &[Reason::Exception(1)]),
+        (Fault::Exception(2), &[Reason::Exception(2)]),
+        (Fault::Exception(3), &[Reason::Exception(3)]),
+        (Fault::Exception(4), &[Reason::Exception(4)]),
+        (Fault::Exception(5), &[Reason::Exception(5)]),
+        (Fault::Exception(6), &[Reason::Exception(6)]),
+        (Fault::Exception(0x0A), &[Reason::Exception(0x0A)]),
+        (Fault::Exception(0x0B), &[Reason::Exception(0x0B)]),
+    ];
+    for (fault, reasons) in faults {
+        let seen = run.samples_of("X").len();
+        sim.set_fault(2, fault);
+        eventually(
+            &format!("X is BAD with {reasons:?} under {fault:?}"),
+            || {
+                run.samples_of("X")[seen..]
+                    .iter()
+                    .any(|s| s.quality == Quality::Bad && reasons.contains(&s.reason))
+            },
+        )
+        .await;
+        let before = run.good_count("FT_IN");
+        eventually("unit 1 keeps reading under a unit-2 fault", || {
+            run.good_count("FT_IN") >= before + 2
+        })
+        .await;
+    }
+    sim.set_fault(2, Fault::None);
+    let x = run.good_count("X");
+    eventually("unit 2 recovers", || run.good_count("X") > x).await;
+    let codes: BTreeSet<u8> = sim.function_codes().keys().copied().collect();
+    assert_eq!(
+        codes,
+        BTreeSet::from([1, 2, 3, 4]),
+        "only reads reach the field"
+    );
+    sim.stop().await;
+}
+
+/// TYPES plus a second unit `rtu2` (single point X) behind the same port.
+fn with_unit2(extra_device_keys: &str) -> String {
+    TYPES.replacen(
+        "[[meters]]",
+        &format!(
+            "[[devices]]\nid = \"rtu2\"\nhost = \"127.0.0.1\"\nport = 502\nunit_id = 2\npoll_interval = \"50ms\"\ntimeout = \"100ms\"\n{extra_device_keys}\n\
+             [[devices.points]]\nname = \"X\"\nregister = \"holding\"\naddress = 0\ntype = \"u16\"\n\n[[meters]]"
+        ),
+        1,
+    )
+}
+
+/// Inputs about device index 1 (rtu2) that are reads (not pauses).
+fn unit2_reads(run: &Running) -> usize {
+    run.inputs
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter(|i| {
+            matches!(i, Input::Registers { device, .. } | Input::ReadFailed { device, .. }
+                if device.0 == 1)
+        })
+        .count()
+}
+
+/// A unit that never answers is paused after 2 failed cycles: its point goes
+/// STALE `device_paused`, it is not asked again during the pause, and unit 1
+/// on the same connection keeps reading good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_unit_is_paused_and_its_points_go_stale_while_the_others_keep_reading() {
+    let text = with_unit2("pause_after_failed_cycles = 2\npause_for = \"1h\"");
+    let sim = simulator(&text).await;
+    sim.set_fault(2, Fault::NoResponse);
+    let run = Running::start(plan_for(&text, sim.local_addr().port()));
+    eventually("X turns STALE device_paused", || {
+        run.samples_of("X")
+            .iter()
+            .any(|s| s.quality == Quality::Stale && s.reason == Reason::DevicePaused)
+    })
+    .await;
+    let x = run.samples_of("X");
+    let timeouts = x.iter().filter(|s| s.reason == Reason::Timeout).count();
+    assert_eq!(timeouts, 2, "paused after exactly 2 failed cycles: {x:?}");
+    let reads = unit2_reads(&run);
+    let good = run.good_count("FT_IN");
+    eventually("unit 1 reads 20 more cycles", || {
+        run.good_count("FT_IN") >= good + 20
+    })
+    .await;
+    assert_eq!(unit2_reads(&run), reads, "no request to the paused unit");
+    sim.stop().await;
+}
+
+/// Exception policy: 03 (configuration error) is retried slowly, 06 (busy)
+/// with a doubling back-off; the point is BAD with the code as reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_errors_retry_slowly_and_busy_backs_off() {
+    for (code, most) in [(3u8, 1usize), (6, 8)] {
+        let text = with_unit2("");
+        let sim = simulator(&text).await;
+        sim.set_fault(2, Fault::Exception(code));
+        let run = Running::start(plan_for(&text, sim.local_addr().port()));
+        eventually("unit 1 reads 40 cycles", || run.good_count("FT_IN") >= 40).await;
+        let x = run.samples_of("X");
+        assert!(!x.is_empty());
+        assert!(
+            x.iter()
+                .all(|s| s.quality == Quality::Bad && s.reason == Reason::Exception(code)),
+            "{x:?}"
+        );
+        let n = unit2_reads(&run);
+        assert!(
+            (1..=most).contains(&n),
+            "exception {code:02X}: {n} requests to unit 2 while unit 1 read 40 cycles"
+        );
+        drop(run);
+        sim.stop().await;
+    }
+}
+
+/// Poll groups: a slow group (4 poll cycles) is read once every 4 cycles of
+/// the fast points, and its two blocks are staggered into different cycles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_poll_group_reads_every_fourth_cycle_staggered() {
+    let text = r#"
+[station]
+id = "groups"
+kind = "city_gate"
+[[devices]]
+id = "plc"
+host = "127.0.0.1"
+port = 502
+unit_id = 1
+poll_interval = "50ms"
+timeout = "500ms"
+[[devices.groups]]
+name = "totals"
+interval = "200ms"
+[[devices.points]]
+name = "F"
+register = "holding"
+address = 0
+type = "u16"
+[[devices.points]]
+name = "S1"
+register = "holding"
+address = 10
+type = "u32"
+group = "totals"
+[[devices.points]]
+name = "S2"
+register = "input"
+address = 0
+type = "u16"
+group = "totals"
+[sinks.file]
+dir = "unused"
+"#;
+    let sim = simulator(text).await;
+    let plan = plan_for(text, sim.local_addr().port());
+    let stale = |n: &str| plan.tag_info(plan.tag(n).expect("tag")).stale_after_ns;
+    assert_eq!(stale("F"), 75_000_000, "1.5 x 50 ms");
+    assert_eq!(stale("S1"), 300_000_000, "1.5 x the group's 200 ms");
+    let run = Running::start(Arc::clone(&plan));
+    eventually("40 fast reads", || run.good_count("F") >= 40).await;
+    // Cycles, as the sequence of inputs: each cycle starts with F's block.
+    let f_block = plan.devices[0]
+        .blocks
+        .iter()
+        .position(|b| b.every == 1)
+        .expect("fast block");
+    let inputs = run.inputs.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut cycles: Vec<Vec<u32>> = Vec::new();
+    for i in &inputs {
+        if let Input::Registers { block, .. } = i {
+            if block.0 as usize == f_block {
+                cycles.push(Vec::new());
+            } else if let Some(c) = cycles.last_mut() {
+                c.push(block.0);
+            }
+        }
+    }
+    let complete = &cycles[..cycles.len() - 1];
+    assert!(complete.len() >= 39);
+    for (n, c) in complete.iter().enumerate() {
+        assert!(
+            c.len() <= 1,
+            "cycle {n} read {c:?}: slow blocks not staggered"
+        );
+    }
+    let slow_reads: usize = complete.iter().map(Vec::len).sum();
+    let expected = complete.len() * 2 / 4;
+    assert!(
+        slow_reads.abs_diff(expected) <= 2,
+        "{slow_reads} slow reads in {} cycles, expected about {expected}",
+        complete.len()
+    );
+    sim.stop().await;
+}
