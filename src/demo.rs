@@ -171,6 +171,7 @@ pub fn demo_config(
             }
             None => None,
         },
+        ..SinksConfig::default()
     };
     let problems = c.validate();
     if !problems.is_empty() {

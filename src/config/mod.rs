@@ -16,7 +16,9 @@ use crate::buffer::config::SpoolConfig;
 use crate::sinks::file::config::FileSinkConfig;
 use crate::sinks::influxdb::config::InfluxConfig;
 use crate::sinks::mqtt::config::MqttConfig;
+use crate::sinks::sparkplug::config::SparkplugConfig;
 use crate::sources::modbus::DeviceConfig;
+use crate::sources::mqtt::config::MqttSourceConfig;
 use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -31,6 +33,9 @@ pub struct Config {
     /// Modbus/TCP devices and their points.
     #[serde(default)]
     pub devices: Vec<DeviceConfig>,
+    /// MQTT telemetry sources (JSON or Sparkplug B) and their points.
+    #[serde(default)]
+    pub mqtt_sources: Vec<MqttSourceConfig>,
     /// Meters: which flow, pressure and temperature points form a metering run.
     #[serde(default)]
     pub meters: Vec<MeterConfig>,
@@ -207,6 +212,8 @@ pub struct SinksConfig {
     pub influxdb: Option<InfluxConfig>,
     /// MQTT dispatch publisher: alarms and station status to the dispatch centre.
     pub mqtt: Option<MqttConfig>,
+    /// gaswatch as a Sparkplug B edge node: points and alarms to a SCADA host.
+    pub sparkplug: Option<SparkplugConfig>,
 }
 
 /// One thing wrong with a configuration.

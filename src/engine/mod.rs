@@ -255,6 +255,8 @@ impl Engine {
                 );
                 out.replies.push(reply);
             }
+            // Delivery bookkeeping for the engine task; no data.
+            Input::Receipt(_) => {}
         }
     }
 

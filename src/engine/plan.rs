@@ -271,6 +271,45 @@ impl EnginePlan {
             });
         }
 
+        // MQTT points: one device per (source, device id) without read
+        // blocks (the Modbus poller skips those); a point is STALE after 1.5
+        // times its expected interval.
+        for src in &config.mqtt_sources {
+            for pt in &src.points {
+                let dev_id = pt.device_or(&src.id);
+                let di = match devices.iter().position(|d: &DevicePlan| {
+                    d.id == dev_id && d.blocks.is_empty() && d.host == src.host
+                }) {
+                    Some(i) => i,
+                    None => {
+                        devices.push(DevicePlan {
+                            id: dev_id.to_string(),
+                            host: src.host.clone(),
+                            port: src.port,
+                            unit_id: 0,
+                            poll_interval: pt.expected_interval,
+                            timeout: Duration::ZERO,
+                            blocks: Vec::new(),
+                            // Polling settings: unused without read blocks.
+                            pause_after_failed_cycles: 0,
+                            pause_for: Duration::ZERO,
+                            config_error_retry: Duration::ZERO,
+                        });
+                        devices.len() - 1
+                    }
+                };
+                let tag = TagId(tags.len() as u32);
+                tags.push(TagInfo {
+                    name: pt.name.clone(),
+                    unit: pt.unit.clone(),
+                    device: DeviceId(di as u32),
+                    stale_after_ns: i64::try_from(pt.expected_interval.as_nanos() * 3 / 2)
+                        .unwrap_or(i64::MAX),
+                });
+                by_name.insert(pt.name.clone(), tag);
+            }
+        }
+
         let station = &config.station.id;
         let ac = &config.alarms;
         let mut alarms = Vec::new();

@@ -192,6 +192,10 @@ pub enum Input {
     /// An operator command on an alarm (from the dispatch centre). Commands
     /// are inputs so a replay of the input stream reproduces the alarm states.
     Command(AlarmCommand),
+    /// A marker after a source's inputs: the engine ignores it; the engine
+    /// task confirms it once the output of every input before it is in the
+    /// sink spools (MQTT acknowledges the message only then).
+    Receipt(Receipt),
 }
 
 /// What an operator asks of an alarm.
@@ -270,6 +274,41 @@ pub struct CommandReply {
     pub detail: String,
     /// Sequence number of the alarm event the command produced, when applied.
     pub seq: Option<u64>,
+}
+
+/// A confirmation a source waits for (see [`Input::Receipt`]). Cheap to
+/// clone; confirming calls the source's callback with the sequence number.
+#[derive(Clone)]
+pub struct Receipt {
+    seq: u64,
+    confirm: std::sync::Arc<dyn Fn(u64) + Send + Sync>,
+}
+
+impl Receipt {
+    pub fn new(seq: u64, confirm: std::sync::Arc<dyn Fn(u64) + Send + Sync>) -> Self {
+        Receipt { seq, confirm }
+    }
+
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Tells the source that everything before this receipt is stored.
+    pub fn confirm(self) {
+        (self.confirm)(self.seq)
+    }
+}
+
+impl std::fmt::Debug for Receipt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receipt").field("seq", &self.seq).finish()
+    }
+}
+
+impl PartialEq for Receipt {
+    fn eq(&self, other: &Self) -> bool {
+        self.seq == other.seq && std::sync::Arc::ptr_eq(&self.confirm, &other.confirm)
+    }
 }
 
 /// The level or condition an alarm watches.

@@ -147,6 +147,8 @@ impl CaptureWriter {
     /// Records one input, before the engine processes it.
     pub fn input(&mut self, input: &Input) -> Result<(), ReplayError> {
         match input {
+            // Delivery bookkeeping for MQTT acknowledgements: not an engine input.
+            Input::Receipt(_) => return Ok(()),
             Input::Registers {
                 device,
                 block,

@@ -47,6 +47,8 @@ impl ReplayEvent {
             | ReplayEvent::Input(Input::DevicePaused { ts, .. })
             | ReplayEvent::Input(Input::Values { ts, .. }) => *ts,
             ReplayEvent::Input(Input::Command(c)) => c.ts,
+            // Receipts are never recorded or replayed; they carry no time.
+            ReplayEvent::Input(Input::Receipt(_)) => Timestamp(0),
         }
     }
 }
