@@ -1,10 +1,16 @@
 //! Records the git commit and the enabled Cargo features for `--version`,
 //! `/health` and `gaswatch_build_info`. Works from a tarball or a clean clone
 //! without git: the commit is then "unknown".
+//!
+//! Also generates the Sparkplug B protobuf types from
+//! `proto/sparkplug_b.proto` (gaswatch's own wire-compatible declaration of
+//! the Sparkplug B payload) with protox, a pure-Rust protobuf compiler: no
+//! system `protoc` is needed to build.
 
 use std::process::Command;
 
-fn main() {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    sparkplug()?;
     let commit = Command::new("git")
         .args(["rev-parse", "--short=10", "HEAD"])
         .output()
@@ -40,4 +46,12 @@ fn main() {
         }
     }
     println!("cargo:rerun-if-changed=build.rs");
+    Ok(())
+}
+
+fn sparkplug() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto/sparkplug_b.proto");
+    let descriptors = protox::compile(["proto/sparkplug_b.proto"], ["proto"])?;
+    prost_build::Config::new().compile_fds(descriptors)?;
+    Ok(())
 }

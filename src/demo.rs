@@ -165,10 +165,13 @@ pub fn demo_config(
                     password: None,
                     topic_prefix: "gaswatch".into(),
                     keep_alive: Duration::from_secs(30),
+                    heartbeat: Duration::from_secs(30),
+                    accept_commands: true,
                 })
             }
             None => None,
         },
+        ..SinksConfig::default()
     };
     let problems = c.validate();
     if !problems.is_empty() {
@@ -289,7 +292,11 @@ fn update_summary(
         *seen = e.seq as usize;
         if e.action == AlarmAction::Raise {
             let id = plan.alarms[e.alarm as usize].id.clone();
-            if e.kind == crate::model::AlarmKind::Imbalance && s.leak_alarm_after_s.is_none() {
+            if matches!(
+                e.kind,
+                crate::model::AlarmKind::Imbalance | crate::model::AlarmKind::Leak
+            ) && s.leak_alarm_after_s.is_none()
+            {
                 s.leak_alarm_after_s = Some(started.elapsed().as_secs_f64());
             }
             s.alarms_raised.push(id);

@@ -1,5 +1,5 @@
-//! The `gaswatch` command line: run | demo | check | probe | replay | gas |
-//! report | leak-scorecard.
+//! The `gaswatch` command line: run | demo | check | probe | replay | dispatch |
+//! alarms history | gas | report | leak-scorecard.
 //! Exit codes: 0 success, 1 runtime failure, 2 configuration error.
 
 use clap::{Parser, Subcommand};
@@ -75,6 +75,32 @@ enum Command {
     },
     /// Read a register range once and list every plausible decoding (types x byte orders x base 0/1).
     Probe(gaswatch::sources::modbus::probe::ProbeArgs),
+    /// The dispatcher's console: all stations and standing alarms from the broker; ack and shelve.
+    Dispatch(gaswatch::dispatch::DispatchArgs),
+    /// Alarm journal tools.
+    Alarms {
+        #[command(subcommand)]
+        command: AlarmsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AlarmsCommand {
+    /// Print the alarm journal: transitions, acks, shelves, escalations, commands.
+    History {
+        /// Station configuration file (gives the journal path).
+        #[arg(short, long, env = "GASWATCH_CONFIG")]
+        config: PathBuf,
+        /// Only entries newer than this: a duration ("2h") or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only this alarm id (or a prefix ending in '/').
+        #[arg(long)]
+        alarm: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -212,7 +238,86 @@ fn main() -> ExitCode {
         Command::Demo(args) => {
             runtime_main(async move { gaswatch::demo::run(args, cli.log_format).await })
         }
+        Command::Dispatch(args) => {
+            if args.json
+                && let Err(e) = init_logging(cli.log_format, None)
+            {
+                eprintln!("cannot set up logging: {e}");
+            }
+            runtime_main(async move { gaswatch::dispatch::run(args).await })
+        }
+        Command::Alarms {
+            command:
+                AlarmsCommand::History {
+                    config,
+                    since,
+                    alarm,
+                    json,
+                },
+        } => history(&config, since.as_deref(), alarm.as_deref(), json),
     }
+}
+
+fn history(
+    config: &std::path::Path,
+    since: Option<&str>,
+    alarm: Option<&str>,
+    json: bool,
+) -> ExitCode {
+    let c = match Config::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let since_ns = match since {
+        None => None,
+        Some(s) => match humantime::parse_duration(s) {
+            Ok(d) => Some(
+                gaswatch::model::Timestamp::now().nanos()
+                    - i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+            ),
+            Err(_) => match humantime::parse_rfc3339_weak(s) {
+                Ok(t) => Some(
+                    t.duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
+                ),
+                Err(_) => {
+                    eprintln!(
+                        "--since: expected a duration (\"2h\") or an RFC 3339 time, got {s:?}"
+                    );
+                    return ExitCode::from(2);
+                }
+            },
+        },
+    };
+    let path = c
+        .alarms
+        .journal
+        .clone()
+        .unwrap_or_else(|| gaswatch::journal::default_path(&c.spool.dir));
+    let (entries, skipped) = match gaswatch::journal::read_entries(&path) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for e in gaswatch::journal::query(&entries, since_ns, alarm) {
+        if json {
+            println!("{}", serde_json::to_string(e).unwrap_or_default());
+        } else {
+            println!("{}", gaswatch::journal::format_entry(e));
+        }
+    }
+    if skipped > 0 {
+        eprintln!(
+            "{}: {skipped} unreadable or torn line(s) skipped",
+            path.display()
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 fn runtime_main<F, E>(fut: F) -> ExitCode

@@ -56,6 +56,8 @@ async fn pressure_alarm_reaches_a_real_broker_subscriber() {
         password: None,
         topic_prefix: "gaswatch".into(),
         keep_alive: Duration::from_secs(30),
+        heartbeat: Duration::from_secs(30),
+        accept_commands: true,
     });
     c.spool.dir = dir.path().join("spool");
     assert!(c.validate().is_empty(), "{:?}", c.validate());

@@ -180,6 +180,7 @@ async fn round_trip_is_exact() {
                 limit: 6.3,
                 ts: Timestamp(T0 + k as i64 * 7_000_001),
                 seq: k + 1,
+                detail: Default::default(),
             };
             let mut buf = Vec::new();
             encode_alarm(&mut buf, "cg 01", "cg01/PT_OUT1/HH", "PT_OUT1", &e);

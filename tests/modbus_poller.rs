@@ -142,7 +142,10 @@ impl Collected {
                 | Input::ReadFailed { device: d, .. }
                 | Input::RegistersPart { device: d, .. }
                 | Input::ReadFailedPart { device: d, .. } => *d == DeviceId(device),
-                Input::Values { .. } | Input::DevicePaused { .. } => false,
+                Input::Values { .. }
+                | Input::DevicePaused { .. }
+                | Input::Command(_)
+                | Input::Receipt(_) => false,
             })
             .count()
     }

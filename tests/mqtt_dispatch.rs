@@ -29,6 +29,8 @@ fn config(port: u16) -> MqttConfig {
         password: None,
         topic_prefix: "gaswatch".to_string(),
         keep_alive: Duration::from_secs(5),
+        heartbeat: Duration::from_secs(30),
+        accept_commands: true,
     }
 }
 
@@ -48,6 +50,7 @@ fn def(source: &str) -> AlarmDef {
         priority: Priority::High,
         limit: 1750.0,
         deadband: 35.0,
+        mgmt: Default::default(),
     }
 }
 
@@ -61,6 +64,7 @@ fn event(action: AlarmAction, seq: u64) -> AlarmEvent {
         limit: 1750.0,
         ts: Timestamp::from_millis(1_795_821_743_123 + seq as i64),
         seq,
+        detail: Default::default(),
     }
 }
 

@@ -112,6 +112,8 @@ fn mqtt_config(port: u16, pki: &Path, client_cert: bool) -> MqttConfig {
         password: None,
         topic_prefix: "gaswatch".into(),
         keep_alive: Duration::from_secs(5),
+        heartbeat: Duration::from_secs(30),
+        accept_commands: true,
         tls: Some(MqttTlsConfig {
             ca_file: Some(pki.join("ca.pem")),
             client_cert_file: client_cert.then(|| pki.join("client.pem")),

@@ -100,14 +100,9 @@ async fn replaying_a_capture_reproduces_the_daemon_outputs_byte_for_byte() {
     }
     c.balance.window = Duration::from_secs(1);
     c.balance.min_coverage = 0.5;
-    c.limits.push(LimitConfig {
-        point: "PT_IN1".into(),
-        hh: None,
-        h: Some(100.0),
-        l: None,
-        ll: None,
-        deadband: Some(1.0),
-    });
+    let limit: LimitConfig =
+        toml::from_str("point = \"PT_IN1\"\nh = 100.0\ndeadband = 1.0").expect("limit");
+    c.limits.push(limit);
     c.limits
         .retain(|l| l.point != "PT_IN1" || l.h == Some(100.0));
     c.sinks.file = Some(gaswatch::sinks::file::config::FileSinkConfig {

@@ -101,14 +101,20 @@ fn parse_format(s: &str) -> Result<Format, String> {
     }
 }
 
-/// One imbalance alarm raised during the replay: a detected leak.
+/// One imbalance (输差) or leak (CUSUM) alarm raised during the replay: a
+/// detected leak.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LeakDetection {
+    /// The alarm that raised it (`<station>/balance/IMBALANCE`,
+    /// `<station>/balance-1h/IMBALANCE`, `<station>/balance/LEAK`, ...).
+    pub alarm_id: String,
     pub raised: Timestamp,
     pub cleared: Option<Timestamp>,
-    /// 输差率 of the window that raised it, %.
+    /// 输差率 of the window that raised it, % (for a leak alarm: the
+    /// estimated leak rate in % of inlet).
     pub imbalance_percent: f64,
-    /// Estimated leak rate: that window's imbalance per hour, Sm³/h.
+    /// Estimated leak rate, Sm³/h: the raising window's imbalance per hour
+    /// (for a leak alarm: the CUSUM change-point estimate).
     pub rate_sm3_per_h: f64,
 }
 
@@ -286,12 +292,31 @@ impl Replayer {
             if e.action == AlarmAction::Raise {
                 *s.raised_by_priority.entry(e.priority).or_default() += 1;
             }
-            if e.kind == AlarmKind::Imbalance {
+            if matches!(e.kind, AlarmKind::Imbalance | AlarmKind::Leak) {
                 match e.action {
-                    AlarmAction::Raise => {
-                        let w = self.out.balances.iter().find(|b| b.end == e.ts);
-                        let hours = plan.balance_window_ns as f64 / 3.6e12;
+                    AlarmAction::Raise if e.kind == AlarmKind::Leak => {
+                        let alert = self.out.leaks.iter().find(|l| l.detected == e.ts);
                         s.leaks.push(LeakDetection {
+                            alarm_id: def.id.clone(),
+                            raised: e.ts,
+                            cleared: None,
+                            imbalance_percent: e.value,
+                            rate_sm3_per_h: alert.map_or(f64::NAN, |l| l.rate_sm3_per_h),
+                        });
+                    }
+                    AlarmAction::Raise => {
+                        // The window of this alarm (one per window length).
+                        let window_ns = plan
+                            .windows
+                            .iter()
+                            .find(|w| w.alarm == e.alarm)
+                            .map_or(plan.balance_window_ns, |w| w.window_ns);
+                        let w = self.out.balances.iter().find(|b| {
+                            b.end == e.ts && b.end.nanos() - b.start.nanos() == window_ns
+                        });
+                        let hours = window_ns as f64 / 3.6e12;
+                        s.leaks.push(LeakDetection {
+                            alarm_id: def.id.clone(),
                             raised: e.ts,
                             cleared: None,
                             imbalance_percent: e.value,
@@ -299,10 +324,18 @@ impl Replayer {
                         });
                     }
                     AlarmAction::Clear => {
-                        if let Some(l) = s.leaks.iter_mut().rev().find(|l| l.cleared.is_none()) {
+                        if let Some(l) = s
+                            .leaks
+                            .iter_mut()
+                            .rev()
+                            .find(|l| l.cleared.is_none() && l.alarm_id == def.id)
+                        {
                             l.cleared = Some(e.ts);
                         }
                     }
+                    // Acks, shelving, re-alarms and escalations change how a
+                    // leak alarm is handled, not when it was detected.
+                    _ => {}
                 }
             }
             if let Some(w) = &mut self.events {
@@ -435,7 +468,8 @@ pub fn print_summary(w: &mut dyn Write, s: &Summary) -> std::io::Result<()> {
     for l in &s.leaks {
         writeln!(
             w,
-            "    raised {}  cleared {}  输差 {:.2} %  est. rate {:.0} Sm3/h",
+            "    {}  raised {}  cleared {}  输差 {:.2} %  est. rate {:.0} Sm3/h",
+            l.alarm_id,
             l.raised.to_rfc3339(),
             t(l.cleared),
             l.imbalance_percent,

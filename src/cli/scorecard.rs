@@ -8,7 +8,7 @@
 //! {"type":"event","id":"leak-1","kind":"leak","phase":"end","t_ns":1767229200000000000}
 //! ```
 //! `detect` names what should notice the incident: `imbalance` (the station
-//! balance alarm) or a point name (any HH/H/L/LL alarm on that point). An
+//! balance's 输差 alarms of any window, or its LEAK alarm) or a point name (any HH/H/L/LL alarm on that point). An
 //! incident without `detect` (a communication outage, say) is not scored
 //! for detection and excuses nothing: an alarm during it is a false alarm.
 //!
@@ -111,10 +111,13 @@ pub fn parse_truth(text: &str) -> Result<Vec<Incident>, (usize, String)> {
 }
 
 fn matches(detect: &str, a: &AlarmLine) -> bool {
+    // The balance notices a leak by its 输差 alarms (any window) or its
+    // sequential leak test (LEAK).
+    let balance = matches!(a.kind, AlarmKind::Imbalance | AlarmKind::Leak);
     if detect == "imbalance" {
-        a.kind == AlarmKind::Imbalance
+        balance
     } else {
-        a.kind != AlarmKind::Imbalance && a.source == detect
+        !balance && a.source == detect
     }
 }
 

@@ -5,16 +5,20 @@
 //! Component configs live beside their component (`sources/modbus/config.rs`,
 //! `sinks/*/config.rs`, `buffer/config.rs`); this module assembles them.
 
+pub mod alarms;
 mod secret;
 mod validate;
 
+pub use alarms::{AlarmsConfig, DigitalAlarmConfig};
 pub use secret::{Secret, SecretString, warn_if_exposed};
 
 use crate::buffer::config::SpoolConfig;
 use crate::sinks::file::config::FileSinkConfig;
 use crate::sinks::influxdb::config::InfluxConfig;
 use crate::sinks::mqtt::config::MqttConfig;
+use crate::sinks::sparkplug::config::SparkplugConfig;
 use crate::sources::modbus::DeviceConfig;
+use crate::sources::mqtt::config::MqttSourceConfig;
 use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -29,6 +33,9 @@ pub struct Config {
     /// Modbus/TCP devices and their points.
     #[serde(default)]
     pub devices: Vec<DeviceConfig>,
+    /// MQTT telemetry sources (JSON or Sparkplug B) and their points.
+    #[serde(default)]
+    pub mqtt_sources: Vec<MqttSourceConfig>,
     /// Meters: which flow, pressure and temperature points form a metering run.
     #[serde(default)]
     pub meters: Vec<MeterConfig>,
@@ -45,6 +52,12 @@ pub struct Config {
     /// HH/H/L/LL alarm limits on points.
     #[serde(default)]
     pub limits: Vec<LimitConfig>,
+    /// Alarm management: re-alarm, escalation, flood, chattering, journal.
+    #[serde(default)]
+    pub alarms: AlarmsConfig,
+    /// Alarms on discrete states (slam-shut valve, gas detector, door).
+    #[serde(default)]
+    pub digital_alarms: Vec<DigitalAlarmConfig>,
     /// Where results go.
     #[serde(default)]
     pub sinks: SinksConfig,
@@ -336,8 +349,30 @@ pub struct LimitConfig {
     /// Low-low limit (priority high).
     pub ll: Option<f64>,
     /// Hysteresis: a high alarm clears below `limit - deadband`, a low alarm
-    /// above `limit + deadband`. Default: 2 % of the span between the outermost limits.
+    /// above `limit + deadband`. Default: `[alarms] deadband_percent` for the
+    /// point's quantity, of its range (`min`..`max`, else the span between
+    /// the outermost limits).
     pub deadband: Option<f64>,
+    /// Rate-of-change limit in units per minute (magnitude); raises a `ROC` alarm.
+    pub rate_per_min: Option<f64>,
+    /// Raise a `QUALITY` alarm while the point's data is bad.
+    #[serde(default)]
+    pub quality_alarm: bool,
+    /// On-delay of these alarms (default `[alarms] on_delay`).
+    #[serde(default, with = "humantime_serde")]
+    pub on_delay: Option<Duration>,
+    /// Off-delay of these alarms (default `[alarms] off_delay`).
+    #[serde(default, with = "humantime_serde")]
+    pub off_delay: Option<Duration>,
+    /// Alarms need an operator reset after returning to normal.
+    #[serde(default)]
+    pub latch: bool,
+    /// Suppressed by design while this point's last good value is non-zero
+    /// (e.g. a maintenance-mode flag); still evaluated and journaled.
+    pub suppressed_by: Option<String>,
+    /// Taken out of service: evaluated and journaled, never annunciated.
+    #[serde(default)]
+    pub out_of_service: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -349,6 +384,8 @@ pub struct SinksConfig {
     pub influxdb: Option<InfluxConfig>,
     /// MQTT dispatch publisher: alarms and station status to the dispatch centre.
     pub mqtt: Option<MqttConfig>,
+    /// gaswatch as a Sparkplug B edge node: points and alarms to a SCADA host.
+    pub sparkplug: Option<SparkplugConfig>,
 }
 
 /// One thing wrong with a configuration.

@@ -268,6 +268,37 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
         }
     }
 
+    // MQTT sources: their own checks, then their point names join the station's.
+    for prob in crate::sources::mqtt::config::validate(&c.mqtt_sources) {
+        p.0.push(prob);
+    }
+    for (si, src) in c.mqtt_sources.iter().enumerate() {
+        check_secret(
+            &mut p,
+            &format!("mqtt_sources[{si}].password"),
+            src.password.as_ref(),
+        );
+        for (pi, pt) in src.points.iter().enumerate() {
+            let pk = format!("mqtt_sources[{si}].points[{pi}]");
+            if !is_ident(&pt.name) {
+                p.add(
+                    format!("{pk}.name"),
+                    format!(
+                        "expected 1-64 letters, digits, '_', '-' or '.', got {:?}",
+                        pt.name
+                    ),
+                );
+            } else if let Some(first) = points.get(pt.name.as_str()) {
+                p.add(
+                    format!("{pk}.name"),
+                    format!("point name {:?} is already used at {first}; names must be unique in the station", pt.name),
+                );
+            } else {
+                points.insert(pt.name.as_str(), pk);
+            }
+        }
+    }
+
     // Meters.
     let mut meter_names = HashSet::new();
     for (mi, m) in c.meters.iter().enumerate() {
@@ -351,8 +382,11 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
             .iter()
             .filter_map(|(n, v)| v.map(|v| (*n, v)))
             .collect();
-        if set.is_empty() {
-            p.add(lk.clone(), "expected at least one of hh, h, l, ll");
+        if set.is_empty() && l.rate_per_min.is_none() && !l.quality_alarm {
+            p.add(
+                lk.clone(),
+                "expected at least one of hh, h, l, ll, rate_per_min, quality_alarm",
+            );
         }
         for (n, v) in &set {
             if !v.is_finite() {
@@ -467,6 +501,36 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
                 h.listen
             ),
         );
+    }
+    let names: HashSet<&str> = c
+        .devices
+        .iter()
+        .flat_map(|d| d.points.iter().map(|pt| pt.name.as_str()))
+        .collect();
+    for (li, l) in c.limits.iter().enumerate() {
+        if let Some(s) = &l.suppressed_by
+            && !names.contains(s.as_str())
+        {
+            p.add(
+                format!("limits[{li}].suppressed_by"),
+                format!("expected the name of a point, got {s:?}"),
+            );
+        }
+        if let Some(r) = l.rate_per_min
+            && !(r.is_finite() && r > 0.0)
+        {
+            p.add(
+                format!("limits[{li}].rate_per_min"),
+                format!("expected a positive number, got {r}"),
+            );
+        }
+    }
+    super::alarms::validate(&c.alarms, &c.digital_alarms, &names, &mut p.0);
+    if let Some(sp) = &s.sparkplug {
+        for prob in crate::sinks::sparkplug::config::validate(sp) {
+            p.0.push(prob);
+        }
+        check_secret(&mut p, "sinks.sparkplug.password", sp.password.as_ref());
     }
     if c.spool.max_bytes < 1 << 20 {
         p.add(

@@ -15,6 +15,7 @@
 //! never re-sent with a fresh timestamp. Only GOOD values feed alarms and
 //! the balance.
 
+pub mod alarm_health;
 pub mod alarms;
 pub mod balance;
 pub mod decode;
@@ -22,11 +23,15 @@ pub mod gas;
 pub mod leak;
 pub mod plan;
 
-pub use plan::{AlarmDef, BlockPlan, DevicePlan, EnginePlan, PointDecoder, TagInfo};
+pub use alarms::SavedAlarm;
+pub use plan::{
+    AlarmDef, AlarmMgmt, AlarmPolicy, BlockPlan, DevicePlan, EnginePlan, PointDecoder, TagInfo,
+};
 
 use crate::config::MeterKind;
 use crate::model::{
-    BlockId, DeviceId, Input, Output, Quality, ReadError, Reason, Sample, TagId, Timestamp,
+    AlarmState, BlockId, DeviceId, Input, Output, Quality, ReadError, Reason, Sample, TagId,
+    Timestamp,
 };
 use crate::sources::modbus::DataType;
 use alarms::AlarmStates;
@@ -59,6 +64,8 @@ struct TagState {
     last_ts: i64,
     quality: Quality,
     value: f64,
+    /// Last GOOD value and its time (rate of change).
+    prev_good: (f64, i64),
     /// Index of the meter whose flow this tag is, if any.
     meter: Option<u32>,
 }
@@ -78,6 +85,9 @@ pub struct Engine {
     last_pressure: Vec<Option<(i64, f64)>>,
     gas: GasModel,
     counters: BalanceCounters,
+    /// Per device: time of the last good sample (comm-loss alarm); set to
+    /// the first tick for devices not heard from yet.
+    device_last_good: Vec<i64>,
     /// Per tag: latest text of a string point (capacity reserved at start,
     /// so decoding never allocates), its time and quality. Empty and
     /// capacity 0 for numeric tags.
@@ -95,6 +105,7 @@ impl Engine {
                 last_ts: i64::MIN,
                 quality: Quality::Stale,
                 value: f64::NAN,
+                prev_good: (f64::NAN, i64::MIN),
                 meter: None,
             })
             .collect();
@@ -158,7 +169,8 @@ impl Engine {
         let gas = plan.gas.build().unwrap_or_else(|_| {
             GasModel::ideal(plan.gas.base(), plan.gas.atmospheric_pressure_kpa)
         });
-        let alarms = AlarmStates::new(plan.alarms.len(), start_seq);
+        let alarms = AlarmStates::with_policy(plan.alarms.len(), start_seq, &plan.alarm_policy);
+        let device_last_good = vec![i64::MIN; plan.devices.len()];
         let mut texts: Vec<(String, Timestamp, Quality)> = plan
             .tags
             .iter()
@@ -186,6 +198,7 @@ impl Engine {
             leaks,
             gas,
             counters: BalanceCounters::default(),
+            device_last_good,
             texts,
         }
     }
@@ -219,6 +232,25 @@ impl Engine {
         self.alarms.seq()
     }
 
+    /// ISA state of alarm `index`.
+    pub fn alarm_state(&self, index: u32) -> AlarmState {
+        self.alarms.state(index)
+    }
+
+    /// Restores alarm states and the sequence number from the journal;
+    /// call before the first input.
+    pub fn restore_alarms(&mut self, seq: u64, saved: &[(u32, SavedAlarm)]) {
+        self.alarms.resume_seq(seq);
+        for (i, s) in saved {
+            self.alarms.restore(*i, s);
+        }
+    }
+
+    /// Current alarm-system health figures.
+    pub fn alarm_health(&self, now: Timestamp) -> crate::model::AlarmHealth {
+        self.alarms.health(&self.plan.alarms, now)
+    }
+
     /// Config reload: takes over from `old` the state of every alarm whose
     /// id (`<station>/<source>/<kind>`) exists in both plans, and its
     /// sequence counter, so an active alarm is neither raised again nor
@@ -227,10 +259,9 @@ impl Engine {
     pub fn carry_alarms_from(&mut self, old: &Engine) -> usize {
         let mut carried = 0;
         for (i, def) in self.plan.alarms.iter().enumerate() {
-            if let Some(j) = old.plan.alarms.iter().position(|d| d.id == def.id)
-                && old.alarms.is_active(j as u32)
+            if let Some(j) = old.plan.alarm_index(&def.id)
+                && self.alarms.carry(i as u32, &old.alarms, j)
             {
-                self.alarms.set_active(i as u32, true);
                 carried += 1;
             }
         }
@@ -306,6 +337,19 @@ impl Engine {
                     );
                 }
             }
+            Input::Command(cmd) => {
+                let plan = &*self.plan;
+                let reply = self.alarms.command(
+                    plan.alarm_index(&cmd.alarm_id),
+                    &plan.alarms,
+                    &plan.alarm_policy,
+                    cmd,
+                    &mut out.alarms,
+                );
+                out.replies.push(reply);
+            }
+            // Delivery bookkeeping for the engine task; no data.
+            Input::Receipt(_) => {}
         }
     }
 
@@ -427,22 +471,68 @@ impl Engine {
         st.quality = s.quality;
         st.value = s.value;
         let good = s.quality == Quality::Good;
+        let t = s.ts.nanos();
+        // Rate per minute from the previous good value.
+        let rate = if good && st.prev_good.1 != i64::MIN && t > st.prev_good.1 {
+            (s.value - st.prev_good.0) / ((t - st.prev_good.1) as f64 / 60e9)
+        } else {
+            f64::NAN
+        };
+        if good {
+            st.prev_good = (s.value, t);
+        }
         if let Some(m) = st.meter {
             self.on_meter(m as usize, s.ts, s.value, good);
         }
         if !self.plan.tag_linepack[i].is_empty() {
             self.on_linepack_tag(i, s.ts, out);
         }
+        let plan = &*self.plan;
         if good {
-            for &a in &self.plan.tag_alarms[i] {
+            let device = plan.tags[i].device.0 as usize;
+            if let Some(d) = self.device_last_good.get_mut(device) {
+                *d = (*d).max(t);
+            }
+            if let Some(Some(a)) = plan.device_comm_alarm.get(device)
+                && self.alarms.is_active(*a)
+            {
                 self.alarms.evaluate(
-                    a,
-                    &self.plan.alarms[a as usize],
-                    s.value,
+                    *a,
+                    &plan.alarms,
+                    &plan.alarm_policy,
+                    plan.flood_alarm,
+                    0.0,
                     s.ts,
                     &mut out.alarms,
                 );
             }
+            for &a in &plan.tag_suppresses[i] {
+                self.alarms.set_suppressed(a, s.value != 0.0);
+            }
+        }
+        for &a in &plan.tag_alarms[i] {
+            use crate::model::AlarmKind;
+            let value = match plan.alarms[a as usize].kind {
+                AlarmKind::BadQuality => match s.quality {
+                    Quality::Bad => 1.0,
+                    Quality::Good => 0.0,
+                    _ => continue,
+                },
+                AlarmKind::RateOfChange if rate.is_finite() => rate,
+                _ if good && !matches!(plan.alarms[a as usize].kind, AlarmKind::RateOfChange) => {
+                    s.value
+                }
+                _ => continue,
+            };
+            self.alarms.evaluate(
+                a,
+                &plan.alarms,
+                &plan.alarm_policy,
+                plan.flood_alarm,
+                value,
+                s.ts,
+                &mut out.alarms,
+            );
         }
         out.samples.push(s);
     }
@@ -497,7 +587,9 @@ impl Engine {
                     let clear = p < def.limit - def.deadband || p <= u;
                     self.alarms.transition(
                         def_i,
-                        def,
+                        &plan.alarms,
+                        &plan.alarm_policy,
+                        plan.flood_alarm,
                         raise,
                         clear,
                         r.imbalance_percent,
@@ -505,21 +597,21 @@ impl Engine {
                         &mut out.alarms,
                     );
                 }
-                if let (Some(d), Some(a)) = (self.leaks.get_mut(wi), plan.leak_alarm) {
-                    let alert = d.on_window(r);
-                    let def = &plan.alarms[a as usize];
-                    if let Some(alert) = alert {
-                        out.leaks.push(alert);
-                        self.alarms.transition(
-                            a,
-                            def,
-                            true,
-                            false,
-                            alert.rate_percent,
-                            r.end,
-                            &mut out.alarms,
-                        );
-                    }
+                if let (Some(d), Some(a)) = (self.leaks.get_mut(wi), plan.leak_alarm)
+                    && let Some(alert) = d.on_window(r)
+                {
+                    out.leaks.push(alert);
+                    self.alarms.transition(
+                        a,
+                        &plan.alarms,
+                        &plan.alarm_policy,
+                        plan.flood_alarm,
+                        true,
+                        false,
+                        alert.rate_percent,
+                        r.end,
+                        &mut out.alarms,
+                    );
                 }
             }
             if let Some(a) = plan.leak_alarm
@@ -529,7 +621,9 @@ impl Engine {
             {
                 self.alarms.transition(
                     a,
-                    &plan.alarms[a as usize],
+                    &plan.alarms,
+                    &plan.alarm_policy,
+                    plan.flood_alarm,
                     false,
                     true,
                     0.0,
@@ -538,6 +632,36 @@ impl Engine {
                 );
             }
         }
+        // Communication loss: no good sample from a device for its stale period.
+        for (d, last) in self.device_last_good.iter_mut().enumerate() {
+            if *last == i64::MIN {
+                *last = n;
+            }
+            let Some(Some(a)) = plan.device_comm_alarm.get(d) else {
+                continue;
+            };
+            let stale_after =
+                i64::try_from(plan.devices[d].poll_interval.as_nanos() * 3 / 2).unwrap_or(i64::MAX);
+            if !self.alarms.is_active(*a) && n.saturating_sub(*last) > stale_after {
+                self.alarms.evaluate(
+                    *a,
+                    &plan.alarms,
+                    &plan.alarm_policy,
+                    plan.flood_alarm,
+                    1.0,
+                    now,
+                    &mut out.alarms,
+                );
+            }
+        }
+        self.alarms.tick(
+            &plan.alarms,
+            &plan.alarm_policy,
+            plan.flood_alarm,
+            now,
+            &mut out.alarms,
+            &mut out.health,
+        );
     }
 
     /// Base-condition conversion factor for meter `m` from its current P and T.
@@ -651,7 +775,9 @@ impl Engine {
                     let fall_per_min = (p0 - p.value) / (dt as f64 / 60e9);
                     self.alarms.evaluate(
                         a,
-                        &plan.alarms[a as usize],
+                        &plan.alarms,
+                        &plan.alarm_policy,
+                        plan.flood_alarm,
                         fall_per_min,
                         ts,
                         &mut out.alarms,

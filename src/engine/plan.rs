@@ -100,6 +100,82 @@ pub struct AlarmDef {
     pub priority: Priority,
     pub limit: f64,
     pub deadband: f64,
+    /// Alarm-management settings of this alarm.
+    pub mgmt: AlarmMgmt,
+}
+
+/// Per-alarm management settings (delays, latching, re-alarm, suppression).
+/// The default is a plain alarm: no delays, not latched, no re-alarm.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct AlarmMgmt {
+    /// The condition must hold this long before the alarm raises.
+    pub on_delay_ns: i64,
+    /// The clear condition must hold this long before the alarm clears.
+    pub off_delay_ns: i64,
+    /// Needs an operator reset after returning to normal.
+    pub latch: bool,
+    /// Escalates through the whole chain as soon as it raises (SSD trip).
+    pub escalate_at_once: bool,
+    /// Re-annunciated after this long unacknowledged (0 = never).
+    pub realarm_ns: i64,
+    /// Suppressed by design while this tag's last good value is non-zero.
+    pub suppressed_by: Option<TagId>,
+    /// Out of service: evaluated and journaled, never annunciated.
+    pub out_of_service: bool,
+    /// For digital alarms: the active state value.
+    pub active_when: f64,
+}
+
+/// Station-wide alarm-management settings, compiled from `[alarms]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlarmPolicy {
+    pub escalation_chain: Vec<String>,
+    /// Escalate after this many re-alarms at one level (0 = never by count).
+    pub escalate_after_realarms: u32,
+    /// Escalate after this long unacknowledged at one level (0 = never by time).
+    pub escalate_after_ns: i64,
+    pub max_shelve_ns: i64,
+    pub flood_start: u32,
+    pub flood_end: u32,
+    pub flood_window_ns: i64,
+    pub chatter_count: u32,
+    pub chatter_window_ns: i64,
+    pub health_interval_ns: i64,
+}
+
+impl Default for AlarmPolicy {
+    fn default() -> Self {
+        AlarmPolicy::from_config(&crate::config::AlarmsConfig::default())
+    }
+}
+
+impl AlarmPolicy {
+    pub fn from_config(a: &crate::config::AlarmsConfig) -> AlarmPolicy {
+        AlarmPolicy {
+            escalation_chain: a.escalation_chain.clone(),
+            escalate_after_realarms: a.escalate_after_realarms,
+            escalate_after_ns: a.escalate_after.map(ns).unwrap_or(0),
+            max_shelve_ns: ns(a.max_shelve),
+            flood_start: a.flood_start,
+            flood_end: a.flood_end,
+            flood_window_ns: ns(a.flood_window),
+            chatter_count: a.chatter_count.max(2),
+            chatter_window_ns: ns(a.chatter_window),
+            health_interval_ns: ns(a.health_interval).max(1),
+        }
+    }
+
+    /// Name of escalation level `level` (the last one when beyond the chain).
+    pub fn level_name(&self, level: u8) -> &str {
+        self.escalation_chain
+            .get(usize::from(level))
+            .or(self.escalation_chain.last())
+            .map_or("", String::as_str)
+    }
+}
+
+fn ns(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
 /// A meter in the balance.
@@ -154,6 +230,14 @@ pub struct EnginePlan {
     pub meters: Vec<MeterPlan>,
     /// Index of the imbalance alarm in `alarms`, when there is a balance.
     pub imbalance_alarm: Option<u32>,
+    /// Per device, its communication-loss alarm.
+    pub device_comm_alarm: Vec<Option<u32>>,
+    /// The station's flood alarm (parent of flood groups).
+    pub flood_alarm: Option<u32>,
+    /// Per tag, the alarms suppressed by design while it is non-zero.
+    pub tag_suppresses: Vec<Vec<u32>>,
+    pub alarm_policy: AlarmPolicy,
+    by_alarm_id: HashMap<String, u32>,
     pub balance_window_ns: i64,
     pub balance_min_coverage: f64,
     /// Every balance window: the first is `balance.window`, then the longer
@@ -231,39 +315,165 @@ impl EnginePlan {
             });
         }
 
+        // MQTT points: one device per (source, device id) without read
+        // blocks (the Modbus poller skips those); a point is STALE after 1.5
+        // times its expected interval.
+        for src in &config.mqtt_sources {
+            for pt in &src.points {
+                let dev_id = pt.device_or(&src.id);
+                let di = match devices.iter().position(|d: &DevicePlan| {
+                    d.id == dev_id && d.blocks.is_empty() && d.host == src.host
+                }) {
+                    Some(i) => i,
+                    None => {
+                        devices.push(DevicePlan {
+                            id: dev_id.to_string(),
+                            host: src.host.clone(),
+                            port: src.port,
+                            unit_id: 0,
+                            poll_interval: pt.expected_interval,
+                            timeout: Duration::ZERO,
+                            blocks: Vec::new(),
+                            // Polling settings: unused without read blocks.
+                            pause_after_failed_cycles: 0,
+                            pause_for: Duration::ZERO,
+                            config_error_retry: Duration::ZERO,
+                        });
+                        devices.len() - 1
+                    }
+                };
+                let tag = TagId(tags.len() as u32);
+                tags.push(TagInfo {
+                    name: pt.name.clone(),
+                    unit: pt.unit.clone(),
+                    device: DeviceId(di as u32),
+                    stale_after_ns: i64::try_from(pt.expected_interval.as_nanos() * 3 / 2)
+                        .unwrap_or(i64::MAX),
+                });
+                by_name.insert(pt.name.clone(), tag);
+            }
+        }
+
         let station = &config.station.id;
+        let ac = &config.alarms;
         let mut alarms = Vec::new();
         let mut tag_alarms = vec![Vec::new(); tags.len()];
+        let mut tag_suppresses = vec![Vec::new(); tags.len()];
+        let points: HashMap<&str, &crate::sources::modbus::PointConfig> = config
+            .devices
+            .iter()
+            .flat_map(|d| d.points.iter().map(|p| (p.name.as_str(), p)))
+            .collect();
+        let base = |priority: Priority| AlarmMgmt {
+            on_delay_ns: ns(ac.on_delay),
+            off_delay_ns: ns(ac.off_delay),
+            realarm_ns: ns(ac.realarm.for_priority(priority)),
+            ..AlarmMgmt::default()
+        };
         for l in &config.limits {
             let Some(&tag) = by_name.get(&l.point) else {
                 continue;
             };
             let set: Vec<f64> = [l.ll, l.l, l.h, l.hh].iter().flatten().copied().collect();
-            let span = match (set.first(), set.last()) {
+            let point = points.get(l.point.as_str());
+            let range = match (point.and_then(|p| p.min), point.and_then(|p| p.max)) {
                 (Some(lo), Some(hi)) if hi > lo => hi - lo,
-                _ => 0.0,
+                _ => match (set.first(), set.last()) {
+                    (Some(lo), Some(hi)) if hi > lo => hi - lo,
+                    _ => 0.0,
+                },
             };
-            let deadband = l.deadband.unwrap_or(0.02 * span);
+            let unit = point.map_or("", |p| p.unit.as_str());
+            let deadband = l
+                .deadband
+                .unwrap_or(ac.deadband_percent.percent_for_unit(unit) / 100.0 * range);
+            let suppressed_by = l
+                .suppressed_by
+                .as_ref()
+                .and_then(|n| by_name.get(n).copied());
             use crate::model::AlarmKind::*;
             for (kind, limit, priority) in [
                 (HighHigh, l.hh, Priority::High),
                 (High, l.h, Priority::Medium),
                 (Low, l.l, Priority::Medium),
                 (LowLow, l.ll, Priority::High),
+                (RateOfChange, l.rate_per_min, Priority::Medium),
+                (BadQuality, l.quality_alarm.then_some(0.5), Priority::Low),
             ] {
                 if let Some(limit) = limit {
-                    tag_alarms[tag.0 as usize].push(alarms.len() as u32);
+                    let index = alarms.len() as u32;
+                    tag_alarms[tag.0 as usize].push(index);
+                    if let Some(s) = suppressed_by {
+                        tag_suppresses[s.0 as usize].push(index);
+                    }
+                    let mut mgmt = base(priority);
+                    mgmt.on_delay_ns = l.on_delay.map_or(mgmt.on_delay_ns, ns);
+                    mgmt.off_delay_ns = l.off_delay.map_or(mgmt.off_delay_ns, ns);
+                    mgmt.latch = l.latch;
+                    mgmt.suppressed_by = suppressed_by;
+                    mgmt.out_of_service = l.out_of_service;
                     alarms.push(AlarmDef {
                         id: format!("{station}/{}/{}", l.point, kind.code()),
                         source: l.point.clone(),
                         kind,
                         priority,
                         limit,
-                        deadband,
+                        deadband: match kind {
+                            RateOfChange => limit * 0.1,
+                            BadQuality => 0.0,
+                            _ => deadband,
+                        },
+                        mgmt,
                     });
                 }
             }
         }
+        for d in &config.digital_alarms {
+            let Some(&tag) = by_name.get(&d.point) else {
+                continue;
+            };
+            use crate::config::alarms::DigitalType;
+            use crate::model::AlarmKind;
+            let (kind, priority, latch) = match d.kind {
+                DigitalType::SlamShut => (AlarmKind::SlamShut, Priority::Critical, true),
+                DigitalType::GasDetector => (AlarmKind::GasDetector, Priority::Critical, true),
+                DigitalType::Door => (AlarmKind::Door, Priority::Low, false),
+                DigitalType::Other => (AlarmKind::Digital, Priority::Medium, false),
+            };
+            let priority = d.priority.map_or(priority, Priority::from);
+            let mut mgmt = base(priority);
+            mgmt.latch = d.latch.unwrap_or(latch);
+            mgmt.on_delay_ns = d.on_delay.map_or(mgmt.on_delay_ns, ns);
+            mgmt.escalate_at_once = kind == AlarmKind::SlamShut;
+            mgmt.active_when = d.active_when;
+            tag_alarms[tag.0 as usize].push(alarms.len() as u32);
+            alarms.push(AlarmDef {
+                id: format!("{station}/{}/{}", d.point, kind.code()),
+                source: d.point.clone(),
+                kind,
+                priority,
+                limit: d.active_when,
+                deadband: 0.0,
+                mgmt,
+            });
+        }
+        let device_comm_alarm = devices
+            .iter()
+            .map(|d| {
+                ac.comm_loss.then(|| {
+                    alarms.push(AlarmDef {
+                        id: format!("{station}/{}/COMM", d.id),
+                        source: d.id.clone(),
+                        kind: crate::model::AlarmKind::CommLoss,
+                        priority: Priority::High,
+                        limit: 0.0,
+                        deadband: 0.0,
+                        mgmt: base(Priority::High),
+                    });
+                    alarms.len() as u32 - 1
+                })
+            })
+            .collect();
         let meters: Vec<MeterPlan> = config
             .meters
             .iter()
@@ -291,6 +501,7 @@ impl EnginePlan {
                 priority: Priority::High,
                 limit: config.balance.limit_percent,
                 deadband: config.balance.limit_percent * 0.2,
+                mgmt: base(Priority::High),
             });
             Some(alarms.len() as u32 - 1)
         };
@@ -326,6 +537,7 @@ impl EnginePlan {
                     priority: Priority::High,
                     limit: config.balance.limit_percent,
                     deadband: config.balance.limit_percent * 0.2,
+                    mgmt: base(Priority::High),
                 });
                 windows.push(WindowPlan {
                     label,
@@ -344,6 +556,14 @@ impl EnginePlan {
                 limit: config.balance.leak.threshold_sigma,
                 // Cleared when the CUSUM is back to (nearly) zero.
                 deadband: config.balance.leak.threshold_sigma * 0.99,
+                // The CUSUM is already a sequential test and raises once per
+                // detection: no on/off delay (a delay would swallow that one
+                // raise); re-alarm and the rest as any critical alarm.
+                mgmt: AlarmMgmt {
+                    on_delay_ns: 0,
+                    off_delay_ns: 0,
+                    ..base(Priority::Critical)
+                },
             });
             alarms.len() as u32 - 1
         });
@@ -368,6 +588,7 @@ impl EnginePlan {
                         priority: Priority::Critical,
                         limit,
                         deadband: limit * 0.5,
+                        mgmt: base(Priority::Critical),
                     });
                     (limit, alarms.len() as u32 - 1)
                 });
@@ -382,6 +603,22 @@ impl EnginePlan {
                 });
             }
         }
+        let alarm_policy = AlarmPolicy::from_config(ac);
+        alarms.push(AlarmDef {
+            id: format!("{station}/system/FLOOD"),
+            source: "system".to_string(),
+            kind: crate::model::AlarmKind::Flood,
+            priority: Priority::High,
+            limit: f64::from(alarm_policy.flood_start),
+            deadband: 0.0,
+            mgmt: AlarmMgmt::default(),
+        });
+        let flood_alarm = Some(alarms.len() as u32 - 1);
+        let by_alarm_id = alarms
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.id.clone(), i as u32))
+            .collect();
         EnginePlan {
             station_id: station.clone(),
             tags,
@@ -390,6 +627,11 @@ impl EnginePlan {
             tag_alarms,
             meters,
             imbalance_alarm,
+            device_comm_alarm,
+            flood_alarm,
+            tag_suppresses,
+            alarm_policy,
+            by_alarm_id,
             balance_window_ns: i64::try_from(config.balance.window.as_nanos()).unwrap_or(i64::MAX),
             balance_min_coverage: config.balance.min_coverage,
             windows,
@@ -405,6 +647,11 @@ impl EnginePlan {
     /// Looks a tag up by point name.
     pub fn tag(&self, name: &str) -> Option<TagId> {
         self.by_name.get(name).copied()
+    }
+
+    /// Looks an alarm up by its stable id.
+    pub fn alarm_index(&self, id: &str) -> Option<u32> {
+        self.by_alarm_id.get(id).copied()
     }
 
     pub fn tag_info(&self, tag: TagId) -> &TagInfo {

@@ -189,6 +189,126 @@ pub enum Input {
         ts: Timestamp,
         values: Vec<(TagId, f64, Quality)>,
     },
+    /// An operator command on an alarm (from the dispatch centre). Commands
+    /// are inputs so a replay of the input stream reproduces the alarm states.
+    Command(AlarmCommand),
+    /// A marker after a source's inputs: the engine ignores it; the engine
+    /// task confirms it once the output of every input before it is in the
+    /// sink spools (MQTT acknowledges the message only then).
+    Receipt(Receipt),
+}
+
+/// What an operator asks of an alarm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandAction {
+    /// Acknowledge: stops re-alarm and escalation.
+    Ack,
+    /// Shelve for `duration_ns` (timed), or until the alarm next returns to
+    /// normal when `duration_ns` is 0 (one-shot).
+    Shelve { duration_ns: i64 },
+    /// End a shelve early.
+    Unshelve,
+    /// Reset a latched alarm whose condition has cleared.
+    Reset,
+}
+
+impl CommandAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandAction::Ack => "ack",
+            CommandAction::Shelve { .. } => "shelve",
+            CommandAction::Unshelve => "unshelve",
+            CommandAction::Reset => "reset",
+        }
+    }
+}
+
+/// An operator command, as received (already parsed, not yet validated
+/// against the alarm states: that is the engine's job).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlarmCommand {
+    /// The sender's request id, echoed in the reply.
+    pub request_id: String,
+    /// Stable alarm id, e.g. `cg01/PT_OUT1/HH`.
+    pub alarm_id: String,
+    /// Who asked (named in the journal and the reply).
+    pub operator: String,
+    pub action: CommandAction,
+    /// When the command arrived at the station.
+    pub ts: Timestamp,
+    /// When the sender issued it; a timed shelve that would already have
+    /// expired at arrival is refused.
+    pub sent: Option<Timestamp>,
+}
+
+/// Why a command was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandRefusal {
+    UnknownAlarm,
+    /// The alarm is not in a state where the action applies.
+    WrongState,
+    /// A timed shelve that had expired before it arrived, or a non-positive
+    /// or too long duration.
+    ShelveExpired,
+    ShelveTooLong,
+}
+
+impl CommandRefusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandRefusal::UnknownAlarm => "unknown_alarm",
+            CommandRefusal::WrongState => "wrong_state",
+            CommandRefusal::ShelveExpired => "shelve_expired",
+            CommandRefusal::ShelveTooLong => "shelve_too_long",
+        }
+    }
+}
+
+/// The engine's answer to an [`AlarmCommand`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandReply {
+    pub command: AlarmCommand,
+    /// `None` when applied.
+    pub refused: Option<CommandRefusal>,
+    /// Human-readable detail (the state found, the limit exceeded).
+    pub detail: String,
+    /// Sequence number of the alarm event the command produced, when applied.
+    pub seq: Option<u64>,
+}
+
+/// A confirmation a source waits for (see [`Input::Receipt`]). Cheap to
+/// clone; confirming calls the source's callback with the sequence number.
+#[derive(Clone)]
+pub struct Receipt {
+    seq: u64,
+    confirm: std::sync::Arc<dyn Fn(u64) + Send + Sync>,
+}
+
+impl Receipt {
+    pub fn new(seq: u64, confirm: std::sync::Arc<dyn Fn(u64) + Send + Sync>) -> Self {
+        Receipt { seq, confirm }
+    }
+
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Tells the source that everything before this receipt is stored.
+    pub fn confirm(self) {
+        (self.confirm)(self.seq)
+    }
+}
+
+impl std::fmt::Debug for Receipt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receipt").field("seq", &self.seq).finish()
+    }
+}
+
+impl PartialEq for Receipt {
+    fn eq(&self, other: &Self) -> bool {
+        self.seq == other.seq && std::sync::Arc::ptr_eq(&self.confirm, &other.confirm)
+    }
 }
 
 /// The level or condition an alarm watches.
@@ -205,6 +325,23 @@ pub enum AlarmKind {
     Leak,
     /// Pressure fell faster than the rupture limit.
     Rupture,
+    /// The value changes faster than its limit (units per minute).
+    RateOfChange,
+    /// Slam-shut valve (SSD) tripped: latched, escalates at once.
+    SlamShut,
+    /// Gas detector in alarm.
+    GasDetector,
+    /// Door or enclosure open.
+    Door,
+    /// Another digital state alarm.
+    Digital,
+    /// No good data from a device for 1.5 poll periods.
+    CommLoss,
+    /// A point's data is bad (device exception, out of range, not finite).
+    BadQuality,
+    /// Alarm flood: more than the flood threshold of alarms in the window.
+    /// Its events are the parents of the flood group.
+    Flood,
 }
 
 impl AlarmKind {
@@ -218,6 +355,14 @@ impl AlarmKind {
             AlarmKind::Imbalance => "IMBALANCE",
             AlarmKind::Leak => "LEAK",
             AlarmKind::Rupture => "RUPTURE",
+            AlarmKind::RateOfChange => "ROC",
+            AlarmKind::SlamShut => "SSD",
+            AlarmKind::GasDetector => "GAS",
+            AlarmKind::Door => "DOOR",
+            AlarmKind::Digital => "DI",
+            AlarmKind::CommLoss => "COMM",
+            AlarmKind::BadQuality => "QUALITY",
+            AlarmKind::Flood => "FLOOD",
         }
     }
 }
@@ -242,11 +387,24 @@ impl Priority {
     }
 }
 
-/// Raise or clear.
+/// What happened to an alarm: a process transition (raise, clear) or an
+/// alarm-management step (ack, shelve, re-alarm, escalation, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AlarmAction {
     Raise,
     Clear,
+    /// Acknowledged by an operator.
+    Ack,
+    /// A latched alarm was reset by an operator.
+    Reset,
+    /// Shelved by an operator (timed or one-shot).
+    Shelve,
+    /// Unshelved by an operator or because the shelve expired.
+    Unshelve,
+    /// Still active and unacknowledged after its priority's re-alarm time.
+    ReAlarm,
+    /// Escalated one level along the chain (`detail.level`).
+    Escalate,
 }
 
 impl AlarmAction {
@@ -254,8 +412,130 @@ impl AlarmAction {
         match self {
             AlarmAction::Raise => "raise",
             AlarmAction::Clear => "clear",
+            AlarmAction::Ack => "ack",
+            AlarmAction::Reset => "reset",
+            AlarmAction::Shelve => "shelve",
+            AlarmAction::Unshelve => "unshelve",
+            AlarmAction::ReAlarm => "realarm",
+            AlarmAction::Escalate => "escalate",
         }
     }
+
+    /// Parses [`AlarmAction::as_str`].
+    pub fn parse(s: &str) -> Option<AlarmAction> {
+        Some(match s {
+            "raise" => AlarmAction::Raise,
+            "clear" => AlarmAction::Clear,
+            "ack" => AlarmAction::Ack,
+            "reset" => AlarmAction::Reset,
+            "shelve" => AlarmAction::Shelve,
+            "unshelve" => AlarmAction::Unshelve,
+            "realarm" => AlarmAction::ReAlarm,
+            "escalate" => AlarmAction::Escalate,
+            _ => return None,
+        })
+    }
+}
+
+/// ISA-18.2 alarm state (the process and acknowledgement part).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub enum AlarmState {
+    /// Condition clear, nothing to acknowledge.
+    #[default]
+    Normal,
+    /// Active, not acknowledged.
+    Unacked,
+    /// Active, acknowledged.
+    Acked,
+    /// Returned to normal before it was acknowledged.
+    RtnUnacked,
+    /// Latched: returned to normal and acknowledged, waiting for a reset.
+    Latched,
+}
+
+impl AlarmState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlarmState::Normal => "normal",
+            AlarmState::Unacked => "unacked",
+            AlarmState::Acked => "acked",
+            AlarmState::RtnUnacked => "rtn_unacked",
+            AlarmState::Latched => "latched",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AlarmState> {
+        Some(match s {
+            "normal" => AlarmState::Normal,
+            "unacked" => AlarmState::Unacked,
+            "acked" => AlarmState::Acked,
+            "rtn_unacked" => AlarmState::RtnUnacked,
+            "latched" => AlarmState::Latched,
+            _ => return None,
+        })
+    }
+
+    /// Whether the alarm still needs the operator (shown on consoles).
+    pub fn is_standing(self) -> bool {
+        self != AlarmState::Normal
+    }
+}
+
+/// Whether an alarm is presented to operators (ISA-18.2 suppression states).
+/// Alarms that are not `Shown` are still evaluated and journaled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Annunciation {
+    #[default]
+    Shown,
+    /// Shelved by an operator (timed or one-shot).
+    Shelved,
+    /// Suppressed by design (its suppression condition holds).
+    Suppressed,
+    /// Taken out of service in the configuration.
+    OutOfService,
+}
+
+impl Annunciation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Annunciation::Shown => "shown",
+            Annunciation::Shelved => "shelved",
+            Annunciation::Suppressed => "suppressed",
+            Annunciation::OutOfService => "out_of_service",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Annunciation> {
+        Some(match s {
+            "shown" => Annunciation::Shown,
+            "shelved" => Annunciation::Shelved,
+            "suppressed" => Annunciation::Suppressed,
+            "out_of_service" => Annunciation::OutOfService,
+            _ => return None,
+        })
+    }
+}
+
+/// Alarm-management facts attached to every [`AlarmEvent`]; the default is
+/// a plain shown alarm in its first activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AlarmDetail {
+    /// State after this event.
+    pub state: AlarmState,
+    pub annunciation: Annunciation,
+    /// Timed shelve end, when shelved with a duration.
+    pub shelved_until: Option<Timestamp>,
+    /// Escalation level after this event (0 = first in the chain).
+    pub level: u8,
+    /// Re-alarms in the current activation.
+    pub realarms: u32,
+    /// Activations since start (repeat count).
+    pub repeats: u32,
+    /// Flagged as chattering (3 or more activations in 1 minute).
+    pub chattering: bool,
+    /// The `seq` of the flood's raise event when this event belongs to a
+    /// flood group (the parent).
+    pub flood_parent: Option<u64>,
 }
 
 /// An alarm transition produced by the engine.
@@ -274,6 +554,31 @@ pub struct AlarmEvent {
     pub ts: Timestamp,
     /// Per-station event sequence number, so consumers can de-duplicate.
     pub seq: u64,
+    /// Alarm-management state after the event.
+    pub detail: AlarmDetail,
+}
+
+/// Alarm-system health (EEMUA 191 / ISA-18.2 performance figures), produced
+/// by `tick` once per health interval.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct AlarmHealth {
+    pub ts: Timestamp,
+    /// Shown activations in the last 10 minutes.
+    pub alarms_per_10min: u32,
+    /// Whether the station is in alarm flood.
+    pub flood: bool,
+    /// Alarms flagged as chattering now.
+    pub chattering: u32,
+    /// Standing (not normal) alarms.
+    pub standing: u32,
+    /// Active unacknowledged alarms.
+    pub unacked: u32,
+    /// Shelved alarms.
+    pub shelved: u32,
+    /// Longest time an alarm now unacknowledged has waited (seconds).
+    pub max_unacked_s: f64,
+    /// Activations since start, all alarms.
+    pub activations_total: u64,
 }
 
 /// The result of one closed balance window (输差).
@@ -339,6 +644,10 @@ pub struct Output {
     pub balances: Vec<BalanceResult>,
     /// Leak alerts (details of each `AlarmKind::Leak` raise).
     pub leaks: Vec<LeakAlert>,
+    /// Answers to operator commands.
+    pub replies: Vec<CommandReply>,
+    /// Alarm-system health, when due.
+    pub health: Vec<AlarmHealth>,
 }
 
 impl Output {
@@ -347,6 +656,8 @@ impl Output {
         self.alarms.clear();
         self.balances.clear();
         self.leaks.clear();
+        self.replies.clear();
+        self.health.clear();
     }
 
     pub fn is_empty(&self) -> bool {
@@ -354,5 +665,7 @@ impl Output {
             && self.alarms.is_empty()
             && self.balances.is_empty()
             && self.leaks.is_empty()
+            && self.replies.is_empty()
+            && self.health.is_empty()
     }
 }

@@ -4,4 +4,5 @@
 pub mod file;
 pub mod influxdb;
 pub mod mqtt;
+pub mod sparkplug;
 pub mod tls;

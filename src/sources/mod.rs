@@ -2,4 +2,5 @@
 //! to the engine over a bounded channel. One folder per protocol.
 
 pub mod modbus;
+pub mod mqtt;
 pub mod replay;

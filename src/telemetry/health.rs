@@ -288,7 +288,7 @@ impl DeviceTracker {
                     d.last_error = Some("paused");
                 }
             }
-            Input::Values { .. } => {}
+            Input::Values { .. } | Input::Command(_) | Input::Receipt(_) => {}
         }
     }
 }

@@ -46,6 +46,7 @@ impl LiveState {
                 AlarmAction::Clear => {
                     self.active.remove(&a.alarm);
                 }
+                _ => {}
             }
             self.events.push_back(a.clone());
             if self.events.len() > KEEP {

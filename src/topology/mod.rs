@@ -19,10 +19,12 @@ pub mod signals;
 use crate::buffer::{RecordClass, SharedSpool, Spool};
 use crate::config::Config;
 use crate::engine::{Engine, EnginePlan};
-use crate::model::{Input, Output, Quality, Timestamp};
+use crate::model::{Input, Output, Quality, Receipt, Timestamp};
 use crate::sinks::file::writer::FileSink;
+use crate::sinks::sparkplug::EdgeState;
 use crate::sinks::{influxdb, mqtt};
 use crate::sources::modbus;
+use crate::sources::mqtt as mqtt_source;
 use crate::sources::replay::capture::Recorder;
 use crate::telemetry::health::{DeviceTracker, Health};
 use live::LiveState;
@@ -83,6 +85,7 @@ pub async fn run(
 struct SinkPrep {
     influx: Option<influxdb::writer::WriterConfig>,
     mqtt_password: Option<crate::config::SecretString>,
+    sparkplug_password: Option<crate::config::SecretString>,
 }
 
 fn prepare_sinks(config: &Config) -> Result<SinkPrep, StartError> {
@@ -104,9 +107,14 @@ fn prepare_sinks(config: &Config) -> Result<SinkPrep, StartError> {
         }
         None => None,
     };
+    let sparkplug_password = match &config.sinks.sparkplug {
+        Some(cfg) => resolve(cfg.password.as_ref(), "sinks.sparkplug.password")?,
+        None => None,
+    };
     Ok(SinkPrep {
         influx,
         mqtt_password,
+        sparkplug_password,
     })
 }
 
@@ -117,10 +125,18 @@ struct Sinks {
     influx: Option<Arc<SharedSpool>>,
     mqtt: Option<(Arc<SharedSpool>, mqtt::payload::Topics)>,
     file: bool,
+    /// The Sparkplug B edge node's picture of the station (no spool: it
+    /// publishes state, and a new NBIRTH carries everything).
+    edge: Option<Arc<EdgeState>>,
 }
 
 impl Sinks {
-    fn start(config: &Config, prep: SinkPrep) -> Result<(Sinks, Option<FileSink>), StartError> {
+    /// `commands`: where the MQTT sink hands dispatchers' commands (the engine's input channel).
+    fn start(
+        config: &Config,
+        prep: SinkPrep,
+        commands: &mpsc::Sender<Input>,
+    ) -> Result<(Sinks, Option<FileSink>), StartError> {
         let cancel = CancellationToken::new();
         let mut tasks = Vec::new();
         let influx = match (&config.sinks.influxdb, prep.influx) {
@@ -140,12 +156,14 @@ impl Sinks {
             Some(cfg) => {
                 let spool = Spool::open(&config.spool.dir.join("mqtt"), &config.spool)?;
                 let spool = SharedSpool::new("mqtt", spool);
-                tasks.push(tokio::spawn(mqtt::publisher::run(
+                tasks.push(tokio::spawn(mqtt::publisher::run_with_commands(
+                    Default::default(),
                     cfg.clone(),
                     config.station.id.clone(),
                     prep.mqtt_password,
                     Arc::clone(&spool),
                     cancel.clone(),
+                    Some(commands.clone()),
                 )));
                 Some((
                     spool,
@@ -158,12 +176,28 @@ impl Sinks {
             Some(cfg) => Some(FileSink::open(cfg).map_err(|e| StartError::File(e.to_string()))?),
             None => None,
         };
+        let edge = match &config.sinks.sparkplug {
+            Some(cfg) => {
+                let plan = Arc::new(EnginePlan::compile(config));
+                let state = EdgeState::new(&plan);
+                tasks.push(tokio::spawn(crate::sinks::sparkplug::run(
+                    cfg.clone(),
+                    plan,
+                    Arc::clone(&state),
+                    prep.sparkplug_password,
+                    cancel.clone(),
+                )));
+                Some(state)
+            }
+            None => None,
+        };
         let sinks = Sinks {
             cancel,
             tasks,
             influx,
             mqtt,
             file: file.is_some(),
+            edge,
         };
         Ok((sinks, file))
     }
@@ -209,6 +243,10 @@ pub async fn run_reloadable(
     crate::telemetry::prom::install();
     let health = Arc::new(Health::default());
     let http_cancel = CancellationToken::new();
+    tokio::spawn(crate::telemetry::prom::upkeep(
+        Duration::from_secs(5),
+        http_cancel.clone(),
+    ));
     let mut http_task = None;
     if let Some(h) = &config.http {
         let addr = h
@@ -220,16 +258,15 @@ pub async fn run_reloadable(
         http_task = Some(task);
     }
 
+    let (tx, mut rx) = mpsc::channel::<Input>(CHANNEL_CAPACITY);
     let prep = prepare_sinks(&config)?;
-    let (mut sinks, file) = Sinks::start(&config, prep)?;
+    let (mut sinks, file) = Sinks::start(&config, prep, &tx)?;
     health.set_sinks(sinks.entries());
 
     let mut plan = Arc::new(EnginePlan::compile(&config));
     health.config_loaded(&plan, Timestamp::now());
-    let (tx, mut rx) = mpsc::channel::<Input>(CHANNEL_CAPACITY);
     let mut sources_cancel = cancel.child_token();
-    let mut source_tasks =
-        modbus::poller::spawn(Arc::clone(&plan), tx.clone(), sources_cancel.clone());
+    let mut source_tasks = spawn_sources(&plan, &config, &tx, &sources_cancel)?;
     info!(
         station = %plan.station_id,
         devices = plan.devices.len(),
@@ -240,6 +277,19 @@ pub async fn run_reloadable(
 
     let mut recorder = Recorder::open(opts.record.as_deref(), &plan)?;
     let mut engine = Engine::new(Arc::clone(&plan), 0);
+    // The alarm journal restores alarm states and the sequence number.
+    let journal_path = config
+        .alarms
+        .journal
+        .clone()
+        .unwrap_or_else(|| crate::journal::default_path(&config.spool.dir));
+    let (journal, recovered) = crate::journal::Journal::open(&journal_path)
+        .map_err(|e| StartError::Sink(e.to_string()))?;
+    if recovered.skipped > 0 {
+        warn!(path = %journal_path.display(), skipped = recovered.skipped, "Alarm journal: unreadable or torn lines skipped.");
+    }
+    engine.restore_alarms(recovered.seq, &recovered.for_plan(&plan));
+    info!(path = %journal_path.display(), seq = recovered.seq, alarms = recovered.alarms.len(), "Alarm journal opened.");
     let mut router = Router::new(
         Arc::clone(&plan),
         sinks.influx.clone(),
@@ -253,11 +303,15 @@ pub async fn run_reloadable(
     let mut flush = tokio::time::interval(config.spool.flush_interval);
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut emitter = Emitter {
+        edge: sinks.edge.clone(),
         live: opts.live,
         health: Arc::clone(&health),
         backlog_since: Vec::new(),
+        journal,
     };
     let mut config = config;
+    // MQTT receipts seen in the current batch (see `Input::Receipt`).
+    let mut receipts: Vec<Receipt> = Vec::new();
     health.set_running(true);
 
     loop {
@@ -271,25 +325,29 @@ pub async fn run_reloadable(
                     error!(error = %e, "Cannot flush the spool to disk.");
                 }
                 recorder.flush();
+                if let Err(e) = emitter.journal.sync() {
+                    error!(error = %e, "Cannot sync the alarm journal.");
+                }
                 emitter.spool_gauges(&sinks);
             }
             input = rx.recv() => {
                 let Some(input) = input else { break };
                 recorder.input(&input);
                 tracker.observe(&input);
-                engine.process(&input, &mut out);
+                take(&mut engine, input, &mut out, &mut receipts);
                 // Take what else is waiting so a burst is routed as one batch.
                 for _ in 0..256 {
                     match rx.try_recv() {
                         Ok(input) => {
                             recorder.input(&input);
                             tracker.observe(&input);
-                            engine.process(&input, &mut out);
+                            take(&mut engine, input, &mut out, &mut receipts);
                         }
                         Err(_) => break,
                     }
                 }
-                emitter.emit(&mut out, &mut router, &engine);
+                let stored = emitter.emit(&mut out, &mut router, &engine);
+                confirm(stored, &mut receipts, &mut router);
             }
             _ = tick.tick() => {
                 let now = Timestamp::now();
@@ -312,14 +370,20 @@ pub async fn run_reloadable(
                 while let Ok(input) = rx.try_recv() {
                     recorder.input(&input);
                     tracker.observe(&input);
-                    engine.process(&input, &mut out);
+                    take(&mut engine, input, &mut out, &mut receipts);
                 }
                 emitter.emit(&mut out, &mut router, &engine);
+                // The old MQTT sessions are closed: the broker redelivers
+                // their unacknowledged messages to the new ones.
+                receipts.clear();
                 if let Err(e) = router.flush() {
                     error!(error = %e, "Cannot flush the spool to disk before the reload.");
                 }
                 // 2. Sinks: restart only when they changed.
-                let sinks_changed = new.sinks != config.sinks || new.spool != config.spool;
+                // The Sparkplug NBIRTH lists the points: any change needs a new birth.
+                let sinks_changed = new.sinks != config.sinks
+                    || new.spool != config.spool
+                    || new.sinks.sparkplug.is_some();
                 let mut applied = true;
                 let mut file_sink = router.file.take();
                 if sinks_changed {
@@ -330,9 +394,9 @@ pub async fn run_reloadable(
                         }
                         Ok(prep) => {
                             drop(file_sink.take());
-                            let old = std::mem::replace(&mut sinks, Sinks { cancel: CancellationToken::new(), tasks: Vec::new(), influx: None, mqtt: None, file: false });
+                            let old = std::mem::replace(&mut sinks, Sinks { cancel: CancellationToken::new(), tasks: Vec::new(), influx: None, mqtt: None, file: false, edge: None });
                             old.stop().await;
-                            match Sinks::start(&new, prep) {
+                            match Sinks::start(&new, prep, &tx) {
                                 Ok((s, f)) => {
                                     sinks = s;
                                     file_sink = f;
@@ -340,12 +404,13 @@ pub async fn run_reloadable(
                                 Err(e) => {
                                     error!(error = %e, "Reload rejected: the new sinks cannot start; restarting the old ones.");
                                     applied = false;
-                                    let (s, f) = Sinks::start(&config, prepare_sinks(&config)?)?;
+                                    let (s, f) = Sinks::start(&config, prepare_sinks(&config)?, &tx)?;
                                     sinks = s;
                                     file_sink = f;
                                 }
                             }
                             health.set_sinks(sinks.entries());
+                            emitter.edge = sinks.edge.clone();
                         }
                     }
                 }
@@ -371,7 +436,13 @@ pub async fn run_reloadable(
                 }
                 router = Router::new(Arc::clone(&plan), sinks.influx.clone(), sinks.mqtt.clone(), file_sink);
                 sources_cancel = cancel.child_token();
-                source_tasks = modbus::poller::spawn(Arc::clone(&plan), tx.clone(), sources_cancel.clone());
+                source_tasks = match spawn_sources(&plan, &config, &tx, &sources_cancel) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        error!(error = %e, "MQTT sources cannot start after the reload; only Modbus runs.");
+                        modbus::poller::spawn(Arc::clone(&plan), tx.clone(), sources_cancel.clone())
+                    }
+                };
                 if applied {
                     metrics::counter!("gaswatch_config_reloads_total", "result" => "applied").increment(1);
                     info!(
@@ -398,12 +469,18 @@ pub async fn run_reloadable(
     }
     while let Ok(input) = rx.try_recv() {
         recorder.input(&input);
-        engine.process(&input, &mut out);
+        take(&mut engine, input, &mut out, &mut receipts);
     }
     recorder.flush();
     emitter.emit(&mut out, &mut router, &engine);
+    // The sources are stopped: these PUBACKs cannot go out; the broker
+    // redelivers those messages next time (duplicates overwrite).
+    receipts.clear();
     if let Err(e) = router.flush() {
         error!(error = %e, "Cannot flush the spool to disk at shutdown.");
+    }
+    if let Err(e) = emitter.journal.sync() {
+        error!(error = %e, "Cannot sync the alarm journal at shutdown.");
     }
     drop(router);
     sinks.stop().await;
@@ -417,19 +494,31 @@ pub async fn run_reloadable(
 
 /// Routes engine output and records what it says in metrics and views.
 struct Emitter {
+    /// The Sparkplug B edge node's state, when that sink runs.
+    edge: Option<Arc<EdgeState>>,
     live: Option<Arc<Mutex<LiveState>>>,
     health: Arc<Health>,
     /// Per sink: since when its spool has not been empty.
     backlog_since: Vec<(String, Option<std::time::Instant>)>,
+    /// The alarm journal, written before the sinks (write-ahead).
+    journal: crate::journal::Journal,
 }
 
 impl Emitter {
-    fn emit(&mut self, out: &mut Output, router: &mut Router, engine: &Engine) {
+    /// Returns whether the output is stored (MQTT receipts are confirmed only then).
+    fn emit(&mut self, out: &mut Output, router: &mut Router, engine: &Engine) -> bool {
         if out.is_empty() {
-            return;
+            return true;
         }
-        match router.route(out) {
-            Ok(()) => self.health.set_route_ok(true),
+        if let Err(e) = self.journal.append(&router.plan, out) {
+            metrics::counter!("gaswatch_journal_errors_total").increment(1);
+            error!(error = %e, alarms = out.alarms.len(), "Cannot write the alarm journal; alarms still go to the sinks.");
+        }
+        let stored = match router.route(out) {
+            Ok(()) => {
+                self.health.set_route_ok(true);
+                true
+            }
             Err(e) => {
                 self.health.set_route_ok(false);
                 metrics::counter!("gaswatch_route_errors_total").increment(1);
@@ -437,7 +526,11 @@ impl Emitter {
                 metrics::counter!("gaswatch_points_dropped_total", "reason" => "store_failed")
                     .increment(lost);
                 error!(error = %e, samples = out.samples.len(), alarms = out.alarms.len(), "Cannot store engine output; these results are lost.");
+                false
             }
+        };
+        if let Some(edge) = &self.edge {
+            edge.offer(out);
         }
         record_output(out, engine);
         if let Some(live) = &self.live
@@ -446,6 +539,7 @@ impl Emitter {
             l.update(out);
         }
         out.clear();
+        stored
     }
 
     /// Spool depth, size and backlog age per sink and class.
@@ -538,6 +632,65 @@ fn record_output(out: &Output, engine: &Engine) {
                 .set(b.imbalance_percent);
             metrics::gauge!("gaswatch_balance_imbalance_sm3", "station" => plan.station_id.clone())
                 .set(b.imbalance_sm3);
+        }
+    }
+}
+
+/// Starts the MQTT sources (secrets resolved first) and the Modbus pollers.
+fn spawn_sources(
+    plan: &Arc<EnginePlan>,
+    config: &Config,
+    tx: &mpsc::Sender<Input>,
+    cancel: &CancellationToken,
+) -> Result<Vec<JoinHandle<()>>, StartError> {
+    let mut passwords = Vec::new();
+    for src in &config.mqtt_sources {
+        let pw = src
+            .password
+            .as_ref()
+            .map(|s| s.resolve())
+            .transpose()
+            .map_err(|message| StartError::Secret {
+                key: "mqtt_sources.password",
+                message: format!("source {}: {message}", src.id),
+            })?;
+        passwords.push(pw);
+    }
+    let mut tasks = mqtt_source::spawn(
+        Arc::clone(plan),
+        &config.mqtt_sources,
+        passwords,
+        tx.clone(),
+        cancel.clone(),
+    );
+    tasks.extend(modbus::poller::spawn(
+        Arc::clone(plan),
+        tx.clone(),
+        cancel.clone(),
+    ));
+    Ok(tasks)
+}
+
+/// Feeds one input to the engine, keeping receipts for the engine task.
+fn take(engine: &mut Engine, input: Input, out: &mut Output, receipts: &mut Vec<Receipt>) {
+    match input {
+        Input::Receipt(r) => receipts.push(r),
+        input => engine.process(&input, out),
+    }
+}
+
+/// Confirms the batch's receipts once its output is stored and synced:
+/// durable before acknowledged.
+fn confirm(stored: bool, receipts: &mut Vec<Receipt>, router: &mut Router) {
+    if receipts.is_empty() {
+        return;
+    }
+    match router.flush() {
+        Ok(()) if stored => receipts.drain(..).for_each(Receipt::confirm),
+        Ok(()) => receipts.clear(),
+        Err(e) => {
+            error!(error = %e, "Cannot flush the spool to disk; MQTT messages stay unacknowledged.");
+            receipts.clear();
         }
     }
 }

@@ -80,14 +80,15 @@ impl Router {
                 influxdb::line::encode_alarm(&mut self.scratch, station, &def.id, &def.source, e);
                 sp.lock().append(RecordClass::Alarm, &self.scratch)?;
             }
+            let level = plan.alarm_policy.level_name(e.detail.level);
             if let Some((sp, topics)) = &self.mqtt {
                 let mut spool = sp.lock();
-                for rec in mqtt::payload::alarm_records(topics, station, def, e, unit) {
+                for rec in mqtt::payload::alarm_records_with(topics, station, def, e, unit, level) {
                     spool.append(RecordClass::Alarm, &rec)?;
                 }
             }
             if let Some(f) = &mut self.file {
-                let json = mqtt::payload::encode_alarm(station, def, e, unit);
+                let json = mqtt::payload::encode_alarm_with(station, def, e, unit, level);
                 f.write_alarm(&json)
                     .map_err(|e| RouteError::File(e.to_string()))?;
             }
@@ -106,6 +107,31 @@ impl Router {
                 let json = mqtt::payload::encode_balance(station, b);
                 f.write_balance(&json)
                     .map_err(|e| RouteError::File(e.to_string()))?;
+            }
+        }
+        for r in &out.replies {
+            if let Some((sp, topics)) = &self.mqtt {
+                let rec = mqtt::payload::reply_record(topics, station, r);
+                sp.lock().append(RecordClass::Alarm, &rec)?;
+            }
+        }
+        for h in &out.health {
+            metrics::gauge!("gaswatch_alarms_per_10min").set(f64::from(h.alarms_per_10min));
+            metrics::gauge!("gaswatch_alarm_flood").set(f64::from(u8::from(h.flood)));
+            metrics::gauge!("gaswatch_alarms_chattering").set(f64::from(h.chattering));
+            metrics::gauge!("gaswatch_alarms_standing").set(f64::from(h.standing));
+            metrics::gauge!("gaswatch_alarms_unacked").set(f64::from(h.unacked));
+            metrics::gauge!("gaswatch_alarms_shelved").set(f64::from(h.shelved));
+            metrics::gauge!("gaswatch_alarm_max_unacked_seconds").set(h.max_unacked_s);
+            if let Some(sp) = &self.influx {
+                self.scratch.clear();
+                encode_health_line(&mut self.scratch, station, h);
+                sp.lock().append(RecordClass::Balance, &self.scratch)?;
+            }
+            if let Some((sp, topics)) = &self.mqtt {
+                let json = mqtt::payload::encode_health(station, h);
+                let rec = mqtt::payload::encode_record(&topics.health(), &json, true);
+                sp.lock().append(RecordClass::Balance, &rec)?;
             }
         }
         if let Some(sp) = &self.influx {
@@ -130,4 +156,28 @@ impl Router {
         }
         Ok(())
     }
+}
+
+/// `alarm_health,station=<id> alarms_per_10min=<n>i,flood=<b>,chattering=<n>i,standing=<n>i,unacked=<n>i,shelved=<n>i,max_unacked_s=<f>,activations_total=<n>i <ts>`
+/// (station ids are validated identifiers, so no escaping is needed).
+pub fn encode_health_line(buf: &mut Vec<u8>, station: &str, h: &crate::model::AlarmHealth) {
+    use std::io::Write;
+    let max = if h.max_unacked_s.is_finite() {
+        h.max_unacked_s
+    } else {
+        0.0
+    };
+    // Writing into a Vec cannot fail.
+    let _ = writeln!(
+        buf,
+        "alarm_health,station={station} alarms_per_10min={}i,flood={},chattering={}i,standing={}i,unacked={}i,shelved={}i,max_unacked_s={max},activations_total={}i {}",
+        h.alarms_per_10min,
+        h.flood,
+        h.chattering,
+        h.standing,
+        h.unacked,
+        h.shelved,
+        h.activations_total,
+        h.ts.nanos()
+    );
 }

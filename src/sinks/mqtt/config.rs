@@ -26,6 +26,14 @@ pub struct MqttConfig {
     /// MQTT keep-alive, e.g. "30s".
     #[serde(default = "default_keep_alive", with = "humantime_serde")]
     pub keep_alive: Duration,
+    /// How often the retained `online` status is re-published with a fresh
+    /// `ts` (heartbeat); consoles call a station stale after 3 missed. "0s" disables.
+    #[serde(default = "default_heartbeat", with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// Subscribe to `<prefix>/<station>/commands` and pass dispatchers'
+    /// commands (ack, shelve, unshelve, reset) to the engine.
+    #[serde(default = "default_true")]
+    pub accept_commands: bool,
     /// TLS to the broker (usually port 8883); absent: plain TCP.
     #[serde(default)]
     pub tls: Option<MqttTlsConfig>,
@@ -42,6 +50,13 @@ pub struct MqttTlsConfig {
     pub client_cert_file: Option<PathBuf>,
     /// PEM private key of the client certificate (keep it mode 0600).
     pub client_key_file: Option<PathBuf>,
+}
+
+fn default_heartbeat() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_true() -> bool {
+    true
 }
 
 fn default_port() -> u16 {

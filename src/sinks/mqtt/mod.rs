@@ -11,4 +11,4 @@ pub use payload::{
     PublishRecord, RecordError, Topics, alarm_records, balance_record, decode_record, encode_alarm,
     encode_balance, encode_record, encode_status,
 };
-pub use publisher::{PublisherSettings, run, run_with};
+pub use publisher::{PublisherSettings, run, run_with, run_with_commands};

@@ -13,7 +13,10 @@
 //!   `/` become topic levels), with MQTT wildcards `+` and `#` replaced by `_`.
 
 use crate::engine::plan::AlarmDef;
-use crate::model::{AlarmAction, AlarmEvent, AlarmKind, BalanceResult, Timestamp};
+use crate::model::{
+    AlarmAction, AlarmCommand, AlarmEvent, AlarmHealth, AlarmKind, BalanceResult, CommandAction,
+    CommandRefusal, CommandReply, Timestamp,
+};
 use serde::Serialize;
 
 /// Version of every JSON payload and of the spool envelope.
@@ -49,6 +52,21 @@ impl Topics {
     /// `<prefix>/<station>/status`: retained online/offline, also the last will.
     pub fn status(&self) -> String {
         format!("{}/status", self.base)
+    }
+
+    /// `<prefix>/<station>/commands`: commands from dispatchers (subscribed).
+    pub fn commands(&self) -> String {
+        format!("{}/commands", self.base)
+    }
+
+    /// `<prefix>/<station>/replies`: answers to commands, QoS 1, not retained.
+    pub fn replies(&self) -> String {
+        format!("{}/replies", self.base)
+    }
+
+    /// `<prefix>/<station>/alarms/health`: alarm-system health, QoS 1, retained.
+    pub fn health(&self) -> String {
+        format!("{}/alarms/health", self.base)
     }
 
     /// `<prefix>/<station>/balance`: closed balance windows, QoS 1, not retained.
@@ -91,22 +109,75 @@ struct AlarmJson<'a> {
     ts_ns: i64,
     seq: u64,
     message: String,
+    state: &'a str,
+    annunciation: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shelved_until_ns: Option<i64>,
+    level: u8,
+    escalation: &'a str,
+    realarms: u32,
+    repeats: u32,
+    chattering: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    flood_parent: Option<u64>,
 }
 
 /// Human-readable one-liner, e.g. `PT_OUT1 above HH limit 1750 kPa`.
 fn alarm_message(def: &AlarmDef, e: &AlarmEvent, unit: &str) -> String {
     let high = !matches!(e.kind, AlarmKind::Low | AlarmKind::LowLow);
-    let dir = match (high, e.action) {
-        (true, AlarmAction::Raise) => "above",
-        (false, AlarmAction::Raise) => "below",
-        (true, AlarmAction::Clear) => "back below",
-        (false, AlarmAction::Clear) => "back above",
-    };
     let unit = if unit.is_empty() {
         String::new()
     } else {
         format!(" {unit}")
     };
+    let dir = match (high, e.action) {
+        (true, AlarmAction::Raise) => "above",
+        (false, AlarmAction::Raise) => "below",
+        (true, AlarmAction::Clear) => "back below",
+        (false, AlarmAction::Clear) => "back above",
+        (_, action) => {
+            return format!(
+                "{} {} {}: {}",
+                def.source,
+                e.kind.code(),
+                action.as_str(),
+                e.detail.state.as_str()
+            );
+        }
+    };
+    match e.kind {
+        AlarmKind::HighHigh
+        | AlarmKind::High
+        | AlarmKind::Low
+        | AlarmKind::LowLow
+        | AlarmKind::Imbalance
+        | AlarmKind::RateOfChange => {}
+        kind => {
+            let what = match (kind, e.action) {
+                (AlarmKind::SlamShut, AlarmAction::Raise) => "slam-shut valve tripped",
+                (AlarmKind::SlamShut, _) => "slam-shut valve no longer tripped",
+                (AlarmKind::GasDetector, AlarmAction::Raise) => "gas detected",
+                (AlarmKind::GasDetector, _) => "gas detector back to normal",
+                (AlarmKind::Door, AlarmAction::Raise) => "door open",
+                (AlarmKind::Door, _) => "door closed",
+                (AlarmKind::CommLoss, AlarmAction::Raise) => "no data from the device",
+                (AlarmKind::CommLoss, _) => "device communicating again",
+                (AlarmKind::BadQuality, AlarmAction::Raise) => "bad data quality",
+                (AlarmKind::BadQuality, _) => "data quality good again",
+                (AlarmKind::Leak, AlarmAction::Raise) => "leak suspected (sequential leak test)",
+                (AlarmKind::Leak, _) => "leak test back to normal",
+                (AlarmKind::Rupture, AlarmAction::Raise) => {
+                    "pressure falling faster than the rupture limit"
+                }
+                (AlarmKind::Rupture, _) => "pressure fall back below the rupture limit",
+                (AlarmKind::Flood, AlarmAction::Raise) => "alarm flood",
+                (AlarmKind::Flood, _) => "alarm flood over",
+                (_, AlarmAction::Raise) => "in alarm state",
+                _ => "back to normal",
+            };
+            return format!("{} {what}", def.source);
+        }
+    }
     format!(
         "{} {dir} {} limit {}{unit}",
         def.source,
@@ -119,6 +190,17 @@ fn alarm_message(def: &AlarmDef, e: &AlarmEvent, unit: &str) -> String {
 /// definition `e.alarm` points at; `unit` is the source tag's unit ("%" for
 /// the imbalance alarm).
 pub fn encode_alarm(station: &str, def: &AlarmDef, e: &AlarmEvent, unit: &str) -> Vec<u8> {
+    encode_alarm_with(station, def, e, unit, "")
+}
+
+/// [`encode_alarm`] naming the escalation level (from the policy's chain).
+pub fn encode_alarm_with(
+    station: &str,
+    def: &AlarmDef,
+    e: &AlarmEvent,
+    unit: &str,
+    escalation: &str,
+) -> Vec<u8> {
     let json = AlarmJson {
         v: PAYLOAD_VERSION,
         station,
@@ -133,6 +215,15 @@ pub fn encode_alarm(station: &str, def: &AlarmDef, e: &AlarmEvent, unit: &str) -
         ts_ns: e.ts.nanos(),
         seq: e.seq,
         message: alarm_message(def, e, unit),
+        state: e.detail.state.as_str(),
+        annunciation: e.detail.annunciation.as_str(),
+        shelved_until_ns: e.detail.shelved_until.map(Timestamp::nanos),
+        level: e.detail.level,
+        escalation,
+        realarms: e.detail.realarms,
+        repeats: e.detail.repeats,
+        chattering: e.detail.chattering,
+        flood_parent: e.detail.flood_parent,
     };
     // Serializing a struct of strings and numbers into a Vec cannot fail.
     serde_json::to_vec(&json).unwrap_or_default()
@@ -284,13 +375,183 @@ pub fn alarm_records(
     e: &AlarmEvent,
     unit: &str,
 ) -> [Vec<u8>; 2] {
-    let json = encode_alarm(station, def, e, unit);
+    alarm_records_with(topics, station, def, e, unit, "")
+}
+
+/// [`alarm_records`] naming the escalation level. The retained state stays
+/// while the alarm is standing (active, or returned but unacknowledged or
+/// latched): an ISA-18.2 alarm needs the operator until then.
+pub fn alarm_records_with(
+    topics: &Topics,
+    station: &str,
+    def: &AlarmDef,
+    e: &AlarmEvent,
+    unit: &str,
+    escalation: &str,
+) -> [Vec<u8>; 2] {
+    let json = encode_alarm_with(station, def, e, unit, escalation);
     let active = topics.alarm_active(&def.id);
-    let state = match e.action {
-        AlarmAction::Raise => encode_record(&active, &json, true),
-        AlarmAction::Clear => encode_record(&active, &[], true),
+    let standing = e.action == AlarmAction::Raise || e.detail.state.is_standing();
+    let state = if standing {
+        encode_record(&active, &json, true)
+    } else {
+        encode_record(&active, &[], true)
     };
     [encode_record(&topics.alarm_events(), &json, false), state]
+}
+
+#[derive(Serialize)]
+struct ReplyJson<'a> {
+    v: u8,
+    station: &'a str,
+    request_id: &'a str,
+    alarm_id: &'a str,
+    operator: &'a str,
+    action: &'a str,
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    detail: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
+    ts: String,
+    ts_ns: i64,
+}
+
+/// The JSON v1 reply to a command.
+pub fn encode_reply(station: &str, r: &CommandReply) -> Vec<u8> {
+    let c = &r.command;
+    let json = ReplyJson {
+        v: PAYLOAD_VERSION,
+        station,
+        request_id: &c.request_id,
+        alarm_id: &c.alarm_id,
+        operator: &c.operator,
+        action: c.action.as_str(),
+        ok: r.refused.is_none(),
+        error: r.refused.map(CommandRefusal::as_str),
+        detail: &r.detail,
+        seq: r.seq,
+        ts: c.ts.to_rfc3339(),
+        ts_ns: c.ts.nanos(),
+    };
+    serde_json::to_vec(&json).unwrap_or_default()
+}
+
+/// The spool record of a command reply on `<prefix>/<station>/replies`;
+/// append with [`crate::buffer::RecordClass::Alarm`] (replies are never dropped).
+pub fn reply_record(topics: &Topics, station: &str, r: &CommandReply) -> Vec<u8> {
+    encode_record(&topics.replies(), &encode_reply(station, r), false)
+}
+
+/// Why a command payload was not accepted.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CommandParseError {
+    #[error("not a JSON command object: {0}")]
+    Json(String),
+    #[error("unsupported version {0}, expected 1")]
+    Version(u64),
+    #[error("unknown action {0:?}, expected ack, shelve, unshelve or reset")]
+    Action(String),
+    #[error("field {0} is missing or empty")]
+    Missing(&'static str),
+    #[error("shelve needs duration_s >= 0 (0 = one-shot), got {0}")]
+    Duration(f64),
+}
+
+#[derive(serde::Deserialize)]
+struct CommandJson {
+    v: Option<u64>,
+    #[serde(default)]
+    request_id: String,
+    #[serde(default)]
+    alarm_id: String,
+    #[serde(default)]
+    operator: String,
+    #[serde(default)]
+    action: String,
+    duration_s: Option<f64>,
+    sent_ns: Option<i64>,
+}
+
+/// Parses a command payload received at `now` (see docs/dispatch-protocol.md).
+pub fn decode_command(payload: &[u8], now: Timestamp) -> Result<AlarmCommand, CommandParseError> {
+    let c: CommandJson =
+        serde_json::from_slice(payload).map_err(|e| CommandParseError::Json(e.to_string()))?;
+    if let Some(v) = c.v
+        && v != u64::from(PAYLOAD_VERSION)
+    {
+        return Err(CommandParseError::Version(v));
+    }
+    for (name, value) in [
+        ("request_id", &c.request_id),
+        ("alarm_id", &c.alarm_id),
+        ("operator", &c.operator),
+    ] {
+        if value.trim().is_empty() {
+            return Err(CommandParseError::Missing(name));
+        }
+    }
+    let action = match c.action.as_str() {
+        "ack" => CommandAction::Ack,
+        "unshelve" => CommandAction::Unshelve,
+        "reset" => CommandAction::Reset,
+        "shelve" => {
+            let d = c
+                .duration_s
+                .ok_or(CommandParseError::Missing("duration_s"))?;
+            if !(0.0..1e9).contains(&d) {
+                return Err(CommandParseError::Duration(d));
+            }
+            CommandAction::Shelve {
+                duration_ns: (d * 1e9) as i64,
+            }
+        }
+        other => return Err(CommandParseError::Action(other.to_string())),
+    };
+    Ok(AlarmCommand {
+        request_id: c.request_id,
+        alarm_id: c.alarm_id,
+        operator: c.operator,
+        action,
+        ts: now,
+        sent: c.sent_ns.map(Timestamp),
+    })
+}
+
+#[derive(Serialize)]
+struct HealthJson<'a> {
+    v: u8,
+    station: &'a str,
+    ts: String,
+    ts_ns: i64,
+    alarms_per_10min: u32,
+    flood: bool,
+    chattering: u32,
+    standing: u32,
+    unacked: u32,
+    shelved: u32,
+    max_unacked_s: Option<f64>,
+    activations_total: u64,
+}
+
+/// The JSON v1 alarm-system health on `<prefix>/<station>/alarms/health`.
+pub fn encode_health(station: &str, h: &AlarmHealth) -> Vec<u8> {
+    let json = HealthJson {
+        v: PAYLOAD_VERSION,
+        station,
+        ts: h.ts.to_rfc3339(),
+        ts_ns: h.ts.nanos(),
+        alarms_per_10min: h.alarms_per_10min,
+        flood: h.flood,
+        chattering: h.chattering,
+        standing: h.standing,
+        unacked: h.unacked,
+        shelved: h.shelved,
+        max_unacked_s: finite(h.max_unacked_s),
+        activations_total: h.activations_total,
+    };
+    serde_json::to_vec(&json).unwrap_or_default()
 }
 
 /// The spool record of one balance result; append with
@@ -312,6 +573,7 @@ mod tests {
             priority: Priority::High,
             limit: 1750.0,
             deadband: 35.0,
+            mgmt: Default::default(),
         }
     }
 
@@ -325,13 +587,14 @@ mod tests {
             limit: 1750.0,
             ts: Timestamp(1_795_821_743_123_000_000),
             seq: 17,
+            detail: Default::default(),
         }
     }
 
     #[test]
     fn alarm_raise_json_is_exact() {
         let got = encode_alarm("cg01", &def(), &event(AlarmAction::Raise), "kPa");
-        let want = r#"{"v":1,"station":"cg01","alarm_id":"cg01/PT_OUT1/HH","source":"PT_OUT1","kind":"HH","priority":"high","action":"raise","value":1760.2,"limit":1750.0,"ts":"2026-11-27T23:22:23.123Z","ts_ns":1795821743123000000,"seq":17,"message":"PT_OUT1 above HH limit 1750 kPa"}"#;
+        let want = r#"{"v":1,"station":"cg01","alarm_id":"cg01/PT_OUT1/HH","source":"PT_OUT1","kind":"HH","priority":"high","action":"raise","value":1760.2,"limit":1750.0,"ts":"2026-11-27T23:22:23.123Z","ts_ns":1795821743123000000,"seq":17,"message":"PT_OUT1 above HH limit 1750 kPa","state":"normal","annunciation":"shown","level":0,"escalation":"","realarms":0,"repeats":0,"chattering":false}"#;
         assert_eq!(String::from_utf8_lossy(&got), want);
     }
 
@@ -341,7 +604,7 @@ mod tests {
         e.value = f64::NAN;
         e.seq = 18;
         let got = encode_alarm("cg01", &def(), &e, "");
-        let want = r#"{"v":1,"station":"cg01","alarm_id":"cg01/PT_OUT1/HH","source":"PT_OUT1","kind":"HH","priority":"high","action":"clear","value":null,"limit":1750.0,"ts":"2026-11-27T23:22:23.123Z","ts_ns":1795821743123000000,"seq":18,"message":"PT_OUT1 back below HH limit 1750"}"#;
+        let want = r#"{"v":1,"station":"cg01","alarm_id":"cg01/PT_OUT1/HH","source":"PT_OUT1","kind":"HH","priority":"high","action":"clear","value":null,"limit":1750.0,"ts":"2026-11-27T23:22:23.123Z","ts_ns":1795821743123000000,"seq":18,"message":"PT_OUT1 back below HH limit 1750","state":"normal","annunciation":"shown","level":0,"escalation":"","realarms":0,"repeats":0,"chattering":false}"#;
         assert_eq!(String::from_utf8_lossy(&got), want);
     }
 
@@ -454,5 +717,56 @@ mod tests {
         let [_, st] = alarm_records(&t, "cg01", &def(), &event(AlarmAction::Clear), "kPa");
         let st = decode_record(&st).expect("state");
         assert!(st.retain && st.payload.is_empty());
+    }
+
+    #[test]
+    fn commands_parse_and_bad_ones_say_why() {
+        let now = Timestamp::from_secs(100);
+        let c = decode_command(
+            br#"{"v":1,"request_id":"r9","alarm_id":"cg01/PT_OUT1/HH","operator":"wang","action":"shelve","duration_s":600,"sent_ns":99000000000}"#,
+            now,
+        )
+        .expect("valid");
+        assert_eq!(
+            c.action,
+            CommandAction::Shelve {
+                duration_ns: 600_000_000_000
+            }
+        );
+        assert_eq!(
+            (c.operator.as_str(), c.ts, c.sent),
+            ("wang", now, Some(Timestamp::from_secs(99)))
+        );
+        let bad = |p: &[u8]| decode_command(p, now).expect_err("refused");
+        assert_eq!(
+            bad(br#"{"request_id":"r","alarm_id":"a","operator":"o","action":"delete"}"#),
+            CommandParseError::Action("delete".into())
+        );
+        assert_eq!(
+            bad(br#"{"request_id":"r","alarm_id":"a","action":"ack"}"#),
+            CommandParseError::Missing("operator")
+        );
+        assert_eq!(
+            bad(br#"{"request_id":"r","alarm_id":"a","operator":"o","action":"shelve"}"#),
+            CommandParseError::Missing("duration_s")
+        );
+        assert_eq!(
+            bad(br#"{"v":2,"request_id":"r","alarm_id":"a","operator":"o","action":"ack"}"#),
+            CommandParseError::Version(2)
+        );
+        assert!(matches!(bad(b"[1"), CommandParseError::Json(_)));
+    }
+
+    #[test]
+    fn acked_but_standing_alarm_keeps_its_retained_state_and_normal_deletes_it() {
+        let t = Topics::new("gaswatch", "cg01");
+        let mut e = event(AlarmAction::Clear);
+        e.detail.state = crate::model::AlarmState::RtnUnacked;
+        let [_, st] = alarm_records(&t, "cg01", &def(), &e, "kPa");
+        assert!(!decode_record(&st).expect("state").payload.is_empty());
+        e.action = AlarmAction::Ack;
+        e.detail.state = crate::model::AlarmState::Normal;
+        let [_, st] = alarm_records(&t, "cg01", &def(), &e, "kPa");
+        assert!(decode_record(&st).expect("state").payload.is_empty());
     }
 }

@@ -27,9 +27,10 @@
 //! - Alarm records go before balance records; each class in id order.
 
 use super::config::MqttConfig;
-use super::payload::{Topics, decode_record, encode_status};
+use super::payload::{Topics, decode_command, decode_record, encode_status};
 use crate::buffer::{Record, RecordClass, SharedSpool};
 use crate::config::SecretString;
+use crate::model::Input;
 use crate::model::Timestamp;
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
@@ -37,6 +38,7 @@ use rumqttc::{
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -149,6 +151,29 @@ pub async fn run_with(
     spool: Arc<SharedSpool>,
     cancel: CancellationToken,
 ) {
+    run_with_commands(settings, cfg, station, password, spool, cancel, None).await;
+}
+
+/// [`run_with`], also subscribing to `<prefix>/<station>/commands` (when
+/// `commands` is given and `cfg.accept_commands`) and handing each valid
+/// command to the engine as [`Input::Command`]. A payload that does not
+/// parse is answered at once on `replies` with `ok:false` and counted.
+pub async fn run_with_commands(
+    settings: PublisherSettings,
+    cfg: MqttConfig,
+    station: String,
+    password: Option<SecretString>,
+    spool: Arc<SharedSpool>,
+    cancel: CancellationToken,
+    commands: Option<mpsc::Sender<Input>>,
+) {
+    let commands = commands.filter(|_| cfg.accept_commands);
+    let mut heartbeat = tokio::time::interval(if cfg.heartbeat.is_zero() {
+        Duration::from_secs(3600 * 24 * 365)
+    } else {
+        cfg.heartbeat
+    });
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut options = mqtt_options(&settings, &cfg, &station, password.as_ref());
     if let Some(tls) = &cfg.tls {
         match crate::sinks::tls::mqtt_client_config(tls) {
@@ -178,6 +203,7 @@ pub async fn run_with(
         attempt: 0,
         shutdown: Shutdown::Running,
         buf: Vec::new(),
+        commands,
     };
     metrics::gauge!("gaswatch_mqtt_connected").set(0.0);
     loop {
@@ -200,6 +226,9 @@ pub async fn run_with(
                         }
                     }
                     _ = p.spool.notified(), if p.can_publish() => p.fill(),
+                    _ = heartbeat.tick(), if p.can_publish() && !cfg.heartbeat.is_zero() => {
+                        p.publish_status(true);
+                    }
                 }
             }
         };
@@ -267,6 +296,7 @@ struct Publisher {
     attempt: u32,
     shutdown: Shutdown,
     buf: Vec<Record>,
+    commands: Option<mpsc::Sender<Input>>,
 }
 
 impl Publisher {
@@ -289,8 +319,18 @@ impl Publisher {
                 self.ever_connected = true;
                 info!(broker = %self.broker, station = %self.station, session_present = ack.session_present, "MQTT connected.");
                 self.tracker.reset();
+                if self.commands.is_some()
+                    && let Err(error) = self
+                        .client
+                        .try_subscribe(self.topics.commands(), QoS::AtLeastOnce)
+                {
+                    warn!(%error, "Cannot subscribe to the command topic.");
+                }
                 self.publish_status(true);
                 self.fill();
+            }
+            Event::Incoming(Packet::Publish(msg)) if msg.topic == self.topics.commands() => {
+                self.on_command(&msg.payload);
             }
             Event::Outgoing(Outgoing::Publish(pkid)) => {
                 if let Some(class) = self.tracker.on_outgoing(pkid) {
@@ -340,6 +380,41 @@ impl Publisher {
         if let Err(error) = self.spool.lock().ack(class, upto) {
             // Not data loss: the records will be sent again after a restart.
             warn!(spool = self.spool.name(), class = class.as_str(), %error, "Spool ack failed.");
+        }
+    }
+
+    /// A command arrived: parse it and hand it to the engine, or answer the
+    /// refusal directly (nothing reached the engine, so nothing to journal).
+    fn on_command(&mut self, payload: &[u8]) {
+        let Some(tx) = &self.commands else { return };
+        let now = Timestamp::now();
+        let refusal = match decode_command(payload, now) {
+            Ok(cmd) => match tx.try_send(Input::Command(cmd)) {
+                Ok(()) => {
+                    metrics::counter!("gaswatch_mqtt_commands_total", "result" => "accepted")
+                        .increment(1);
+                    return;
+                }
+                Err(_) => "engine busy or stopping; send again".to_string(),
+            },
+            Err(e) => e.to_string(),
+        };
+        metrics::counter!("gaswatch_mqtt_commands_total", "result" => "refused").increment(1);
+        warn!(station = %self.station, reason = %refusal, "MQTT command refused.");
+        let reply = serde_json::json!({
+            "v": 1, "station": self.station, "ok": false, "error": "bad_command",
+            "detail": refusal, "ts": now.to_rfc3339(), "ts_ns": now.nanos(),
+            "request_id": serde_json::from_slice::<serde_json::Value>(payload).ok()
+                .and_then(|v| v.get("request_id").cloned()),
+        });
+        match self.client.try_publish(
+            self.topics.replies(),
+            QoS::AtLeastOnce,
+            false,
+            reply.to_string(),
+        ) {
+            Ok(()) => self.tracker.sent_untracked(),
+            Err(error) => debug!(%error, "MQTT reply not queued."),
         }
     }
 

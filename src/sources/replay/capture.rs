@@ -21,6 +21,8 @@
 //! kind 5 reg. part  body = device:u32 block:u32 first:u16 n:u16 reg:u16*n   (a split read: words from offset `first`)
 //! kind 6 failed part body = device:u32 block:u32 first:u16 words:u16 error:u8 code:u8
 //! kind 7 paused     body = device:u32                (the poller paused a failing unit)
+//! kind 8 command    body = action:u8 duration_ns:i64 sent_flag:u8 sent:i64 then four strings
+//!                   (request_id, alarm_id, operator) each as len:u16 + UTF-8   (a dispatcher's alarm command)
 //! ```
 //! Device, block and tag numbers are indices into the compiled plan, so a
 //! capture is only meaningful with the station config it was recorded with:
@@ -34,7 +36,9 @@
 
 use super::{EventReader, ReplayError, ReplayEvent, RowError};
 use crate::engine::EnginePlan;
-use crate::model::{BlockId, DeviceId, Input, Quality, ReadError, TagId, Timestamp};
+use crate::model::{
+    AlarmCommand, BlockId, CommandAction, DeviceId, Input, Quality, ReadError, TagId, Timestamp,
+};
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -50,6 +54,7 @@ const KIND_TICK: u8 = 4;
 const KIND_REGISTERS_PART: u8 = 5;
 const KIND_FAILED_PART: u8 = 6;
 const KIND_DEVICE_PAUSED: u8 = 7;
+const KIND_COMMAND: u8 = 8;
 /// Larger records are refused as corrupt (a Modbus block is at most 250 bytes).
 const MAX_RECORD: u32 = 16 * 1024 * 1024;
 
@@ -142,6 +147,8 @@ impl CaptureWriter {
     /// Records one input, before the engine processes it.
     pub fn input(&mut self, input: &Input) -> Result<(), ReplayError> {
         match input {
+            // Delivery bookkeeping for MQTT acknowledgements: not an engine input.
+            Input::Receipt(_) => return Ok(()),
             Input::Registers {
                 device,
                 block,
@@ -203,6 +210,26 @@ impl CaptureWriter {
             Input::DevicePaused { device, ts } => {
                 self.begin(KIND_DEVICE_PAUSED, *ts);
                 self.payload.extend_from_slice(&device.0.to_le_bytes());
+            }
+            Input::Command(cmd) => {
+                self.begin(KIND_COMMAND, cmd.ts);
+                let (action, duration_ns) = match cmd.action {
+                    CommandAction::Ack => (0u8, 0i64),
+                    CommandAction::Shelve { duration_ns } => (1, duration_ns),
+                    CommandAction::Unshelve => (2, 0),
+                    CommandAction::Reset => (3, 0),
+                };
+                self.payload.push(action);
+                self.payload.extend_from_slice(&duration_ns.to_le_bytes());
+                self.payload.push(u8::from(cmd.sent.is_some()));
+                self.payload
+                    .extend_from_slice(&cmd.sent.map_or(0, |t| t.nanos()).to_le_bytes());
+                for text in [&cmd.request_id, &cmd.alarm_id, &cmd.operator] {
+                    let bytes = text.as_bytes();
+                    let n = u16::try_from(bytes.len()).unwrap_or(u16::MAX);
+                    self.payload.extend_from_slice(&n.to_le_bytes());
+                    self.payload.extend_from_slice(&bytes[..usize::from(n)]);
+                }
             }
             Input::Values { ts, values } => {
                 self.begin(KIND_VALUES, *ts);
@@ -365,6 +392,38 @@ fn decode(payload: &[u8]) -> Result<ReplayEvent, String> {
                 ts,
                 error,
             }
+        }
+        KIND_COMMAND => {
+            let action = match c.u8().ok_or_else(short)? {
+                0 => CommandAction::Ack,
+                1 => CommandAction::Shelve {
+                    duration_ns: c.i64().ok_or_else(short)?,
+                },
+                2 => CommandAction::Unshelve,
+                3 => CommandAction::Reset,
+                other => return Err(format!("unknown command action {other}")),
+            };
+            if !matches!(action, CommandAction::Shelve { .. }) {
+                c.i64().ok_or_else(short)?;
+            }
+            let has_sent = c.u8().ok_or_else(short)? != 0;
+            let sent = c.i64().ok_or_else(short)?;
+            let mut text = || -> Result<String, String> {
+                let n = c.u16().ok_or_else(short)?;
+                let bytes: Vec<u8> = (0..n)
+                    .map(|_| c.u8().ok_or_else(short))
+                    .collect::<Result<_, _>>()?;
+                String::from_utf8(bytes).map_err(|_| "command text is not UTF-8".to_string())
+            };
+            let (request_id, alarm_id, operator) = (text()?, text()?, text()?);
+            Input::Command(AlarmCommand {
+                request_id,
+                alarm_id,
+                operator,
+                action,
+                ts,
+                sent: has_sent.then_some(Timestamp(sent)),
+            })
         }
         KIND_DEVICE_PAUSED => Input::DevicePaused {
             device: DeviceId(c.u32().ok_or_else(short)?),
