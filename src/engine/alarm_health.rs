@@ -33,7 +33,9 @@ impl FloodMonitor {
             window_ns: window_ns.max(1),
             start,
             end,
-            times: VecDeque::new(),
+            // Room for a flood's worth of activations up front; beyond that
+            // the ring grows once and keeps its capacity.
+            times: VecDeque::with_capacity(4 * start as usize + 16),
             in_flood: false,
         }
     }

@@ -121,7 +121,8 @@ fn prepare_sinks(config: &Config) -> Result<SinkPrep, StartError> {
 /// The running sink tasks and the spools the engine task appends to.
 struct Sinks {
     cancel: CancellationToken,
-    tasks: Vec<JoinHandle<()>>,
+    /// Each sink task with the sink's name, for logs.
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
     influx: Option<Arc<SharedSpool>>,
     mqtt: Option<(Arc<SharedSpool>, mqtt::payload::Topics)>,
     file: bool,
@@ -143,11 +144,14 @@ impl Sinks {
             (Some(_), Some(writer)) => {
                 let dir = config.spool.dir.join("influxdb");
                 let spool = SharedSpool::new("influxdb", Spool::open(&dir, &config.spool)?);
-                tasks.push(tokio::spawn(influxdb::writer::run(
-                    writer,
-                    Arc::clone(&spool),
-                    cancel.clone(),
-                )));
+                tasks.push((
+                    "influxdb",
+                    tokio::spawn(influxdb::writer::run(
+                        writer,
+                        Arc::clone(&spool),
+                        cancel.clone(),
+                    )),
+                ));
                 Some(spool)
             }
             _ => None,
@@ -156,15 +160,18 @@ impl Sinks {
             Some(cfg) => {
                 let spool = Spool::open(&config.spool.dir.join("mqtt"), &config.spool)?;
                 let spool = SharedSpool::new("mqtt", spool);
-                tasks.push(tokio::spawn(mqtt::publisher::run_with_commands(
-                    Default::default(),
-                    cfg.clone(),
-                    config.station.id.clone(),
-                    prep.mqtt_password,
-                    Arc::clone(&spool),
-                    cancel.clone(),
-                    Some(commands.clone()),
-                )));
+                tasks.push((
+                    "mqtt",
+                    tokio::spawn(mqtt::publisher::run_with_commands(
+                        Default::default(),
+                        cfg.clone(),
+                        config.station.id.clone(),
+                        prep.mqtt_password,
+                        Arc::clone(&spool),
+                        cancel.clone(),
+                        Some(commands.clone()),
+                    )),
+                ));
                 Some((
                     spool,
                     mqtt::payload::Topics::new(&cfg.topic_prefix, &config.station.id),
@@ -180,13 +187,16 @@ impl Sinks {
             Some(cfg) => {
                 let plan = Arc::new(EnginePlan::compile(config));
                 let state = EdgeState::new(&plan);
-                tasks.push(tokio::spawn(crate::sinks::sparkplug::run(
-                    cfg.clone(),
-                    plan,
-                    Arc::clone(&state),
-                    prep.sparkplug_password,
-                    cancel.clone(),
-                )));
+                tasks.push((
+                    "sparkplug",
+                    tokio::spawn(crate::sinks::sparkplug::run(
+                        cfg.clone(),
+                        plan,
+                        Arc::clone(&state),
+                        prep.sparkplug_password,
+                        cancel.clone(),
+                    )),
+                ));
                 Some(state)
             }
             None => None,
@@ -220,9 +230,10 @@ impl Sinks {
     /// Last delivery attempt, then stop; the spools keep what is left.
     async fn stop(self) {
         self.cancel.cancel();
-        for t in self.tasks {
+        for (sink, t) in self.tasks {
             if tokio::time::timeout(SINK_STOP_GRACE, t).await.is_err() {
                 warn!(
+                    sink,
                     grace_s = SINK_STOP_GRACE.as_secs(),
                     "A sink did not stop within its grace period; its spool keeps the rest."
                 );

@@ -525,7 +525,7 @@ impl Publisher {
     fn shutdown_deadline_passed(&mut self) -> bool {
         match self.shutdown {
             Shutdown::Draining(_) => {
-                warn!(station = %self.station, in_flight = self.tracker.in_flight(), "MQTT shutdown: PUBACKs still outstanding; they stay spooled.");
+                warn!(sink = "mqtt", broker = %self.broker, station = %self.station, in_flight = self.tracker.in_flight(), "MQTT shutdown: PUBACKs still outstanding; they stay spooled.");
                 self.disconnect();
                 true
             }

@@ -391,8 +391,14 @@ mod tests {
         let plan = EnginePlan::compile(&c);
         let st = EdgeState::new(&plan);
         let b = birth(&plan, &st, 4, Timestamp::from_secs(1));
-        assert_eq!(b.metrics.len(), 2 + 2 + 1);
-        assert_eq!(b.metrics[4].name.as_deref(), Some("Alarms/P1/H"));
+        // bdSeq and rebirth, the two points, and every alarm of the plan
+        // (the H limit, plus the station's flood and comm-loss alarms).
+        assert_eq!(b.metrics.len(), 2 + 2 + plan.alarms.len());
+        assert!(
+            b.metrics
+                .iter()
+                .any(|m| m.name.as_deref() == Some("Alarms/P1/H"))
+        );
         assert!(data(&plan, &st, 1, Timestamp(0)).is_none());
         let mut out = Output::default();
         out.samples.push(crate::model::Sample {
