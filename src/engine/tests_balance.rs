@@ -257,6 +257,13 @@ rupture_kpa_per_min = 100.0
         );
     }
     assert_eq!(events, vec![(30, AlarmAction::Raise)]);
+    // The balance alarms are addressable by id (commands, journal, reload),
+    // and the rupture raise went through the ISA state machine.
+    let plan = Arc::clone(e.plan());
+    let a = plan.alarm_index("t2/pipework/RUPTURE").expect("rupture id");
+    assert_eq!(plan.alarms[a as usize].kind, AlarmKind::Rupture);
+    assert!(plan.alarm_index("t2/balance/IMBALANCE").is_some());
+    assert_eq!(e.alarm_state(a), crate::model::AlarmState::Unacked);
 }
 
 #[test]

@@ -435,3 +435,53 @@ fn restore_keeps_state_and_sequence() {
     assert_eq!(r.out[0].seq, 42);
     assert_eq!(r.out[0].detail.repeats, 5);
 }
+
+#[test]
+fn caller_decided_transitions_run_the_same_state_machine() {
+    // The balance's 输差 and leak alarms decide raise/clear themselves and
+    // go through `transition`: on-delay, shelving, ack and RTN as any alarm.
+    let mut imb = def(AlarmKind::Imbalance, 2.0, 0.4);
+    imb.mgmt.on_delay_ns = 5 * S;
+    let mut r = Rig::new(
+        vec![imb, def(AlarmKind::Leak, 5.0, 4.95)],
+        AlarmPolicy::default(),
+    );
+    let (p, f) = (r.policy.clone(), r.flood());
+    let tr = |r: &mut Rig, i: u32, raise: bool, clear: bool, at: i64| {
+        r.st.transition(i, &r.defs, &p, f, raise, clear, 3.0, ts(at), &mut r.out);
+    };
+    // On-delay: the first raise decision is held, the confirmed one raises.
+    tr(&mut r, 0, true, false, 0);
+    assert!(r.out.is_empty());
+    tr(&mut r, 0, true, false, 300);
+    assert_eq!(
+        actions(&r.out),
+        [(0, AlarmAction::Raise, AlarmState::Unacked)]
+    );
+    // Neither raise nor clear (inside the window's uncertainty): no event.
+    tr(&mut r, 0, false, false, 600);
+    assert_eq!(r.out.len(), 1);
+    tr(&mut r, 0, false, true, 900);
+    assert_eq!(r.st.state(0), AlarmState::RtnUnacked);
+    // Leak: shelved while active, still journaled, unshelved by its clear.
+    r.out.clear();
+    tr(&mut r, 1, true, false, 1000);
+    assert!(
+        r.cmd(1, CommandAction::Shelve { duration_ns: 0 }, 1001)
+            .refused
+            .is_none()
+    );
+    assert!(r.cmd(1, CommandAction::Ack, 1002).refused.is_none());
+    tr(&mut r, 1, false, true, 1300);
+    assert_eq!(
+        actions(&r.out),
+        [
+            (1, AlarmAction::Raise, AlarmState::Unacked),
+            (1, AlarmAction::Shelve, AlarmState::Unacked),
+            (1, AlarmAction::Ack, AlarmState::Acked),
+            (1, AlarmAction::Clear, AlarmState::Normal),
+            (1, AlarmAction::Unshelve, AlarmState::Normal),
+        ]
+    );
+    assert_eq!(r.out[3].detail.annunciation, Annunciation::Shelved);
+}
