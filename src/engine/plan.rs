@@ -370,6 +370,14 @@ impl EnginePlan {
             realarm_ns: ns(ac.realarm.for_priority(priority)),
             ..AlarmMgmt::default()
         };
+        // Balance and leak alarms are judged once per closed window (or per
+        // sequential-test decision): the window already is the confirmation,
+        // so an on/off delay in seconds would only hold the next window back.
+        let per_window = |priority: Priority| AlarmMgmt {
+            on_delay_ns: 0,
+            off_delay_ns: 0,
+            ..base(priority)
+        };
         for l in &config.limits {
             let Some(&tag) = by_name.get(&l.point) else {
                 continue;
@@ -501,7 +509,7 @@ impl EnginePlan {
                 priority: Priority::High,
                 limit: config.balance.limit_percent,
                 deadband: config.balance.limit_percent * 0.2,
-                mgmt: base(Priority::High),
+                mgmt: per_window(Priority::High),
             });
             Some(alarms.len() as u32 - 1)
         };
@@ -537,7 +545,7 @@ impl EnginePlan {
                     priority: Priority::High,
                     limit: config.balance.limit_percent,
                     deadband: config.balance.limit_percent * 0.2,
-                    mgmt: base(Priority::High),
+                    mgmt: per_window(Priority::High),
                 });
                 windows.push(WindowPlan {
                     label,
@@ -559,11 +567,7 @@ impl EnginePlan {
                 // The CUSUM is already a sequential test and raises once per
                 // detection: no on/off delay (a delay would swallow that one
                 // raise); re-alarm and the rest as any critical alarm.
-                mgmt: AlarmMgmt {
-                    on_delay_ns: 0,
-                    off_delay_ns: 0,
-                    ..base(Priority::Critical)
-                },
+                mgmt: per_window(Priority::Critical),
             });
             alarms.len() as u32 - 1
         });

@@ -296,3 +296,29 @@ fn reload_carries_active_alarms_by_id_without_raising_them_again() {
         .collect();
     assert_eq!(ev, vec![(AlarmKind::High, AlarmAction::Clear, seq + 1)]);
 }
+
+#[test]
+fn an_alarm_on_delay_does_not_hold_back_the_imbalance_alarm_of_a_closed_window() {
+    // A closed window is already a confirmed judgement: the general on-delay
+    // applies to sampled alarms, not to the balance.
+    let text = STATION.replace(
+        "[sinks.file]",
+        "[alarms]\non_delay = \"5s\"\noff_delay = \"5s\"\n\n[sinks.file]",
+    );
+    let c = Config::from_str_named(&text, Path::new("test.toml")).expect("valid config");
+    let mut e = Engine::new(Arc::new(EnginePlan::compile(&c)), 0);
+    let mut out = Output::default();
+    let mut raised = Vec::new();
+    for t in 0..=300 {
+        out.clear();
+        let outlet = if t < 120 { 1000.0 } else { 950.0 };
+        poll(&mut e, t * S, regs(1000.0, 1500.0, outlet), &mut out);
+        raised.extend(
+            out.alarms
+                .iter()
+                .filter(|a| a.kind == AlarmKind::Imbalance && a.action == AlarmAction::Raise)
+                .map(|_| t),
+        );
+    }
+    assert_eq!(raised.first(), Some(&180), "{raised:?}");
+}
