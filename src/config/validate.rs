@@ -207,22 +207,7 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
         }
         for (pi, pt) in d.points.iter().enumerate() {
             let pk = format!("{dk}.points[{pi}]");
-            if !is_ident(&pt.name) {
-                p.add(
-                    format!("{pk}.name"),
-                    format!(
-                        "expected 1-64 letters, digits, '_', '-' or '.', got {:?}",
-                        pt.name
-                    ),
-                );
-            } else if let Some(first) = points.get(pt.name.as_str()) {
-                p.add(
-                    format!("{pk}.name"),
-                    format!("point name {:?} is already used at {first}; names must be unique in the station", pt.name),
-                );
-            } else {
-                points.insert(pt.name.as_str(), pk.clone());
-            }
+            register_point(&mut p, &mut points, &pt.name, &pk);
             let width = u32::from(pt.register_numbers(d.enron));
             modbus_point(&mut p, &pk, d, pt);
             if u32::from(pt.address) + width > 65536 {
@@ -280,22 +265,7 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
         );
         for (pi, pt) in src.points.iter().enumerate() {
             let pk = format!("mqtt_sources[{si}].points[{pi}]");
-            if !is_ident(&pt.name) {
-                p.add(
-                    format!("{pk}.name"),
-                    format!(
-                        "expected 1-64 letters, digits, '_', '-' or '.', got {:?}",
-                        pt.name
-                    ),
-                );
-            } else if let Some(first) = points.get(pt.name.as_str()) {
-                p.add(
-                    format!("{pk}.name"),
-                    format!("point name {:?} is already used at {first}; names must be unique in the station", pt.name),
-                );
-            } else {
-                points.insert(pt.name.as_str(), pk);
-            }
+            register_point(&mut p, &mut points, &pt.name, &pk);
         }
     }
 
@@ -542,6 +512,29 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
         );
     }
     p.0
+}
+
+/// Checks a point name and records where it is defined; a name used twice
+/// (by any source) is reported at its second place with the first one.
+fn register_point<'a>(
+    p: &mut Problems,
+    points: &mut HashMap<&'a str, String>,
+    name: &'a str,
+    key: &str,
+) {
+    if !is_ident(name) {
+        p.add(
+            format!("{key}.name"),
+            format!("expected 1-64 letters, digits, '_', '-' or '.', got {name:?}"),
+        );
+    } else if let Some(first) = points.get(name) {
+        p.add(
+            format!("{key}.name"),
+            format!("point name {name:?} is already used at {first}; names must be unique in the station"),
+        );
+    } else {
+        points.insert(name, key.to_string());
+    }
 }
 
 fn check_secret(p: &mut Problems, key: &str, s: Option<&Secret>) {

@@ -144,6 +144,20 @@ impl CaptureWriter {
         })
     }
 
+    fn put_block(&mut self, device: DeviceId, block: BlockId) {
+        self.payload.extend_from_slice(&device.0.to_le_bytes());
+        self.payload.extend_from_slice(&block.0.to_le_bytes());
+    }
+
+    /// Registers as `n:u16 reg:u16*n` (at most 65,535; a block has at most 125).
+    fn put_regs(&mut self, regs: &[u16]) {
+        let n = u16::try_from(regs.len()).unwrap_or(u16::MAX);
+        self.payload.extend_from_slice(&n.to_le_bytes());
+        for r in regs.iter().take(usize::from(n)) {
+            self.payload.extend_from_slice(&r.to_le_bytes());
+        }
+    }
+
     /// Records one input, before the engine processes it.
     pub fn input(&mut self, input: &Input) -> Result<(), ReplayError> {
         match input {
@@ -156,13 +170,8 @@ impl CaptureWriter {
                 regs,
             } => {
                 self.begin(KIND_REGISTERS, *ts);
-                self.payload.extend_from_slice(&device.0.to_le_bytes());
-                self.payload.extend_from_slice(&block.0.to_le_bytes());
-                let n = u16::try_from(regs.len()).unwrap_or(u16::MAX);
-                self.payload.extend_from_slice(&n.to_le_bytes());
-                for r in regs.iter().take(usize::from(n)) {
-                    self.payload.extend_from_slice(&r.to_le_bytes());
-                }
+                self.put_block(*device, *block);
+                self.put_regs(regs);
             }
             Input::ReadFailed {
                 device,
@@ -171,8 +180,7 @@ impl CaptureWriter {
                 error,
             } => {
                 self.begin(KIND_FAILED, *ts);
-                self.payload.extend_from_slice(&device.0.to_le_bytes());
-                self.payload.extend_from_slice(&block.0.to_le_bytes());
+                self.put_block(*device, *block);
                 self.payload.extend_from_slice(&error_code(*error));
             }
             Input::RegistersPart {
@@ -183,14 +191,9 @@ impl CaptureWriter {
                 regs,
             } => {
                 self.begin(KIND_REGISTERS_PART, *ts);
-                self.payload.extend_from_slice(&device.0.to_le_bytes());
-                self.payload.extend_from_slice(&block.0.to_le_bytes());
+                self.put_block(*device, *block);
                 self.payload.extend_from_slice(&first.to_le_bytes());
-                let n = u16::try_from(regs.len()).unwrap_or(u16::MAX);
-                self.payload.extend_from_slice(&n.to_le_bytes());
-                for r in regs.iter().take(usize::from(n)) {
-                    self.payload.extend_from_slice(&r.to_le_bytes());
-                }
+                self.put_regs(regs);
             }
             Input::ReadFailedPart {
                 device,
@@ -201,8 +204,7 @@ impl CaptureWriter {
                 error,
             } => {
                 self.begin(KIND_FAILED_PART, *ts);
-                self.payload.extend_from_slice(&device.0.to_le_bytes());
-                self.payload.extend_from_slice(&block.0.to_le_bytes());
+                self.put_block(*device, *block);
                 self.payload.extend_from_slice(&first.to_le_bytes());
                 self.payload.extend_from_slice(&words.to_le_bytes());
                 self.payload.extend_from_slice(&error_code(*error));
@@ -317,6 +319,20 @@ fn error_code(e: ReadError) -> [u8; 2] {
     }
 }
 
+fn read_block(c: &mut Cur<'_>) -> Result<(DeviceId, BlockId), String> {
+    let short = || "record is shorter than its kind needs".to_string();
+    Ok((
+        DeviceId(c.u32().ok_or_else(short)?),
+        BlockId(c.u32().ok_or_else(short)?),
+    ))
+}
+
+fn read_regs(c: &mut Cur<'_>) -> Result<Vec<u16>, String> {
+    let short = || "record is shorter than its kind needs".to_string();
+    let n = c.u16().ok_or_else(short)?;
+    (0..n).map(|_| c.u16().ok_or_else(short)).collect()
+}
+
 fn read_error(c: &mut Cur<'_>) -> Result<ReadError, String> {
     let short = || "record is shorter than its kind needs".to_string();
     let e = c.u8().ok_or_else(short)?;
@@ -338,12 +354,8 @@ fn decode(payload: &[u8]) -> Result<ReplayEvent, String> {
     let ts = Timestamp(c.i64().ok_or_else(short)?);
     let ev = match kind {
         KIND_REGISTERS => {
-            let device = DeviceId(c.u32().ok_or_else(short)?);
-            let block = BlockId(c.u32().ok_or_else(short)?);
-            let n = c.u16().ok_or_else(short)?;
-            let regs = (0..n)
-                .map(|_| c.u16().ok_or_else(short))
-                .collect::<Result<Vec<_>, _>>()?;
+            let (device, block) = read_block(&mut c)?;
+            let regs = read_regs(&mut c)?;
             Input::Registers {
                 device,
                 block,
@@ -352,8 +364,7 @@ fn decode(payload: &[u8]) -> Result<ReplayEvent, String> {
             }
         }
         KIND_FAILED => {
-            let device = DeviceId(c.u32().ok_or_else(short)?);
-            let block = BlockId(c.u32().ok_or_else(short)?);
+            let (device, block) = read_block(&mut c)?;
             let error = read_error(&mut c)?;
             Input::ReadFailed {
                 device,
@@ -363,13 +374,9 @@ fn decode(payload: &[u8]) -> Result<ReplayEvent, String> {
             }
         }
         KIND_REGISTERS_PART => {
-            let device = DeviceId(c.u32().ok_or_else(short)?);
-            let block = BlockId(c.u32().ok_or_else(short)?);
+            let (device, block) = read_block(&mut c)?;
             let first = c.u16().ok_or_else(short)?;
-            let n = c.u16().ok_or_else(short)?;
-            let regs = (0..n)
-                .map(|_| c.u16().ok_or_else(short))
-                .collect::<Result<Vec<_>, _>>()?;
+            let regs = read_regs(&mut c)?;
             Input::RegistersPart {
                 device,
                 block,
@@ -379,8 +386,7 @@ fn decode(payload: &[u8]) -> Result<ReplayEvent, String> {
             }
         }
         KIND_FAILED_PART => {
-            let device = DeviceId(c.u32().ok_or_else(short)?);
-            let block = BlockId(c.u32().ok_or_else(short)?);
+            let (device, block) = read_block(&mut c)?;
             let first = c.u16().ok_or_else(short)?;
             let words = c.u16().ok_or_else(short)?;
             let error = read_error(&mut c)?;
