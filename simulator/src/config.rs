@@ -322,14 +322,19 @@ impl StationConfig {
 
     /// Distinct endpoints in first-seen order.
     pub fn endpoints(&self) -> Vec<Endpoint> {
-        let mut out: Vec<Endpoint> = Vec::new();
-        for d in &self.devices {
-            if !out.contains(&d.endpoint) {
-                out.push(d.endpoint.clone());
-            }
-        }
-        out
+        distinct_endpoints(self.devices.iter().map(|d| &d.endpoint))
     }
+}
+
+/// Distinct endpoints in first-seen order (devices sharing a gateway appear once).
+pub(crate) fn distinct_endpoints<'a>(all: impl Iterator<Item = &'a Endpoint>) -> Vec<Endpoint> {
+    let mut out: Vec<Endpoint> = Vec::new();
+    for e in all {
+        if !out.contains(e) {
+            out.push(e.clone());
+        }
+    }
+    out
 }
 
 #[cfg(test)]

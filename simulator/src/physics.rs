@@ -430,13 +430,7 @@ impl Station {
 
     /// Distinct endpoints of the config, first-seen order.
     pub fn endpoints(&self) -> Vec<Endpoint> {
-        let mut out: Vec<Endpoint> = Vec::new();
-        for d in &self.devices {
-            if !out.contains(&d.endpoint) {
-                out.push(d.endpoint.clone());
-            }
-        }
-        out
+        crate::config::distinct_endpoints(self.devices.iter().map(|d| &d.endpoint))
     }
 
     /// Reads `count` registers from `start` of a device's table into `out`.
