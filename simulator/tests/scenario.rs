@@ -30,7 +30,7 @@ fn run(scenario: &str, duration: Duration) -> Run {
         &cfg,
         gaswatch_sim::scenario::Span {
             start_ns: 1_767_225_600_000_000_000,
-            duration: duration,
+            duration,
             step: Duration::from_secs(1),
         },
         &mut csv,
