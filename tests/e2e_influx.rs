@@ -5,20 +5,15 @@
 
 mod support;
 
-use gaswatch::config::Config;
 use gaswatch::sinks::file::config::FileSinkConfig;
 use gaswatch::sinks::influxdb::config::{InfluxApi, InfluxConfig};
 use gaswatch::topology::{self, RunOptions, live::LiveState};
-use gaswatch_sim::{SimOptions, Station};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::influxdb::InfluxServer;
 use tokio_util::sync::CancellationToken;
-
-const STATION: &str = include_str!("../config/city-gate.toml");
 
 /// (point, ts ns) -> (value if any, quality)
 type Points = BTreeMap<(String, i64), (Option<f64>, String)>;
@@ -63,22 +58,7 @@ async fn every_polled_point_lands_in_a_real_influxdb_exactly_once() {
     let influx = InfluxServer::start_new().await;
     influx.create_database("gaswatch").await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let station = Station::from_config_str(STATION, &SimOptions::default()).expect("station");
-    let any: SocketAddr = ([127, 0, 0, 1], 0).into();
-    let handles = gaswatch_sim::serve_all(station, |_| any)
-        .await
-        .expect("serve");
-
-    let mut c = Config::from_str_named(STATION, Path::new("city-gate.toml")).expect("config");
-    for d in &mut c.devices {
-        let h = handles
-            .iter()
-            .find(|(ep, _)| ep.port == d.port)
-            .map(|(_, h)| h)
-            .expect("endpoint");
-        d.port = h.local_addr().port();
-        d.poll_interval = Duration::from_millis(250);
-    }
+    let (handles, mut c) = support::station::city_gate(Duration::from_millis(250)).await;
     c.sinks.file = Some(FileSinkConfig {
         dir: dir.path().join("files"),
     });

@@ -4,38 +4,17 @@
 
 mod support;
 
-use gaswatch::config::Config;
 use gaswatch::sinks::mqtt::config::MqttConfig;
 use gaswatch::topology::{self, RunOptions};
-use gaswatch_sim::{SimOptions, Station};
-use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 use support::mosquitto::{Mosquitto, Subscriber};
 use tokio_util::sync::CancellationToken;
-
-const STATION: &str = include_str!("../config/city-gate.toml");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pressure_alarm_reaches_a_real_broker_subscriber() {
     let broker = Mosquitto::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let station = Station::from_config_str(STATION, &SimOptions::default()).expect("station");
-    let any: SocketAddr = ([127, 0, 0, 1], 0).into();
-    let handles = gaswatch_sim::serve_all(station, |_| any)
-        .await
-        .expect("serve");
-
-    let mut c = Config::from_str_named(STATION, Path::new("city-gate.toml")).expect("config");
-    for d in &mut c.devices {
-        let h = handles
-            .iter()
-            .find(|(ep, _)| ep.port == d.port)
-            .map(|(_, h)| h)
-            .expect("endpoint");
-        d.port = h.local_addr().port();
-        d.poll_interval = Duration::from_millis(250);
-    }
+    let (handles, mut c) = support::station::city_gate(Duration::from_millis(250)).await;
     // The outlet runs at about 1500 kPa: an H limit at 1400 raises at once.
     let lim = c
         .limits

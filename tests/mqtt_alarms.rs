@@ -8,20 +8,16 @@
 
 mod support;
 
-use gaswatch::config::{Config, Secret};
+use gaswatch::config::Secret;
 use gaswatch::sinks::mqtt::config::MqttConfig;
 use gaswatch::topology::{self, RunOptions};
-use gaswatch_sim::{SimOptions, Station};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
-use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 use support::mosquitto::{Mosquitto, MosquittoOptions};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-const STATION: &str = include_str!("../config/city-gate.toml");
 const ACL: &str = "user cg01\ntopic readwrite gaswatch/cg01/#\n\n\
 user disp\ntopic read gaswatch/#\ntopic write gaswatch/+/commands\n\n\
 user viewer\ntopic read gaswatch/#\n";
@@ -130,21 +126,7 @@ async fn ack_round_trip_acl_refusal_retained_state_and_journal_across_restart() 
         ..Default::default()
     });
     let dir = tempfile::tempdir().expect("tempdir");
-    let station = Station::from_config_str(STATION, &SimOptions::default()).expect("station");
-    let any: SocketAddr = ([127, 0, 0, 1], 0).into();
-    let handles = gaswatch_sim::serve_all(station, |_| any)
-        .await
-        .expect("serve");
-    let mut c = Config::from_str_named(STATION, Path::new("city-gate.toml")).expect("config");
-    for d in &mut c.devices {
-        let h = handles
-            .iter()
-            .find(|(ep, _)| ep.port == d.port)
-            .map(|(_, h)| h)
-            .expect("endpoint");
-        d.port = h.local_addr().port();
-        d.poll_interval = Duration::from_millis(250);
-    }
+    let (handles, mut c) = support::station::city_gate(Duration::from_millis(250)).await;
     let lim = c
         .limits
         .iter_mut()

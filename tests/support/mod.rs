@@ -7,6 +7,7 @@
 pub mod influxdb;
 pub mod mosquitto;
 pub mod pymodbus;
+pub mod station;
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
