@@ -38,7 +38,7 @@ const DEADLINE: Duration = Duration::from_secs(120);
 /// (point, ts ns)
 type Key = (String, i64);
 /// Key -> (value if any, quality)
-type Points = BTreeMap<Key, (Option<f64>, String)>;
+type Points = support::influxdb::Points;
 
 struct Setup {
     dir: tempfile::TempDir,
@@ -233,22 +233,7 @@ fn jsonl_count(path: &Path) -> usize {
 }
 
 async fn influx_points(influx: &InfluxServer) -> Points {
-    let v = influx
-        .query("gaswatch", "SELECT point, value, quality FROM telemetry")
-        .await;
-    let rows = v["results"][0]["series"][0]["values"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let mut stored = Points::new();
-    for r in rows {
-        let ts = r[0].as_i64().expect("time");
-        let point = r[1].as_str().expect("point").to_string();
-        let value = r[2].as_f64();
-        let quality = r[3].as_str().expect("quality").to_string();
-        stored.insert((point, ts), (value, quality));
-    }
-    stored
+    influx.telemetry_points("gaswatch").await.0
 }
 
 async fn influx_count(influx: &InfluxServer, measurement: &str) -> u64 {

@@ -16,7 +16,7 @@ use support::influxdb::InfluxServer;
 use tokio_util::sync::CancellationToken;
 
 /// (point, ts ns) -> (value if any, quality)
-type Points = BTreeMap<(String, i64), (Option<f64>, String)>;
+use support::influxdb::Points;
 
 fn parse_file_lines(dir: &Path) -> Points {
     let mut out = Points::new();
@@ -112,24 +112,8 @@ async fn every_polled_point_lands_in_a_real_influxdb_exactly_once() {
     let written = parse_file_lines(&dir.path().join("files"));
     assert!(written.len() as u64 >= enough, "{} lines", written.len());
 
-    let v = influx
-        .query("gaswatch", "SELECT point, value, quality FROM telemetry")
-        .await;
-    let rows = v["results"][0]["series"][0]["values"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let mut stored = Points::new();
-    for r in rows {
-        let ts = r[0].as_i64().expect("time");
-        let point = r[1].as_str().expect("point").to_string();
-        let value = r[2].as_f64();
-        let quality = r[3].as_str().expect("quality").to_string();
-        assert!(
-            stored.insert((point, ts), (value, quality)).is_none(),
-            "duplicate in InfluxDB"
-        );
-    }
+    let (stored, rows) = influx.telemetry_points("gaswatch").await;
+    assert_eq!(rows, stored.len(), "duplicate in InfluxDB");
     assert_eq!(
         stored.len(),
         written.len(),

@@ -166,6 +166,32 @@ bind-address = "127.0.0.1:{rpc_port}"
     }
 }
 
+/// Telemetry as stored: (point, ts ns) -> (value if any, quality).
+pub type Points = std::collections::BTreeMap<(String, i64), (Option<f64>, String)>;
+
+impl InfluxServer {
+    /// Every `telemetry` point in `db`, and the number of rows InfluxDB
+    /// returned (more rows than points would mean duplicates).
+    pub async fn telemetry_points(&self, db: &str) -> (Points, usize) {
+        let v = self
+            .query(db, "SELECT point, value, quality FROM telemetry")
+            .await;
+        let rows = v["results"][0]["series"][0]["values"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut stored = Points::new();
+        for r in &rows {
+            let ts = r[0].as_i64().expect("time");
+            let point = r[1].as_str().expect("point").to_string();
+            let value = r[2].as_f64();
+            let quality = r[3].as_str().expect("quality").to_string();
+            stored.insert((point, ts), (value, quality));
+        }
+        (stored, rows.len())
+    }
+}
+
 impl Drop for InfluxServer {
     fn drop(&mut self) {
         self.stop();
