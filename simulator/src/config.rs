@@ -92,6 +92,8 @@ pub struct StationConfig {
     pub devices: Vec<DeviceConfig>,
     /// `[[meters]]` in file order.
     pub meters: Vec<MeterConfig>,
+    /// `[gas]`, when present: the simulated pack uses its Z.
+    pub gas: Option<crate::gas::GasSection>,
 }
 
 /// One `[[devices]]` entry.
@@ -152,6 +154,7 @@ struct RawFile {
     devices: Vec<RawDevice>,
     #[serde(default)]
     meters: Vec<RawMeter>,
+    gas: Option<crate::gas::GasSection>,
 }
 
 #[derive(Deserialize)]
@@ -317,6 +320,7 @@ impl StationConfig {
             station_id: raw.station.id,
             devices,
             meters,
+            gas: raw.gas,
         })
     }
 

@@ -14,6 +14,7 @@
 //! Modules:
 //! - [`config`]: the station TOML, read with lenient serde structs;
 //! - [`mod@encode`]: engineering value -> registers;
+//! - [`gas`]: Z of the simulated gas (the `[gas]` section), for the line pack;
 //! - [`physics`]: the pure, deterministic [`Station`] model and register map;
 //! - [`server`]: the hand-written Modbus/TCP server, faults, ground-truth logs.
 //!
@@ -30,6 +31,7 @@
 
 pub mod config;
 pub mod encode;
+pub mod gas;
 pub mod physics;
 pub mod scenario;
 pub mod server;

@@ -6,7 +6,8 @@
 //! only moves through [`Station::step`], so the same seed and the same steps
 //! give the same values.
 //!
-//! Model (all flows at base conditions 20 degC / 101.325 kPa, Z = 1):
+//! Model (all flows at the base conditions of `[gas]`, default 20 degC /
+//! 101.325 kPa):
 //! - Outlet demand: 30,000 Sm3/h times a daily profile `1 + 0.2 sin(2 pi (h-12)/24)`
 //!   (sim clock starts at 00:00, peak at 18:00, trough at 06:00) times small
 //!   smooth fluctuations (1 % at 300 s, 0.5 % at 47 s, random phases per seed).
@@ -19,11 +20,18 @@
 //!   137 s). Smooth on purpose: line pack follows it, and white noise on the
 //!   physical pressure would make the pack rate dominate the balance.
 //! - Outlet temperature: Joule-Thomson cooling of 0.5 K per 100 kPa drop.
-//! - Line pack of the station pipework: `V_geom (P_abs / 101.325) (293.15 / T)`
-//!   with `V_geom = 50 m3` at outlet pressure and temperature.
-//! - Inlet flow = demand + leak + d(pack)/dt, where d(pack)/dt is the pack
-//!   change over the last step divided by its length. Multiple inlet meters
-//!   share the inlet evenly.
+//! - Line pack of the station pipework: `V_geom (P_abs / P_b) (T_b / T) (Z_b / Z)`
+//!   with `V_geom = 50 m3` (or [`SimOptions::pipe_volume_m3`]) at outlet
+//!   pressure and temperature; Z from the config's `[gas]` section
+//!   ([`crate::gas`]: AGA 8 DETAIL, GERG-2008 or fixed, ideal by default),
+//!   so the simulated pack is the one the daemon computes from the same
+//!   file.
+//! - Inlet flow = demand + leak + d(pack)/dt, all at the same instant:
+//!   d(pack)/dt is the rate of change of the pack at the step's time (a
+//!   central difference over +-50 ms), so a reading is the flow at its
+//!   instant, as the demand is, and a balance that integrates the readings
+//!   (trapezoid) against the pack at the same instants closes exactly.
+//!   Multiple inlet meters share the inlet evenly.
 //! - Leak: gas that enters the inlet but never reaches an outlet meter. The
 //!   supply holds outlet demand, so the inlet rises by the leak:
 //!   `leak = percent / 100 * demand` (percent of outlet throughput) while the
@@ -48,10 +56,6 @@ use std::time::Duration;
 use crate::config::{ConfigError, Endpoint, MeterRole, PointConfig, RegisterKind, StationConfig};
 use crate::encode::{Encoded, encode};
 
-/// Base pressure, kPa absolute.
-const P_BASE_KPA: f64 = 101.325;
-/// Base temperature, K.
-const T_BASE_K: f64 = 293.15;
 /// Geometric volume of station pipework, m3.
 const STATION_VOLUME_M3: f64 = 50.0;
 /// Mean total outlet demand, Sm3/h.
@@ -129,7 +133,7 @@ pub struct PhysicsState {
     pub inlet_flow_sm3_per_h: f64,
     /// Station line pack, Sm3.
     pub linepack_sm3: f64,
-    /// Line pack change over the last step, Sm3/h.
+    /// Rate of change of the line pack at this instant, Sm3/h.
     pub linepack_rate_sm3_per_h: f64,
     /// Inlet pressure, kPa g.
     pub inlet_pressure_kpa: f64,
@@ -196,6 +200,8 @@ pub struct Station {
     pressure_noise_percent: f64,
     transients: bool,
     pipe_volume_m3: f64,
+    /// Z of the gas in the pipework (the config's `[gas]`).
+    gas: crate::gas::Gas,
     pub(crate) speed: f64,
     leak: Option<Leak>,
     leak_epoch_s: f64,
@@ -338,6 +344,7 @@ impl Station {
         let phases = std::array::from_fn(|_| rng.f64() * TAU);
         let mut station = Station {
             station_id: cfg.station_id,
+            gas: crate::gas::Gas::from_section(cfg.gas.as_ref())?,
             points,
             by_name,
             meters,
@@ -474,8 +481,8 @@ impl Station {
 
     /// Physical state at time `t_s` except the pack rate and inlet flow,
     /// which need the previous pack.
-    fn physics_at(&self, t_s: f64) -> PhysicsState {
-        let ph = &self.phases;
+    fn physics_at(&mut self, t_s: f64) -> PhysicsState {
+        let ph = self.phases;
         let h = t_s / 3600.0;
         let day = 1.0 + 0.2 * (TAU * (h - 12.0) / 24.0).sin();
         let wiggle = 1.0
@@ -514,9 +521,7 @@ impl Station {
             + 3.0 * (TAU * t_s / 600.0 + ph[4]).sin()
             + 2.0 * (TAU * t_s / 137.0 + ph[5]).sin();
         let t_out = t_in - JT_K_PER_KPA * (p_in - p_out);
-        let pack = self.pipe_volume_m3
-            * ((p_out + P_BASE_KPA) / P_BASE_KPA)
-            * (T_BASE_K / (t_out + 273.15));
+        let pack = self.gas.linepack_sm3(self.pipe_volume_m3, p_out, t_out);
         let leak_percent = self.leak_active_at(t_s);
         PhysicsState {
             sim_time: Duration::from_secs_f64(t_s.max(0.0)),
@@ -541,14 +546,13 @@ impl Station {
     }
 
     fn advance(&mut self, dt_s: f64) {
-        let prev_pack = self.state.linepack_sm3;
         self.t_s += dt_s;
         let mut s = self.physics_at(self.t_s);
-        s.linepack_rate_sm3_per_h = if dt_s > 0.0 {
-            (s.linepack_sm3 - prev_pack) / dt_s * 3600.0
-        } else {
-            0.0
-        };
+        // Instantaneous pack rate: physics_at is a pure function of time.
+        const EPS_S: f64 = 0.05;
+        let ahead = self.physics_at(self.t_s + EPS_S).linepack_sm3;
+        let behind = self.physics_at(self.t_s - EPS_S).linepack_sm3;
+        s.linepack_rate_sm3_per_h = (ahead - behind) / (2.0 * EPS_S) * 3600.0;
         s.inlet_flow_sm3_per_h = s.demand_sm3_per_h + s.leak_sm3_per_h + s.linepack_rate_sm3_per_h;
         self.state = s;
 
