@@ -151,3 +151,25 @@ fn secrets_never_show_in_debug_output() {
     let s = gaswatch::config::SecretString::new("hunter2".into());
     assert_eq!(format!("{s:?} {s}"), "*** ***");
 }
+
+#[test]
+fn leak_test_windows_are_checked_with_their_keys() {
+    let text = BASE.to_string()
+        + r#"
+[balance.leak]
+tests = [
+  { window = "10s" },
+  { window = "5m", edge = "2m", min_leak_percent = 0.0 },
+  { window = "1h", threshold_sigma = -1.0 },
+]
+"#;
+    let e = problems(&text);
+    for want in [
+        "bad.toml: balance.leak.tests[0].window: expected a window of 20s to 1 day, got 10s",
+        "bad.toml: balance.leak.tests[1].edge: expected a half-width above 0 and at most a quarter of the window (75s), got 120s",
+        "bad.toml: balance.leak.tests[1].min_leak_percent: expected 0-50 %, got 0",
+        "bad.toml: balance.leak.tests[2].threshold_sigma: expected a positive number, got -1",
+    ] {
+        assert!(e.contains(want), "missing {want:?} in:\n{e}");
+    }
+}

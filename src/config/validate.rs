@@ -655,6 +655,48 @@ fn validate_balance_extras(c: &Config, points: &HashMap<&str, String>, p: &mut P
     if l.bias_windows == 0 {
         p.add("balance.leak.bias_windows", "expected at least 1");
     }
+    if l.enabled && l.tests.is_empty() {
+        p.add(
+            "balance.leak.tests",
+            "expected at least one test window (or set enabled = false)",
+        );
+    }
+    for (i, t) in l.tests.iter().enumerate() {
+        let k = format!("balance.leak.tests[{i}]");
+        if t.window < Duration::from_secs(20) || t.window.as_secs() > 86_400 {
+            p.add(
+                format!("{k}.window"),
+                format!("expected a window of 20s to 1 day, got {:?}", t.window),
+            );
+        }
+        if let Some(edge) = t.edge
+            && (edge.is_zero() || edge > t.window / 4)
+        {
+            p.add(
+                format!("{k}.edge"),
+                format!(
+                    "expected a half-width above 0 and at most a quarter of the window ({:?}), got {edge:?}",
+                    t.window / 4
+                ),
+            );
+        }
+        if let Some(m) = t.min_leak_percent
+            && !(m.is_finite() && m > 0.0 && m < 50.0)
+        {
+            p.add(
+                format!("{k}.min_leak_percent"),
+                format!("expected 0-50 %, got {m}"),
+            );
+        }
+        if let Some(h) = t.threshold_sigma
+            && !(h.is_finite() && h > 0.0)
+        {
+            p.add(
+                format!("{k}.threshold_sigma"),
+                format!("expected a positive number, got {h}"),
+            );
+        }
+    }
     for (key, msg) in c.gas.problems() {
         p.add(format!("gas.{key}"), msg);
     }

@@ -78,8 +78,13 @@ pub struct Engine {
     alarms: AlarmStates,
     /// One balance per window length (`plan.windows`); empty without meters.
     balances: Vec<Balance>,
-    /// One leak detector per window length.
+    /// The leak test's own balances (`plan.leak.tests`: smoothed edges,
+    /// never reported) and one detector each; empty without a leak test.
+    leak_balances: Vec<Balance>,
     leaks: Vec<LeakDetector>,
+    /// Leak-test windows closed by the current tick and the variance of
+    /// their window-to-window parts (reused buffer).
+    leak_results: Vec<(crate::model::BalanceResult, f64)>,
     meters: Vec<MeterRt>,
     /// Last good pressure (time ns, kPa) per line-pack element, for rupture.
     last_pressure: Vec<Option<(i64, f64)>>,
@@ -147,22 +152,48 @@ impl Engine {
                 )
             })
             .collect();
-        let leaks = if plan.leak_alarm.is_some() {
-            plan.windows
+        // The leak test's balances: each test window with smoothed edges (a
+        // quarter of the window unless set), at least two scans of the
+        // slowest line-pack point wide.
+        let scan_ns = element_specs
+            .iter()
+            .map(|e| e.max_gap_ns)
+            .max()
+            .unwrap_or(0);
+        let (leak_balances, leaks): (Vec<Balance>, Vec<LeakDetector>) = if plan.leak_alarm.is_some()
+        {
+            plan.leak
+                .tests
                 .iter()
-                .map(|w| {
-                    // Warm up for an hour of windows (12 of 5 min), at least 6.
-                    let warmup = (3_600_000_000_000 / w.window_ns.max(1)).clamp(6, 12) as u32;
-                    LeakDetector::new(LeakTuning {
-                        min_leak_percent: plan.leak.min_leak_percent,
-                        threshold_sigma: plan.leak.threshold_sigma,
+                .map(|t| {
+                    let window_ns = i64::try_from(t.window.as_nanos()).unwrap_or(i64::MAX);
+                    let b = Balance::with_elements(
+                        window_ns,
+                        0,
+                        plan.balance_min_coverage,
+                        &meter_specs,
+                        &element_specs,
+                    )
+                    .with_edge_ns(
+                        t.edge
+                            .map_or(window_ns / 4, |e| {
+                                i64::try_from(e.as_nanos()).unwrap_or(i64::MAX)
+                            })
+                            .max(2 * scan_ns),
+                    );
+                    // Warm up for an hour of windows, at least 6.
+                    let warmup = (3_600_000_000_000 / window_ns.max(1)).max(6) as u32;
+                    let d = LeakDetector::new(LeakTuning {
+                        min_leak_percent: t.min_leak_percent.unwrap_or(plan.leak.min_leak_percent),
+                        threshold_sigma: t.threshold_sigma.unwrap_or(plan.leak.threshold_sigma),
                         bias_windows: plan.leak.bias_windows,
                         warmup,
-                    })
+                    });
+                    (b, d)
                 })
-                .collect()
+                .unzip()
         } else {
-            Vec::new()
+            (Vec::new(), Vec::new())
         };
         // Validation builds the gas model first; an ideal gas is the
         // fallback only for unvalidated plans (tests, benches).
@@ -195,7 +226,9 @@ impl Engine {
             tags,
             alarms,
             balances,
+            leak_balances,
             leaks,
+            leak_results: Vec::new(),
             gas,
             counters: BalanceCounters::default(),
             device_last_good,
@@ -206,6 +239,19 @@ impl Engine {
     /// Totaliser and conversion counters since start.
     pub fn counters(&self) -> BalanceCounters {
         self.counters
+    }
+
+    /// The leak-test windows (smoothed edges, not reported) that the last
+    /// `tick` closed, in test order: for diagnostics and the scorecard.
+    /// Each comes with the variance (Sm³²) of its window-to-window parts
+    /// (see [`Balance::close_due_with_noise`]).
+    pub fn leak_windows(&self) -> &[(crate::model::BalanceResult, f64)] {
+        &self.leak_results
+    }
+
+    /// The leak detectors, one per `balance.leak.tests` entry.
+    pub fn leak_detectors(&self) -> &[LeakDetector] {
+        &self.leaks
     }
 
     /// State and reason of each leak detector (one per window length).
@@ -597,27 +643,33 @@ impl Engine {
                         &mut out.alarms,
                     );
                 }
-                if let (Some(d), Some(a)) = (self.leaks.get_mut(wi), plan.leak_alarm)
-                    && let Some(alert) = d.on_window(r)
-                {
-                    out.leaks.push(alert);
-                    self.alarms.transition(
-                        a,
-                        &plan.alarms,
-                        &plan.alarm_policy,
-                        plan.flood_alarm,
-                        true,
-                        false,
-                        alert.rate_percent,
-                        r.end,
-                        &mut out.alarms,
-                    );
+            }
+        }
+        if let Some(a) = plan.leak_alarm {
+            self.leak_results.clear();
+            for (b, d) in self.leak_balances.iter_mut().zip(&mut self.leaks) {
+                let first = self.leak_results.len();
+                b.close_due_with_noise(now, &mut self.leak_results);
+                for (r, noise) in &self.leak_results[first..] {
+                    if let Some(alert) = d.on_window(r, *noise) {
+                        out.leaks.push(alert);
+                        self.alarms.transition(
+                            a,
+                            &plan.alarms,
+                            &plan.alarm_policy,
+                            plan.flood_alarm,
+                            true,
+                            false,
+                            alert.rate_percent,
+                            now,
+                            &mut out.alarms,
+                        );
+                    }
                 }
             }
-            if let Some(a) = plan.leak_alarm
+            if !self.leak_results.is_empty()
                 && self.alarms.is_active(a)
                 && !self.leaks.iter().any(LeakDetector::in_alarm)
-                && out.balances.len() > first
             {
                 self.alarms.transition(
                     a,
@@ -698,7 +750,7 @@ impl Engine {
                     Some(f) if good => (value * f, true),
                     _ => (f64::NAN, false),
                 };
-                for b in &mut self.balances {
+                for b in self.balances.iter_mut().chain(&mut self.leak_balances) {
                     b.on_flow(m, ts, v, ok);
                 }
             }
@@ -707,7 +759,7 @@ impl Engine {
                 self.meters[m].last_total = good.then_some((ts.nanos(), value));
                 let Some((t0, v0)) = prev else {
                     // First reading, or after a bad one: nothing to difference.
-                    for b in &mut self.balances {
+                    for b in self.balances.iter_mut().chain(&mut self.leak_balances) {
                         b.on_volume(m, ts, ts, None);
                     }
                     return;
@@ -731,7 +783,7 @@ impl Engine {
                     }
                 };
                 let vol = delta.zip(factor).map(|(d, f)| d * f);
-                for b in &mut self.balances {
+                for b in self.balances.iter_mut().chain(&mut self.leak_balances) {
                     b.on_volume(m, Timestamp(t0), ts, vol);
                 }
             }
@@ -756,7 +808,7 @@ impl Engine {
             } else {
                 f64::NAN
             };
-            for b in &mut self.balances {
+            for b in self.balances.iter_mut().chain(&mut self.leak_balances) {
                 b.on_linepack(e as usize, ts, lp);
             }
             if l.pressure.0 as usize != i {

@@ -316,3 +316,112 @@ temperature = "TT"
     assert!(res[1].linepack_change_sm3.is_nan());
     assert_eq!(alarms, 0);
 }
+
+/// A 2000 m3 element on PT/TT (ideal gas, 20 degC): 19.74 Sm3 per kPa.
+const PIPE: &str = r#"
+[[linepack]]
+name = "pipe"
+volume_m3 = 2000.0
+pressure = "PT"
+temperature = "TT"
+"#;
+const SM3_PER_KPA: f64 = 2000.0 / 101.325;
+
+/// Leak alarm raises (scan second) and the alerts, feeding `flows(t)` =
+/// (inlet, outlet, pressure) every second for `secs`.
+fn run_leak(
+    e: &mut Engine,
+    secs: i64,
+    mut flows: impl FnMut(i64) -> (f64, f64, f64),
+) -> (Vec<i64>, Vec<crate::model::LeakAlert>, Vec<&'static str>) {
+    let mut out = Output::default();
+    let (mut raised, mut alerts, mut reasons) = (Vec::new(), Vec::new(), Vec::new());
+    for t in 0..=secs {
+        out.clear();
+        let (i, o, p) = flows(t);
+        feed(e, t * S, [i, o, p, 20.0], &mut out);
+        raised.extend(
+            out.alarms
+                .iter()
+                .filter(|a| a.kind == AlarmKind::Leak && a.action == AlarmAction::Raise)
+                .map(|_| t),
+        );
+        alerts.extend(out.leaks.iter().copied());
+        for (_, reason) in e.leak_states() {
+            if !reason.is_empty() && !reasons.contains(&reason) {
+                reasons.push(reason);
+            }
+        }
+    }
+    (raised, alerts, reasons)
+}
+
+#[test]
+fn five_percent_step_leak_is_found_within_two_five_minute_windows() {
+    let mut e = station(
+        "",
+        &format!("[balance.leak]\ntests = [{{ window = \"5m\" }}]\n{PIPE}"),
+    );
+    // 36,000 Sm3/h with a little meter noise; from 2 h 100 s on, 5 % of
+    // it leaks between the meters (the inlet supplies it).
+    let leak_at = 7200 + 100;
+    let (raised, alerts, _) = run_leak(&mut e, leak_at + 900, |t| {
+        let noise = 1.0 + 0.001 * (t as f64 * 1.3).sin();
+        let leak = if t >= leak_at { 1800.0 } else { 0.0 };
+        (36_000.0 + leak, 36_000.0 * noise, 1600.0)
+    });
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    // The window holding 2/3 of the first 5 minutes, then a whole one: the
+    // alarm comes as the second window closes (its end plus the 10 s edge).
+    assert!(
+        raised[0] > leak_at && raised[0] <= leak_at + 600,
+        "raised {} s after the leak",
+        raised[0] - leak_at
+    );
+    let a = alerts[0];
+    assert_eq!(a.window_s, 300);
+    assert!((a.rate_sm3_per_h - 1800.0).abs() < 90.0, "{a:?}");
+    // The start is placed inside its first window (2/3 of it leaked).
+    assert!((a.start.nanos() / S - leak_at).abs() <= 15, "{a:?}");
+}
+
+#[test]
+fn pressure_ramps_that_pack_and_unpack_the_pipe_raise_no_leak() {
+    // The default leak tests (1 min, 5 min, 1 h). Set-point ramps of about
+    // 90 kPa, up and down every 40 minutes, start and end inside windows
+    // and on boundaries; the inlet supplies the pack exactly.
+    let mut e = station("", PIPE);
+    // Pressure rate (kPa/s): trapezoids of 60 s slopes and a 400 s hold.
+    let rate = |t: i64| -> f64 {
+        let cycle = t.rem_euclid(4800);
+        let sign = if cycle < 2400 { 1.0 } else { -1.0 };
+        let x = (cycle % 2400) as f64 - 1230.0;
+        let r = if !(0.0..=520.0).contains(&x) {
+            0.0
+        } else if x < 60.0 {
+            x / 60.0
+        } else if x <= 460.0 {
+            1.0
+        } else {
+            (520.0 - x) / 60.0
+        };
+        sign * 0.2 * r
+    };
+    let mut p = 1600.0;
+    let (raised, _, reasons) = run_leak(&mut e, 6 * 3600, |t| {
+        if t > 0 {
+            p += (rate(t - 1) + rate(t)) / 2.0;
+        }
+        let pack = rate(t) * SM3_PER_KPA * 3600.0;
+        (36_000.0 + pack, 36_000.0, p)
+    });
+    assert!(raised.is_empty(), "leak raised at {raised:?}");
+    assert!(
+        reasons.iter().any(|r| r.starts_with("packing")),
+        "the ramps were seen as transients: {reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.starts_with("unpacking")),
+        "{reasons:?}"
+    );
+}
