@@ -54,9 +54,18 @@ enum Command {
         /// Seeds per case.
         #[arg(long, default_value_t = 20)]
         seeds: u64,
-        /// Simulated days of normal operation for false alarms.
+        /// Simulated days of normal operation for false alarms (0: skip).
         #[arg(long, default_value_t = 30)]
         days: i64,
+        /// Leak sizes to score, % of throughput (for quicker partial runs).
+        #[arg(long, value_delimiter = ',', default_values_t = [5.0, 2.0, 1.0, 0.5])]
+        leaks: Vec<f64>,
+        /// Which rows: "both" (default), "steady" or "transients".
+        #[arg(long, default_value = "both", value_parser = ["both", "steady", "transients"])]
+        rows: String,
+        /// Seeds of the normal-operation (false alarm) runs.
+        #[arg(long, default_value_t = 3)]
+        normal_seeds: u64,
     },
     /// Hourly and daily balance (输差) reports from the file sink's balance.jsonl.
     Report {
@@ -193,13 +202,23 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::LeakScorecard { seeds, days } => {
+        Command::LeakScorecard {
+            seeds,
+            days,
+            leaks,
+            rows,
+            normal_seeds,
+        } => {
             let plan = gaswatch::cli::leak_scorecard::Plan {
                 seeds,
                 normal_days: days,
+                leaks,
+                steady: rows != "transients",
+                transients: rows != "steady",
+                normal_seeds,
                 ..Default::default()
             };
-            match gaswatch::cli::leak_scorecard::run(plan) {
+            match gaswatch::cli::leak_scorecard::run(&plan) {
                 Ok(md) => {
                     print!("{md}");
                     ExitCode::SUCCESS
