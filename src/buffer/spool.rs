@@ -328,6 +328,22 @@ impl Spool {
         Ok(())
     }
 
+    /// Hands every buffered record to the operating system without an
+    /// fsync: from then on it survives a crash of this process (`kill -9`),
+    /// though not a power loss. The engine task calls it after routing
+    /// alarms, before it journals them, so the alarm journal never holds an
+    /// alarm that a process crash took out of the spool.
+    pub fn write_out(&mut self) -> Result<(), SpoolError> {
+        for log in &mut self.classes {
+            if let (Some(w), Some(seg)) = (log.writer.as_mut(), log.segments.back())
+                && !w.buffer().is_empty()
+            {
+                w.flush().map_err(io_err(&seg.path))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Copies into `out` up to `max_records` / about `max_bytes` (at least one
     /// record) of the unacknowledged records of `class` whose id is greater
     /// than `after`, oldest first. Does not remove them.

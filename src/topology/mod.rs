@@ -294,13 +294,17 @@ pub async fn run_reloadable(
         .journal
         .clone()
         .unwrap_or_else(|| crate::journal::default_path(&config.spool.dir));
-    let (journal, recovered) = crate::journal::Journal::open(&journal_path)
-        .map_err(|e| StartError::Sink(e.to_string()))?;
+    let (journal, recovered) = crate::journal::Journal::open_with(
+        &journal_path,
+        crate::journal::Rotation::from_config(&config.alarms.journal_rotation),
+        Timestamp::now(),
+    )
+    .map_err(|e| StartError::Sink(e.to_string()))?;
     if recovered.skipped > 0 {
         warn!(path = %journal_path.display(), skipped = recovered.skipped, "Alarm journal: unreadable or torn lines skipped.");
     }
     engine.restore_alarms(recovered.seq, &recovered.for_plan(&plan));
-    info!(path = %journal_path.display(), seq = recovered.seq, alarms = recovered.alarms.len(), "Alarm journal opened.");
+    info!(path = %journal_path.display(), seq = recovered.seq, alarms = recovered.alarms.len(), segments = recovered.segments, "Alarm journal opened.");
     let mut router = Router::new(
         Arc::clone(&plan),
         sinks.influx.clone(),
@@ -339,17 +343,27 @@ pub async fn run_reloadable(
                 if let Err(e) = emitter.journal.sync() {
                     error!(error = %e, "Cannot sync the alarm journal.");
                 }
+                match emitter.journal.maintain(Timestamp::now()) {
+                    Ok(true) => info!(path = %emitter.journal.path().display(), segments = emitter.journal.archives().len() + 1, "Alarm journal: new segment started."),
+                    Ok(false) => {}
+                    Err(e) => error!(error = %e, "Alarm journal rotation or retention failed; appending to the current segment."),
+                }
                 emitter.spool_gauges(&sinks);
             }
             input = rx.recv() => {
                 let Some(input) = input else { break };
-                recorder.input(&input);
-                tracker.observe(&input);
-                take(&mut engine, input, &mut out, &mut receipts);
+                if !redelivered(&input, &mut emitter.journal) {
+                    recorder.input(&input);
+                    tracker.observe(&input);
+                    take(&mut engine, input, &mut out, &mut receipts);
+                }
                 // Take what else is waiting so a burst is routed as one batch.
                 for _ in 0..256 {
                     match rx.try_recv() {
                         Ok(input) => {
+                            if redelivered(&input, &mut emitter.journal) {
+                                continue;
+                            }
                             recorder.input(&input);
                             tracker.observe(&input);
                             take(&mut engine, input, &mut out, &mut receipts);
@@ -358,7 +372,7 @@ pub async fn run_reloadable(
                     }
                 }
                 let stored = emitter.emit(&mut out, &mut router, &engine);
-                confirm(stored, &mut receipts, &mut router);
+                confirm(stored, &mut receipts, &mut router, &mut emitter.journal);
             }
             _ = tick.tick() => {
                 let now = Timestamp::now();
@@ -379,6 +393,9 @@ pub async fn run_reloadable(
                     let _ = t.await;
                 }
                 while let Ok(input) = rx.try_recv() {
+                    if redelivered(&input, &mut emitter.journal) {
+                        continue;
+                    }
                     recorder.input(&input);
                     tracker.observe(&input);
                     take(&mut engine, input, &mut out, &mut receipts);
@@ -479,6 +496,9 @@ pub async fn run_reloadable(
         let _ = t.await;
     }
     while let Ok(input) = rx.try_recv() {
+        if redelivered(&input, &mut emitter.journal) {
+            continue;
+        }
         recorder.input(&input);
         take(&mut engine, input, &mut out, &mut receipts);
     }
@@ -511,19 +531,22 @@ struct Emitter {
     health: Arc<Health>,
     /// Per sink: since when its spool has not been empty.
     backlog_since: Vec<(String, Option<std::time::Instant>)>,
-    /// The alarm journal, written before the sinks (write-ahead).
+    /// The alarm journal, written right after the sink spools (see `emit`).
     journal: crate::journal::Journal,
 }
 
 impl Emitter {
-    /// Returns whether the output is stored (MQTT receipts are confirmed only then).
+    /// Routes `out` to the sinks, then appends its alarm events and command
+    /// replies to the journal. In that order: the router hands alarms to the
+    /// OS before returning, so a crash can leave the journal one batch
+    /// behind the spools (a restart then raises those alarms again: a
+    /// duplicate) but never ahead of them (an alarm journaled as raised that
+    /// no sink ever received, and that the restored state would never raise
+    /// again). Returns whether the output is stored in the spools and the
+    /// journal (MQTT receipts are confirmed only then).
     fn emit(&mut self, out: &mut Output, router: &mut Router, engine: &Engine) -> bool {
         if out.is_empty() {
             return true;
-        }
-        if let Err(e) = self.journal.append(&router.plan, out) {
-            metrics::counter!("gaswatch_journal_errors_total").increment(1);
-            error!(error = %e, alarms = out.alarms.len(), "Cannot write the alarm journal; alarms still go to the sinks.");
         }
         let stored = match router.route(out) {
             Ok(()) => {
@@ -540,6 +563,14 @@ impl Emitter {
                 false
             }
         };
+        let journaled = match self.journal.append(&router.plan, out) {
+            Ok(()) => true,
+            Err(e) => {
+                metrics::counter!("gaswatch_journal_errors_total").increment(1);
+                error!(error = %e, alarms = out.alarms.len(), "Cannot write the alarm journal; these alarms are in the sinks, but a restart will not restore their state.");
+                false
+            }
+        };
         if let Some(edge) = &self.edge {
             edge.offer(out);
         }
@@ -550,7 +581,7 @@ impl Emitter {
             l.update(out);
         }
         out.clear();
-        stored
+        stored && journaled
     }
 
     /// Spool depth, size and backlog age per sink and class.
@@ -690,20 +721,46 @@ fn take(engine: &mut Engine, input: Input, out: &mut Output, receipts: &mut Vec<
     }
 }
 
-/// Confirms the batch's receipts once its output is stored and synced:
-/// durable before acknowledged.
-fn confirm(stored: bool, receipts: &mut Vec<Receipt>, router: &mut Router) {
+/// Confirms the batch's receipts once its output is stored and synced (the
+/// spools, then the alarm journal): durable before acknowledged. A source's
+/// message or a dispatcher's command whose receipt is not confirmed stays
+/// with the broker, which delivers it again on the next connection.
+fn confirm(
+    stored: bool,
+    receipts: &mut Vec<Receipt>,
+    router: &mut Router,
+    journal: &mut crate::journal::Journal,
+) {
     if receipts.is_empty() {
         return;
     }
-    match router.flush() {
+    let synced = match router.flush() {
+        Ok(()) => journal.sync().map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match synced {
         Ok(()) if stored => receipts.drain(..).for_each(Receipt::confirm),
         Ok(()) => receipts.clear(),
-        Err(e) => {
-            error!(error = %e, "Cannot flush the spool to disk; MQTT messages stay unacknowledged.");
+        Err(error) => {
+            error!(%error, "Cannot sync the spool or the alarm journal to disk; MQTT messages stay unacknowledged.");
             receipts.clear();
         }
     }
+}
+
+/// A dispatcher's command the journal already holds (the broker delivered
+/// it again after a reconnect or a crash before its PUBACK): it is not
+/// applied twice. Its receipt, which follows, still confirms it.
+fn redelivered(input: &Input, journal: &mut crate::journal::Journal) -> bool {
+    let Input::Command(c) = input else {
+        return false;
+    };
+    if journal.first_delivery(&c.request_id) {
+        return false;
+    }
+    metrics::counter!("gaswatch_mqtt_commands_total", "result" => "duplicate").increment(1);
+    info!(request_id = %c.request_id, alarm = %c.alarm_id, operator = %c.operator, "Command delivered again; already applied and journaled, not applied twice.");
+    true
 }
 
 fn resolve(

@@ -115,6 +115,16 @@ impl Router {
                 sp.lock().append(RecordClass::Alarm, &rec)?;
             }
         }
+        if !out.alarms.is_empty() || !out.replies.is_empty() {
+            // Alarms and replies reach the OS now: the journal, written
+            // next, must never be ahead of them after a process crash.
+            if let Some(sp) = &self.influx {
+                sp.lock().write_out()?;
+            }
+            if let Some((sp, _)) = &self.mqtt {
+                sp.lock().write_out()?;
+            }
+        }
         for h in &out.health {
             metrics::gauge!("gaswatch_alarms_per_10min").set(f64::from(h.alarms_per_10min));
             metrics::gauge!("gaswatch_alarm_flood").set(f64::from(u8::from(h.flood)));

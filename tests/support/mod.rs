@@ -4,6 +4,7 @@
 //! and stop them on drop. Each integration test file uses `mod support;`.
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod influxdb;
 pub mod mosquitto;
 pub mod pymodbus;

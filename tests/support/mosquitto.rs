@@ -254,6 +254,15 @@ impl Subscriber {
         }
     }
 
+    /// Publishes at QoS 1 from this client (e.g. a dispatcher's command);
+    /// returns once queued (the broker acknowledges it asynchronously).
+    pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client
+            .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload.into())
+            .await
+            .expect("publish queued");
+    }
+
     /// The next message, or `None` after `timeout`.
     pub async fn next(&mut self, timeout: Duration) -> Option<Received> {
         tokio::time::timeout(timeout, self.rx.recv())
