@@ -523,7 +523,10 @@ mod tests {
         let text = "[journal_rotation]\nsegment_bytes = 8192\nsegment_age = \"6h\"\n";
         let a: AlarmsConfig = toml::from_str(text).expect("parse");
         assert_eq!(a.journal_rotation.segment_bytes, 8192);
-        assert_eq!(a.journal_rotation.segment_age, Duration::from_secs(6 * 3600));
+        assert_eq!(
+            a.journal_rotation.segment_age,
+            Duration::from_secs(6 * 3600)
+        );
         assert_eq!(
             a.journal_rotation.retention,
             Duration::from_secs(90 * 24 * 3600)

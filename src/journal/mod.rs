@@ -106,11 +106,15 @@ pub struct SnapshotAlarm {
     pub realarms: u32,
     pub repeats: u32,
     pub raised_at_ns: i64,
+    /// The seq of the alarm's last event (what its retained message carries).
+    #[serde(default)]
+    pub last_seq: u64,
 }
 
 impl SnapshotAlarm {
-    fn of(s: &SavedAlarm) -> SnapshotAlarm {
+    fn of(s: &SavedAlarm, last_seq: u64) -> SnapshotAlarm {
         SnapshotAlarm {
+            last_seq,
             state: s.state.as_str().to_string(),
             annunciation: s.annunciation.as_str().to_string(),
             shelved_until_ns: s.shelved_until.map(Timestamp::nanos),
@@ -230,6 +234,8 @@ impl Recovered {
 struct Tracked {
     seq: u64,
     alarms: BTreeMap<String, SavedAlarm>,
+    /// Per alarm, the seq of its last event.
+    last_seq: BTreeMap<String, u64>,
     commands: HashSet<String>,
     command_order: VecDeque<String>,
 }
@@ -272,6 +278,12 @@ impl Tracked {
                         self.alarms.insert(alarm_id.clone(), saved);
                     }
                 }
+                match self.last_seq.get_mut(alarm_id) {
+                    Some(s) => *s = (*s).max(*seq),
+                    None => {
+                        self.last_seq.insert(alarm_id.clone(), *seq);
+                    }
+                }
             }
             Entry::Command {
                 request_id, seq, ..
@@ -286,6 +298,10 @@ impl Tracked {
                 self.alarms = alarms
                     .iter()
                     .map(|(id, a)| (id.clone(), a.saved()))
+                    .collect();
+                self.last_seq = alarms
+                    .iter()
+                    .map(|(id, a)| (id.clone(), a.last_seq))
                     .collect();
             }
         }
@@ -313,7 +329,10 @@ impl Tracked {
             alarms: self
                 .alarms
                 .iter()
-                .map(|(id, s)| (id.clone(), SnapshotAlarm::of(s)))
+                .map(|(id, s)| {
+                    let last = self.last_seq.get(id).copied().unwrap_or(0);
+                    (id.clone(), SnapshotAlarm::of(s, last))
+                })
                 .collect(),
         }
     }
