@@ -8,5 +8,7 @@ pub mod probe;
 #[cfg(test)]
 mod tests;
 
-pub use config::{DataType, DeviceConfig, PointConfig, PollGroupConfig, RegisterKind, WordOrder};
+pub use config::{
+    DataType, DeviceConfig, PointConfig, PointMapConfig, PollGroupConfig, RegisterKind, WordOrder,
+};
 pub use poller::spawn;
