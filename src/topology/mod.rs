@@ -13,7 +13,8 @@
 //! start, the old ones are restarted and the old config is kept. Then, at a
 //! quiet point of the engine task, the old sources stop, what they sent is
 //! processed by the old engine and made durable, and the new plan starts
-//! with the alarm states carried over by id ([`Engine::carry_alarms_from`]).
+//! with the engine state carried over by name ([`Engine::carry_state_from`]:
+//! alarm states, last values, open balance windows).
 //! `[spool] dir` cannot change by reload (the backlog is in the running
 //! folder); `[http]` changes wait for a restart.
 
@@ -483,7 +484,7 @@ pub async fn run_reloadable(
                 // 3. The new plan, with alarm states carried over by id.
                 let new_plan = Arc::new(EnginePlan::compile(&new));
                 let mut new_engine = Engine::new(Arc::clone(&new_plan), engine.alarm_seq());
-                let carried = new_engine.carry_alarms_from(&engine);
+                let carried = new_engine.carry_state_from(&engine);
                 // A capture replays with one plan and a fresh engine.
                 recorder.stop("a configuration reload changed the engine plan");
                 engine = new_engine;
