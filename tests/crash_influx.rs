@@ -9,7 +9,10 @@
 //! - a byte flipped inside a spool segment between two runs: that record is
 //!   skipped and counted, the rest is delivered;
 //! - a small spool cap during a long outage: the oldest telemetry is dropped
-//!   and logged with its time range, no alarm and no balance result is lost.
+//!   and logged with its time range, no alarm and no balance result is lost;
+//! - SIGTERM while InfluxDB is down: the spool, read back with the crate's
+//!   reader, holds every sample the daemon read, every alarm and balance
+//!   result, once; the next run delivers them exactly once.
 //!
 //! How the `kill -9` bound is measured: the simulator records every value it
 //! served. For each point, (values served before the kill) - (samples of
@@ -22,6 +25,7 @@
 
 mod support;
 
+use gaswatch::buffer::{RecordClass, Spool, SpoolConfig};
 use gaswatch_sim::SimHandle;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -156,6 +160,147 @@ async fn outage_kill9_restart_and_sigterm_lose_nothing_beyond_the_bound() {
     println!("kill -9 lost at most {worst} samples per point (bound {bound})");
     let log = s.log_text();
     assert!(!log.contains("CRC check"), "kill -9 corrupted the spool");
+}
+
+/// Every unacknowledged record of `class` in a spool folder, read with the
+/// crate's own spool reader (the daemon is stopped), oldest first.
+fn spooled(dir: &Path, class: RecordClass) -> Vec<Vec<u8>> {
+    let mut spool = Spool::open(dir, &SpoolConfig::default()).expect("open spool");
+    let mut out = Vec::new();
+    let mut after = spool.acked(class);
+    loop {
+        let mut batch = Vec::new();
+        spool
+            .read(class, after, 1000, 16 << 20, &mut batch)
+            .expect("read spool");
+        let Some(last) = batch.last() else { break };
+        after = last.id;
+        out.extend(batch.into_iter().map(|r| r.payload));
+    }
+    out
+}
+
+/// Lines of spooled records.
+fn spooled_lines(dir: &Path, class: RecordClass) -> Vec<String> {
+    spooled(dir, class)
+        .iter()
+        .flat_map(|p| {
+            String::from_utf8(p.clone())
+                .expect("utf8 record")
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// SIGTERM while InfluxDB is down and points flow: after the exit the
+/// spool (read with the crate's reader) holds every sample the daemon read
+/// (the file sink's lines), once each, every alarm and every balance
+/// result; a second run with InfluxDB up delivers all of it exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_influxdb_down_keeps_every_sample_in_the_spool_and_delivers_it_once() {
+    let mut influx = InfluxServer::start_new().await;
+    influx.create_database("gaswatch").await;
+    influx.stop();
+    let sim = start_sim(0.1).await;
+    // Short balance windows and an always-active low limit, so balance
+    // results and alarms are spooled too.
+    let s = setup(&sim, &influx.url(), POLL_MS, |t| {
+        let b = t["balance"].as_table_mut().expect("balance");
+        b.insert("window".into(), "1s".into());
+        let mut l = toml::Table::new();
+        l.insert("point".into(), "TT_IN1".into());
+        l.insert("l".into(), 1.0e6.into());
+        t["limits"].as_array_mut().expect("limits").push(l.into());
+    });
+
+    let mut daemon = spawn_daemon(&s);
+    assert!(
+        support::wait_until_async(DEADLINE, || async {
+            file_points(&s.files()).len() >= 9 * 30
+                && jsonl_count(&s.files().join("balance.jsonl")) >= 2
+                && jsonl_count(&s.files().join("alarms.jsonl")) >= 1
+        })
+        .await,
+        "no polling; log:\n{}",
+        s.log_text()
+    );
+    terminate(&mut daemon, &s).await;
+    let log = s.log_text();
+    assert!(
+        log.contains("InfluxDB writer stopped before delivering everything"),
+        "the writer should have given up its drain with InfluxDB down; log:\n{log}"
+    );
+
+    // The spool holds exactly what the daemon read, once.
+    let dir = s.spool().join("influxdb");
+    let written = file_points(&s.files());
+    let lines = spooled_lines(&dir, RecordClass::Telemetry);
+    let in_spool: Points = lines.iter().filter_map(|l| parse_line(l)).collect();
+    assert_eq!(lines.len(), in_spool.len(), "a sample is spooled twice");
+    assert_eq!(
+        in_spool.keys().collect::<Vec<_>>(),
+        written.keys().collect::<Vec<_>>(),
+        "the spool holds exactly the samples the file sink holds"
+    );
+    assert_same_values(&in_spool, &written);
+    let alarms = spooled_lines(&dir, RecordClass::Alarm);
+    assert_eq!(
+        alarms.len(),
+        jsonl_count(&s.files().join("alarms.jsonl")),
+        "every alarm spooled"
+    );
+    let balances = spooled_lines(&dir, RecordClass::Balance)
+        .into_iter()
+        .filter(|l| l.starts_with("balance,"))
+        .count();
+    assert_eq!(
+        balances,
+        jsonl_count(&s.files().join("balance.jsonl")),
+        "every balance result spooled"
+    );
+
+    // InfluxDB back, the daemon again: all of it, exactly once.
+    influx.start().await;
+    let restart_ns = now_ns();
+    let mut daemon = spawn_daemon(&s);
+    assert!(
+        support::wait_until_async(DEADLINE, || async {
+            let stored = influx_points(&influx).await;
+            written.keys().all(|k| stored.contains_key(k))
+                && stored.keys().any(|k| k.1 > restart_ns)
+        })
+        .await,
+        "the spooled samples were not delivered; log:\n{}",
+        s.log_text()
+    );
+    terminate(&mut daemon, &s).await;
+    sim.stop().await;
+    let all_written = file_points(&s.files());
+    let (stored, rows) = influx.telemetry_points("gaswatch").await;
+    assert_eq!(rows, stored.len(), "duplicate rows in InfluxDB");
+    assert_eq!(
+        stored.keys().collect::<Vec<_>>(),
+        all_written.keys().collect::<Vec<_>>(),
+        "InfluxDB holds exactly what the file sink holds"
+    );
+    assert_same_values(&stored, &all_written);
+    assert_eq!(
+        influx_count(&influx, "alarm").await,
+        jsonl_count(&s.files().join("alarms.jsonl")) as u64
+    );
+    assert_eq!(
+        influx_count(&influx, "balance").await,
+        jsonl_count(&s.files().join("balance.jsonl")) as u64
+    );
+    for c in RecordClass::ALL {
+        assert!(
+            spooled(&dir, c).is_empty(),
+            "{} left in the spool",
+            c.as_str()
+        );
+    }
 }
 
 /// Frames of a spool segment: (offset, payload). Layout from
