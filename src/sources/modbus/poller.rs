@@ -367,6 +367,45 @@ impl DeviceMetrics {
     }
 }
 
+/// Counts the points of a dropped input in
+/// `gaswatch_points_dropped_total{reason="channel_full"}` (the inputs
+/// themselves are `gaswatch_source_dropped_total`).
+fn points_dropped(device: &DevicePlan, input: &Input) {
+    let in_range = |block: BlockId, first: u16, words: u16| -> u64 {
+        device.blocks.get(block.0 as usize).map_or(0, |b| {
+            b.points
+                .iter()
+                .filter(|p| {
+                    // `first` is a word offset into the block's answer, like `p.offset`.
+                    let (lo, hi) = (u32::from(first), u32::from(first) + u32::from(words));
+                    (lo..hi).contains(&u32::from(p.offset))
+                })
+                .count() as u64
+        })
+    };
+    let n = match input {
+        Input::Registers { block, .. } | Input::ReadFailed { block, .. } => device
+            .blocks
+            .get(block.0 as usize)
+            .map_or(0, |b| b.points.len() as u64),
+        Input::RegistersPart {
+            block, first, regs, ..
+        } => in_range(
+            *block,
+            *first,
+            u16::try_from(regs.len()).unwrap_or(u16::MAX),
+        ),
+        Input::ReadFailedPart {
+            block,
+            first,
+            words,
+            ..
+        } => in_range(*block, *first, *words),
+        _ => 0,
+    };
+    counter!("gaswatch_points_dropped_total", "reason" => "channel_full").increment(n);
+}
+
 /// Poll state of one device.
 struct DeviceState {
     id: DeviceId,
@@ -897,6 +936,7 @@ impl EndpointTask {
     ) -> Result<(), CycleEnd> {
         if *dropping {
             self.devices[index].metrics.dropped.increment(1);
+            points_dropped(device, &input);
             return Ok(());
         }
         match self.tx.try_send(input) {
@@ -906,9 +946,10 @@ impl EndpointTask {
                     self.channel_full = false;
                 }
             }
-            Err(TrySendError::Full(_)) => {
+            Err(TrySendError::Full(input)) => {
                 *dropping = true;
                 self.devices[index].metrics.dropped.increment(1);
+                points_dropped(device, &input);
                 if !self.channel_full {
                     warn!(device = %device.id, "Engine channel full; dropping this poll cycle.");
                     self.channel_full = true;
