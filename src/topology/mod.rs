@@ -637,7 +637,7 @@ impl Emitter {
 
 /// Per-batch metrics of engine output: samples by quality, non-good
 /// samples by reason, alarm transitions and active alarms by priority, and
-/// the balance (输差) of each closed window.
+/// the balance (输差) of each closed window, per window length.
 fn record_output(out: &Output, engine: &Engine) {
     let mut by_quality = [0u64; 4];
     for s in &out.samples {
@@ -682,14 +682,42 @@ fn record_output(out: &Output, engine: &Engine) {
         for (p, n) in active {
             metrics::gauge!("gaswatch_alarms_active", "priority" => p).set(f64::from(n));
         }
+        // Alarms by ISA-18.2 state (every state listed, zeros included).
+        use crate::model::AlarmState;
+        let states = [
+            AlarmState::Normal,
+            AlarmState::Unacked,
+            AlarmState::Acked,
+            AlarmState::RtnUnacked,
+            AlarmState::Latched,
+        ];
+        let mut by_state = [0u32; 5];
+        for i in 0..plan.alarms.len() {
+            let st = engine.alarm_state(i as u32);
+            if let Some(k) = states.iter().position(|s| *s == st) {
+                by_state[k] += 1;
+            }
+        }
+        for (st, n) in states.iter().zip(by_state) {
+            metrics::gauge!("gaswatch_alarms", "state" => st.as_str()).set(f64::from(n));
+        }
     }
     for b in &out.balances {
-        metrics::counter!("gaswatch_balance_windows_total", "quality" => b.quality.as_str())
+        // Each window length (5m, 1h, gas day) is its own series: one gauge
+        // for all would show whichever window closed last.
+        let len = b.end.0.saturating_sub(b.start.0);
+        let window = plan
+            .windows
+            .iter()
+            .find(|w| w.window_ns == len)
+            .map_or("other", |w| w.label.as_str())
+            .to_string();
+        metrics::counter!("gaswatch_balance_windows_total", "window" => window.clone(), "quality" => b.quality.as_str())
             .increment(1);
         if b.imbalance_percent.is_finite() && b.quality != Quality::Bad {
-            metrics::gauge!("gaswatch_balance_imbalance_percent", "station" => plan.station_id.clone())
+            metrics::gauge!("gaswatch_balance_imbalance_percent", "station" => plan.station_id.clone(), "window" => window.clone())
                 .set(b.imbalance_percent);
-            metrics::gauge!("gaswatch_balance_imbalance_sm3", "station" => plan.station_id.clone())
+            metrics::gauge!("gaswatch_balance_imbalance_sm3", "station" => plan.station_id.clone(), "window" => window)
                 .set(b.imbalance_sm3);
         }
     }
