@@ -408,8 +408,8 @@ async fn a_flipped_byte_in_the_spool_loses_only_that_record() {
     );
 }
 
-/// Drop logs of the spool's size cap: (first ns, last ns, records).
-fn drop_logs(log: &str) -> Vec<(i64, i64, u64)> {
+/// Drop logs of the spool's size cap: (first ns, last ns, records, samples).
+fn drop_logs(log: &str) -> Vec<(i64, i64, u64, u64)> {
     let mut out = Vec::new();
     for line in log.lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
@@ -431,6 +431,7 @@ fn drop_logs(log: &str) -> Vec<(i64, i64, u64)> {
             t("first_time"),
             t("last_time"),
             f["records"].as_u64().expect("records"),
+            f["samples"].as_u64().expect("samples"),
         ));
     }
     out
@@ -449,6 +450,7 @@ async fn a_small_cap_drops_oldest_telemetry_with_its_time_range_never_alarms() {
     let p = sim.snapshot().values["PT_OUT1"];
     // The smallest cap allowed (1 MiB) and fast polls (150 records/s of
     // about 500 bytes), so the cap overflows within seconds.
+    let http_port = support::free_port();
     let s = setup(&sim, &influx.url(), 20, |t| {
         let spool = t["spool"].as_table_mut().expect("spool");
         spool.insert("max_bytes".into(), (1024 * 1024).into());
@@ -465,6 +467,9 @@ async fn a_small_cap_drops_oldest_telemetry_with_its_time_range_never_alarms() {
         }
         let b = t["balance"].as_table_mut().expect("balance");
         b.insert("window".into(), "1s".into());
+        let mut http = toml::Table::new();
+        http.insert("listen".into(), format!("127.0.0.1:{http_port}").into());
+        t.insert("http".into(), http.into());
     });
 
     let mut daemon = spawn_daemon(&s);
@@ -493,11 +498,25 @@ async fn a_small_cap_drops_oldest_telemetry_with_its_time_range_never_alarms() {
         "the backlog was not delivered; log:\n{}",
         s.log_text()
     );
+    let metrics = reqwest::get(format!("http://127.0.0.1:{http_port}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
     terminate(&mut daemon, &s).await;
     sim.stop().await;
 
     let log = s.log_text();
     let drops = drop_logs(&log);
+    // The samples the cap dropped, counted by reason for the operator.
+    let samples_dropped: u64 = drops.iter().map(|d| d.3).sum();
+    assert!(
+        metrics.contains(&format!(
+            "gaswatch_points_dropped_total{{reason=\"spool_full\"}} {samples_dropped}\n"
+        )),
+        "{samples_dropped} samples logged as dropped; metrics:\n{metrics}"
+    );
     let written = file_points(&s.files());
     let stored = influx_points(&influx).await;
     let mut missing = 0;
@@ -512,6 +531,12 @@ async fn a_small_cap_drops_oldest_telemetry_with_its_time_range_never_alarms() {
         );
     }
     assert!(missing > 0, "the cap dropped nothing that was written");
+    // Each sample missing was counted; a record dropped while the writer
+    // was sending it (one batch) may have arrived nonetheless.
+    assert!(
+        missing <= samples_dropped && samples_dropped <= missing + 500,
+        "{missing} samples missing, {samples_dropped} counted as dropped"
+    );
     assert_eq!(
         influx_count(&influx, "alarm").await,
         jsonl_count(&s.files().join("alarms.jsonl")) as u64,

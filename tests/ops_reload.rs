@@ -40,6 +40,15 @@ async fn get(url: &str) -> Option<String> {
     reqwest::get(url).await.ok()?.text().await.ok()
 }
 
+/// The value of the first series starting with `series` in a scrape.
+fn metric_value(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in:\n{metrics}"))
+}
+
 async fn generation(http_port: u16) -> Option<u64> {
     let body = get(&format!("http://127.0.0.1:{http_port}/health")).await?;
     serde_json::from_str::<serde_json::Value>(&body).ok()?["config_generation"].as_u64()
@@ -204,6 +213,26 @@ async fn reloads_while_points_flow_lose_nothing_and_keep_alarm_state() {
             && metrics.contains("gaswatch_config_reloads_total{result=\"rejected\"} 1"),
         "{metrics}"
     );
+    // The families #10 lists, as an operator scrapes them after the reloads.
+    for family in [
+        "gaswatch_build_info{",
+        "gaswatch_modbus_requests_total{device=\"fc-in\"}",
+        "gaswatch_modbus_errors_total{device=\"fc-in\",error_type=\"timeout\"}",
+        "gaswatch_modbus_response_seconds_bucket{device=\"fc-in\",le=",
+        "gaswatch_influx_write_seconds_bucket{le=",
+        "gaswatch_spool_records{sink=\"influxdb\",class=\"telemetry\"}",
+        "gaswatch_spool_backlog_seconds{sink=\"influxdb\"}",
+        "gaswatch_alarms_active{priority=",
+        "gaswatch_alarms{state=\"normal\"}",
+        "gaswatch_balance_imbalance_percent{station=\"cg01\",window=\"5s\"}",
+        "gaswatch_balance_windows_total{window=\"5s\",quality=",
+        "gaswatch_sink_reachable{sink=\"influxdb\"} 1",
+    ] {
+        assert!(metrics.contains(family), "missing {family} in:\n{metrics}");
+    }
+    // Both always-active alarms are unacknowledged (nobody acked them).
+    let unacked = metric_value(&metrics, "gaswatch_alarms{state=\"unacked\"}");
+    assert!(unacked >= 2.0, "unacked alarms: {unacked}\n{metrics}");
 
     // Every sample once in the file sink and once in InfluxDB; spool empty.
     let lines = file_lines(&s.files());
