@@ -346,6 +346,7 @@ pub async fn run_reloadable(
         health: Arc::clone(&health),
         backlog_since: Vec::new(),
         journal,
+        store_failures: 0,
     };
     let mut config = config;
     // MQTT receipts seen in the current batch (see `Input::Receipt`).
@@ -392,6 +393,7 @@ pub async fn run_reloadable(
                 recorder.tick(now);
                 engine.tick(now, &mut out);
                 emitter.emit(&mut out, &mut router, &engine);
+                tracker.tick(now);
                 health.update_devices(&tracker);
             }
             Some(new) = reloads.recv() => {
@@ -561,6 +563,8 @@ struct Emitter {
     backlog_since: Vec<(String, Option<std::time::Instant>)>,
     /// The alarm journal, written before the sinks (write-ahead).
     journal: crate::journal::Journal,
+    /// Batches in a row some sink could not store (0: all fine).
+    store_failures: u64,
 }
 
 impl Emitter {
@@ -575,16 +579,29 @@ impl Emitter {
         }
         let stored = match router.route(out) {
             Ok(()) => {
-                self.health.set_route_ok(true);
+                self.health.set_failing(&[]);
+                if self.store_failures > 0 {
+                    info!(
+                        failed_batches = self.store_failures,
+                        "Engine output is stored in every sink again."
+                    );
+                    self.store_failures = 0;
+                }
                 true
             }
-            Err(e) => {
-                self.health.set_route_ok(false);
+            Err(f) => {
+                self.health.set_failing(&f.sinks);
                 metrics::counter!("gaswatch_route_errors_total").increment(1);
                 let lost = (out.samples.len() + out.alarms.len() + out.balances.len()) as u64;
                 metrics::counter!("gaswatch_points_dropped_total", "reason" => "store_failed")
                     .increment(lost);
-                error!(error = %e, samples = out.samples.len(), alarms = out.alarms.len(), "Cannot store engine output; these results are lost.");
+                // Once per episode (a batch can come every few ms); the
+                // counter has every one.
+                if self.store_failures == 0 {
+                    error!(sinks = ?f.sinks, error = %f.error, samples = out.samples.len(), alarms = out.alarms.len(),
+                        "Cannot store engine output in these sinks; the others got it. What they cannot take is lost for them (counted as points dropped, reason store_failed).");
+                }
+                self.store_failures += 1;
                 false
             }
         };

@@ -28,6 +28,51 @@ pub enum RouteError {
     File(String),
 }
 
+/// Some sinks could not take (part of) a batch; the others got it.
+#[derive(Debug, thiserror::Error)]
+#[error("sink {}: {error}", sinks.join(", "))]
+pub struct RouteFailure {
+    /// Names of the sinks that failed (`influxdb`, `mqtt`, `file`).
+    pub sinks: Vec<String>,
+    /// The first error.
+    pub error: RouteError,
+}
+
+#[derive(Default)]
+struct Failed(Option<RouteFailure>);
+
+impl Failed {
+    fn note(&mut self, sink: &str, error: RouteError) {
+        match &mut self.0 {
+            None => {
+                self.0 = Some(RouteFailure {
+                    sinks: vec![sink.to_string()],
+                    error,
+                })
+            }
+            Some(f) => {
+                if !f.sinks.iter().any(|s| s == sink) {
+                    f.sinks.push(sink.to_string());
+                }
+            }
+        }
+    }
+
+    /// Keeps the first error of a spool append.
+    fn spool(&mut self, sp: &SharedSpool, r: Result<u64, SpoolError>) {
+        if let Err(e) = r {
+            self.note(sp.name(), RouteError::Spool(e));
+        }
+    }
+
+    /// Keeps the first error of a file-sink write.
+    fn file(&mut self, r: Result<(), crate::sinks::file::writer::FileSinkError>) {
+        if let Err(e) = r {
+            self.note("file", RouteError::File(e.to_string()));
+        }
+    }
+}
+
 impl Router {
     pub fn new(
         plan: Arc<EnginePlan>,
@@ -45,8 +90,11 @@ impl Router {
         }
     }
 
-    /// Appends everything in `out` to the spools and files.
-    pub fn route(&mut self, out: &Output) -> Result<(), RouteError> {
+    /// Appends everything in `out` to the spools and files. A sink that
+    /// fails does not keep the others from getting the output: every append
+    /// is tried; the failing sinks and the first error are returned.
+    pub fn route(&mut self, out: &Output) -> Result<(), RouteFailure> {
+        let mut failed = Failed::default();
         let plan = &*self.plan;
         let station = plan.station_id.as_str();
         if !out.samples.is_empty() && (self.influx.is_some() || self.file.is_some()) {
@@ -61,12 +109,14 @@ impl Router {
             }
             if let Some(sp) = &self.influx {
                 let span = TimeSpan { first_ns, last_ns };
-                sp.lock()
-                    .append_spanning(RecordClass::Telemetry, &self.lines, Some(span))?;
+                failed.spool(
+                    sp,
+                    sp.lock()
+                        .append_spanning(RecordClass::Telemetry, &self.lines, Some(span)),
+                );
             }
             if let Some(f) = &mut self.file {
-                f.write_telemetry(&self.lines)
-                    .map_err(|e| RouteError::File(e.to_string()))?;
+                failed.file(f.write_telemetry(&self.lines));
             }
         }
         for e in &out.alarms {
@@ -78,41 +128,39 @@ impl Router {
             if let Some(sp) = &self.influx {
                 self.scratch.clear();
                 influxdb::line::encode_alarm(&mut self.scratch, station, &def.id, &def.source, e);
-                sp.lock().append(RecordClass::Alarm, &self.scratch)?;
+                failed.spool(sp, sp.lock().append(RecordClass::Alarm, &self.scratch));
             }
             let level = plan.alarm_policy.level_name(e.detail.level);
             if let Some((sp, topics)) = &self.mqtt {
                 let mut spool = sp.lock();
                 for rec in mqtt::payload::alarm_records_with(topics, station, def, e, unit, level) {
-                    spool.append(RecordClass::Alarm, &rec)?;
+                    failed.spool(sp, spool.append(RecordClass::Alarm, &rec));
                 }
             }
             if let Some(f) = &mut self.file {
                 let json = mqtt::payload::encode_alarm_with(station, def, e, unit, level);
-                f.write_alarm(&json)
-                    .map_err(|e| RouteError::File(e.to_string()))?;
+                failed.file(f.write_alarm(&json));
             }
         }
         for b in &out.balances {
             if let Some(sp) = &self.influx {
                 self.scratch.clear();
                 influxdb::line::encode_balance(&mut self.scratch, station, b);
-                sp.lock().append(RecordClass::Balance, &self.scratch)?;
+                failed.spool(sp, sp.lock().append(RecordClass::Balance, &self.scratch));
             }
             if let Some((sp, topics)) = &self.mqtt {
                 let rec = mqtt::payload::balance_record(topics, station, b);
-                sp.lock().append(RecordClass::Balance, &rec)?;
+                failed.spool(sp, sp.lock().append(RecordClass::Balance, &rec));
             }
             if let Some(f) = &mut self.file {
                 let json = mqtt::payload::encode_balance(station, b);
-                f.write_balance(&json)
-                    .map_err(|e| RouteError::File(e.to_string()))?;
+                failed.file(f.write_balance(&json));
             }
         }
         for r in &out.replies {
             if let Some((sp, topics)) = &self.mqtt {
                 let rec = mqtt::payload::reply_record(topics, station, r);
-                sp.lock().append(RecordClass::Alarm, &rec)?;
+                failed.spool(sp, sp.lock().append(RecordClass::Alarm, &rec));
             }
         }
         for h in &out.health {
@@ -126,12 +174,12 @@ impl Router {
             if let Some(sp) = &self.influx {
                 self.scratch.clear();
                 encode_health_line(&mut self.scratch, station, h);
-                sp.lock().append(RecordClass::Balance, &self.scratch)?;
+                failed.spool(sp, sp.lock().append(RecordClass::Balance, &self.scratch));
             }
             if let Some((sp, topics)) = &self.mqtt {
                 let json = mqtt::payload::encode_health(station, h);
                 let rec = mqtt::payload::encode_record(&topics.health(), &json, true);
-                sp.lock().append(RecordClass::Balance, &rec)?;
+                failed.spool(sp, sp.lock().append(RecordClass::Balance, &rec));
             }
         }
         if let Some(sp) = &self.influx {
@@ -140,7 +188,7 @@ impl Router {
         if let Some((sp, _)) = &self.mqtt {
             sp.notify();
         }
-        Ok(())
+        failed.0.map_or(Ok(()), Err)
     }
 
     /// Makes everything routed so far durable (spool fsync, file flush).
