@@ -26,7 +26,6 @@ mod support;
 
 use gaswatch::buffer::{RecordClass, Spool, SpoolConfig};
 use std::collections::BTreeSet;
-use std::time::Duration;
 use support::daemon::{
     DEADLINE, assert_same_values, file_lines, file_points, gaps, jsonl, now_ns, setup, signal,
     spawn_daemon, start_sim, terminate,
