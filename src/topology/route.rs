@@ -16,6 +16,7 @@ pub struct Router {
     pub influx: Option<Arc<SharedSpool>>,
     pub mqtt: Option<(Arc<SharedSpool>, mqtt::payload::Topics)>,
     pub file: Option<FileSink>,
+    prefixes: influxdb::SamplePrefixes,
     lines: Vec<u8>,
     scratch: Vec<u8>,
 }
@@ -81,6 +82,7 @@ impl Router {
         file: Option<FileSink>,
     ) -> Self {
         Router {
+            prefixes: influxdb::SamplePrefixes::new(&plan),
             plan,
             influx,
             mqtt,
@@ -103,9 +105,7 @@ impl Router {
             for s in &out.samples {
                 first_ns = first_ns.min(s.ts.0);
                 last_ns = last_ns.max(s.ts.0);
-                let tag = plan.tag_info(s.tag);
-                let device = &plan.device(tag.device).id;
-                influxdb::line::encode_sample(&mut self.lines, station, tag, device, s);
+                self.prefixes.encode(&mut self.lines, s);
             }
             if let Some(sp) = &self.influx {
                 let span = TimeSpan { first_ns, last_ns };
