@@ -448,6 +448,10 @@ pub async fn run_reloadable(
                             continue;
                         }
                     };
+                    // The running fsyncs first: their handles are the old spools' files.
+                    if let Err(e) = finish_sync(&mut syncing).await {
+                        error!(error = %e, "Cannot flush the spool to disk before the reload.");
+                    }
                     if let Err(e) = router.flush() {
                         error!(error = %e, "Cannot flush the spool to disk before the reload.");
                     }
