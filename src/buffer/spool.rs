@@ -564,7 +564,9 @@ fn read_frame(r: &mut impl Read, remaining: u64, scratch: &mut Vec<u8>) -> io::R
 /// Samples in the records of `seg` with an id above `acked`: telemetry
 /// payloads are line protocol, one sample per `\n`-terminated line. Read
 /// only when the size cap drops the segment, so `gaswatch_points_dropped_total`
-/// counts samples, not records. A record that cannot be read counts 0.
+/// counts samples, not records. A record that cannot be read counts 0; a
+/// record sent but not yet acknowledged (a batch in flight, live data during
+/// a backfill) counts although it may have arrived: an upper bound.
 fn count_lines(seg: &Segment, acked: u64) -> u64 {
     let Ok(f) = File::open(&seg.path) else {
         return 0;

@@ -259,14 +259,22 @@ impl InfluxServer {
             .cloned()
             .unwrap_or_default();
         let mut stored = Points::new();
+        let mut complete = 0;
         for r in &rows {
             let ts = r[0].as_i64().expect("time");
             let point = r[1].as_str().expect("point").to_string();
             let value = r[2].as_f64();
-            let quality = r[3].as_str().expect("quality").to_string();
-            stored.insert((point, ts), (value, quality));
+            // InfluxDB stores each field separately: a query running while
+            // a point is written can see its value but not yet its quality
+            // (seen under load). Such a torn row is left out; the next query
+            // sees it whole. Every sample written has a quality.
+            let Some(quality) = r[3].as_str() else {
+                continue;
+            };
+            complete += 1;
+            stored.insert((point, ts), (value, quality.to_string()));
         }
-        (stored, rows.len())
+        (stored, complete)
     }
 
     /// Rows of `measurement` in `db` (the largest `count(*)` of its fields).
