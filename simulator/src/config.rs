@@ -88,6 +88,9 @@ impl std::fmt::Display for Endpoint {
 pub struct StationConfig {
     /// `[station] id`.
     pub station_id: String,
+    /// `[station] kind` as written (`city_gate`, `cng_mother`, `lng`, `lcng`,
+    /// ...); selects the physics profile. Empty when absent.
+    pub kind: String,
     /// `[[devices]]` in file order.
     pub devices: Vec<DeviceConfig>,
     /// `[[meters]]` in file order.
@@ -103,8 +106,27 @@ pub struct DeviceConfig {
     pub endpoint: Endpoint,
     /// Modbus unit id (slave id) behind that endpoint.
     pub unit_id: u8,
+    /// Enron/Daniel mode: a 32-bit point is ONE register number answering
+    /// two words.
+    pub enron: bool,
     /// Points in file order.
     pub points: Vec<PointConfig>,
+    /// The flow computer's hourly archive (`[devices.archive]`).
+    pub archive: Option<ArchiveConfig>,
+}
+
+/// A device's hourly archive: which meter it integrates and where its
+/// registers are (wire addresses; the map is documented in `archive.rs`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArchiveConfig {
+    /// Index into [`StationConfig::meters`].
+    pub meter: usize,
+    /// Wire address of the header.
+    pub address: u16,
+    /// Wire address of record slot 0.
+    pub records_address: u16,
+    /// Records kept (the ring).
+    pub capacity: u16,
 }
 
 /// One `[[devices.points]]` entry.
@@ -114,7 +136,7 @@ pub struct PointConfig {
     pub name: String,
     /// Register table.
     pub register: RegisterKind,
-    /// 0-based wire address of the first register.
+    /// 0-based wire address of the first register (`address - address_base`).
     pub address: u16,
     /// Wire type.
     pub data_type: DataType,
@@ -157,6 +179,8 @@ struct RawFile {
 #[derive(Deserialize)]
 struct RawStation {
     id: String,
+    #[serde(default)]
+    kind: String,
 }
 
 #[derive(Deserialize)]
@@ -166,7 +190,20 @@ struct RawDevice {
     port: u16,
     unit_id: u8,
     #[serde(default)]
+    enron: bool,
+    #[serde(default)]
+    address_base: u8,
+    #[serde(default)]
     points: Vec<RawPoint>,
+    archive: Option<RawArchive>,
+}
+
+#[derive(Deserialize)]
+struct RawArchive {
+    meter: String,
+    address: Option<u16>,
+    records_address: Option<u16>,
+    capacity: Option<u16>,
 }
 
 #[derive(Deserialize)]
@@ -201,6 +238,7 @@ impl StationConfig {
         }
 
         let mut names = BTreeSet::new();
+        let mut archive_meters: Vec<(usize, String)> = Vec::new();
         let mut units_seen: BTreeMap<(Endpoint, u8), usize> = BTreeMap::new();
         let mut devices = Vec::with_capacity(raw.devices.len());
         for (di, d) in raw.devices.into_iter().enumerate() {
@@ -217,10 +255,25 @@ impl StationConfig {
                     ),
                 ));
             }
+            if d.address_base > 1 {
+                return Err(ConfigError::invalid(
+                    format!("devices[{di}].address_base"),
+                    "0 or 1",
+                ));
+            }
+            let base = u16::from(d.address_base);
             let mut used: BTreeMap<(RegisterKind, u16), String> = BTreeMap::new();
             let mut points = Vec::with_capacity(d.points.len());
             for (pi, p) in d.points.into_iter().enumerate() {
                 let key = |k: &str| format!("devices[{di}].points[{pi}].{k}");
+                let Some(address) = p.address.checked_sub(base) else {
+                    return Err(ConfigError::invalid(
+                        key("address"),
+                        format!(
+                            "at least {base} (the device numbers registers from address_base = {base})"
+                        ),
+                    ));
+                };
                 if p.name.trim().is_empty() {
                     return Err(ConfigError::invalid(key("name"), "a non-empty string"));
                 }
@@ -241,8 +294,15 @@ impl StationConfig {
                 if !offset.is_finite() {
                     return Err(ConfigError::invalid(key("offset"), "a finite number"));
                 }
-                let words = p.data_type.words();
-                let last = u32::from(p.address) + u32::from(words) - 1;
+                if d.enron && p.data_type.words() > 2 {
+                    return Err(ConfigError::invalid(
+                        key("type"),
+                        "a 16- or 32-bit type in Enron mode (enron = true)",
+                    ));
+                }
+                // Register numbers the point spans: one for an Enron 32-bit value.
+                let words = if d.enron { 1 } else { p.data_type.words() };
+                let last = u32::from(address) + u32::from(words) - 1;
                 if last > u32::from(u16::MAX) {
                     return Err(ConfigError::invalid(
                         key("address"),
@@ -250,7 +310,7 @@ impl StationConfig {
                     ));
                 }
                 for w in 0..words {
-                    let addr = p.address + w;
+                    let addr = address + w;
                     if let Some(other) = used.insert((p.register, addr), p.name.clone()) {
                         return Err(ConfigError::invalid(
                             key("address"),
@@ -263,7 +323,7 @@ impl StationConfig {
                 points.push(PointConfig {
                     name: p.name,
                     register: p.register,
-                    address: p.address,
+                    address,
                     data_type: p.data_type,
                     order: p.order.unwrap_or_default(),
                     scale,
@@ -277,11 +337,66 @@ impl StationConfig {
                     "a non-empty string",
                 ));
             }
+            let archive = match d.archive {
+                None => None,
+                Some(a) => {
+                    let ak = |k: &str| format!("devices[{di}].archive.{k}");
+                    let address = a.address.unwrap_or(700).checked_sub(base).ok_or_else(|| {
+                        ConfigError::invalid(ak("address"), format!("at least {base}"))
+                    })?;
+                    let records_address = a
+                        .records_address
+                        .unwrap_or(10_000)
+                        .checked_sub(base)
+                        .ok_or_else(|| {
+                            ConfigError::invalid(ak("records_address"), format!("at least {base}"))
+                        })?;
+                    let capacity = a.capacity.unwrap_or(840);
+                    let ring = u32::from(capacity) * u32::from(crate::archive::RECORD_WORDS);
+                    if capacity == 0 || u32::from(records_address) + ring > 0x1_0000 {
+                        return Err(ConfigError::invalid(
+                            ak("capacity"),
+                            "at least 1 record, with the ring ending below register 65536",
+                        ));
+                    }
+                    let header = u32::from(address)..u32::from(address) + 4;
+                    let records = u32::from(records_address)..u32::from(records_address) + ring;
+                    let clash = |r: &std::ops::Range<u32>, a: u32| r.contains(&a);
+                    for ((kind, addr), name) in &used {
+                        if *kind == RegisterKind::Holding
+                            && (clash(&header, u32::from(*addr))
+                                || clash(&records, u32::from(*addr)))
+                        {
+                            return Err(ConfigError::invalid(
+                                ak("address"),
+                                format!(
+                                    "archive registers not shared with a point (register {addr} belongs to `{name}`)"
+                                ),
+                            ));
+                        }
+                    }
+                    if header.start < records.end && records.start < header.end {
+                        return Err(ConfigError::invalid(
+                            ak("records_address"),
+                            "a record ring that does not overlap the 4-register header",
+                        ));
+                    }
+                    archive_meters.push((di, a.meter.clone()));
+                    Some(ArchiveConfig {
+                        meter: usize::MAX,
+                        address,
+                        records_address,
+                        capacity,
+                    })
+                }
+            };
             devices.push(DeviceConfig {
                 id: d.id,
                 endpoint,
                 unit_id: d.unit_id,
+                enron: d.enron,
                 points,
+                archive,
             });
         }
 
@@ -313,8 +428,21 @@ impl StationConfig {
             });
         }
 
+        for (di, meter) in archive_meters {
+            let Some(mi) = meters.iter().position(|m| m.name == meter) else {
+                return Err(ConfigError::invalid(
+                    format!("devices[{di}].archive.meter"),
+                    format!("the name of a [[meters]] entry (no meter `{meter}`)"),
+                ));
+            };
+            if let Some(a) = devices[di].archive.as_mut() {
+                a.meter = mi;
+            }
+        }
+
         Ok(Self {
             station_id: raw.station.id,
+            kind: raw.station.kind,
             devices,
             meters,
         })

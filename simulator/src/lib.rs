@@ -15,7 +15,10 @@
 //! - [`config`]: the station TOML, read with lenient serde structs;
 //! - [`mod@encode`]: engineering value -> registers;
 //! - [`physics`]: the pure, deterministic [`Station`] model and register map;
-//! - [`server`]: the hand-written Modbus/TCP server, faults, ground-truth logs.
+//! - [`mod@archive`]: a flow computer's hourly archive (Enron/Daniel style);
+//! - [`server`]: the hand-written Modbus/TCP server, faults, ground-truth logs;
+//! - [`scenario`]: scenario timelines and ground truth; [`driver`] runs one
+//!   against a served station.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), gaswatch_sim::SimError> {
@@ -28,17 +31,20 @@
 //! # Ok(()) }
 //! ```
 
+pub mod archive;
 pub mod config;
+pub mod driver;
 pub mod encode;
 pub mod physics;
 pub mod scenario;
 pub mod server;
 
+pub use archive::{Archive, ArchiveRecord};
 pub use config::{ConfigError, Endpoint, StationConfig};
 pub use encode::{DataType, Encoded, WordOrder, encode};
 pub use physics::{Leak, PhysicsState, PointOverride, SimOptions, Station};
 pub use server::{
-    Fault, SERVED_LOG_CAPACITY, Served, SimHandle, StationSnapshot, serve, serve_all,
+    Fault, SERVED_LOG_CAPACITY, Served, SimControl, SimHandle, StationSnapshot, serve, serve_all,
 };
 
 /// Errors of the simulator library.

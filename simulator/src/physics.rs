@@ -45,6 +45,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::f64::consts::TAU;
 use std::time::Duration;
 
+use crate::archive::{Archive, ArchiveRecord};
 use crate::config::{ConfigError, Endpoint, MeterRole, PointConfig, RegisterKind, StationConfig};
 use crate::encode::{Encoded, encode};
 
@@ -88,6 +89,10 @@ pub struct SimOptions {
     pub pipe_volume_m3: f64,
     /// Pressure noise, % of reading (default: `noise_percent`).
     pub pressure_noise_percent: Option<f64>,
+    /// The devices' clock at simulated time 0, seconds since the epoch
+    /// (default 2026-01-01T00:00:00Z): archive records close on its whole
+    /// hours and carry its time.
+    pub clock_start_s: i64,
 }
 
 impl Default for SimOptions {
@@ -101,6 +106,7 @@ impl Default for SimOptions {
             transients: false,
             pipe_volume_m3: STATION_VOLUME_M3,
             pressure_noise_percent: None,
+            clock_start_s: 1_767_225_600,
         }
     }
 }
@@ -173,10 +179,15 @@ struct MeterState {
 
 #[derive(Debug, Clone)]
 pub(crate) struct DeviceMap {
+    pub(crate) id: String,
     pub(crate) endpoint: Endpoint,
     pub(crate) unit_id: u8,
-    /// (table, address) -> (point index, word index).
+    /// (table, address) -> (point index, word index). In Enron mode a
+    /// 32-bit point has one entry (word 0) and answers both its words.
     registers: HashMap<(RegisterKind, u16), (usize, u16)>,
+    enron: bool,
+    /// Index into `Station::archives`.
+    archive: Option<usize>,
 }
 
 /// Why a register read cannot be answered: a Modbus exception code.
@@ -203,6 +214,10 @@ pub struct Station {
     state: PhysicsState,
     /// Scenario hook: per point, how the served value departs from physics.
     overrides: HashMap<usize, PointOverride>,
+    /// Flow computers' hourly archives.
+    archives: Vec<Archive>,
+    /// Device clock at sim time 0, s since the epoch.
+    clock_start_s: i64,
 }
 
 /// How a scenario bends one point's served value (see `scenario.rs`):
@@ -267,11 +282,13 @@ impl Station {
         let mut points = Vec::new();
         let mut by_name = HashMap::new();
         let mut devices = Vec::with_capacity(cfg.devices.len());
+        let mut archives = Vec::new();
         for d in &cfg.devices {
             let mut registers = HashMap::new();
             for p in &d.points {
                 let idx = points.len();
-                for w in 0..p.data_type.words() {
+                let numbers = if d.enron { 1 } else { p.data_type.words() };
+                for w in 0..numbers {
                     registers.insert((p.register, p.address + w), (idx, w));
                 }
                 by_name.insert(p.name.clone(), idx);
@@ -281,10 +298,18 @@ impl Station {
                     encoded: encode(0.0, p.data_type, p.order, p.scale, p.offset),
                 });
             }
+            let archive = d.archive.as_ref().and_then(|a| {
+                let meter = cfg.meters.get(a.meter)?;
+                archives.push(Archive::new(&d.id, &meter.name, a.meter, a));
+                Some(archives.len() - 1)
+            });
             devices.push(DeviceMap {
+                id: d.id.clone(),
                 endpoint: d.endpoint.clone(),
                 unit_id: d.unit_id,
                 registers,
+                enron: d.enron,
+                archive,
             });
         }
 
@@ -354,6 +379,8 @@ impl Station {
             t_s: 0.0,
             state: PhysicsState::default(),
             overrides: HashMap::new(),
+            archives,
+            clock_start_s: opts.clock_start_s,
         };
         station.state.linepack_sm3 = station.physics_at(0.0).linepack_sm3;
         station.advance(0.0);
@@ -428,6 +455,30 @@ impl Station {
             .collect()
     }
 
+    /// Index of device `id` in config order.
+    pub(crate) fn device_index(&self, id: &str) -> Option<usize> {
+        self.devices.iter().position(|d| d.id == id)
+    }
+
+    /// The flow computers' hourly archives.
+    pub fn archives(&self) -> &[Archive] {
+        &self.archives
+    }
+
+    /// Records device `device` still holds in its archive, oldest first
+    /// (`None`: no such device or no archive).
+    pub fn archive_records(&self, device: &str) -> Option<Vec<ArchiveRecord>> {
+        self.archives
+            .iter()
+            .find(|a| a.device == device)
+            .map(Archive::records)
+    }
+
+    /// The devices' clock at simulated time 0, s since the epoch.
+    pub fn clock_start_s(&self) -> i64 {
+        self.clock_start_s
+    }
+
     /// Distinct endpoints of the config, first-seen order.
     pub fn endpoints(&self) -> Vec<Endpoint> {
         crate::config::distinct_endpoints(self.devices.iter().map(|d| &d.endpoint))
@@ -452,10 +503,26 @@ impl Station {
         }
         for a in start..=(end - 1) as u16 {
             let Some(&(pi, w)) = dev.registers.get(&(kind, a)) else {
-                return Err(0x02);
+                let archive = (kind == RegisterKind::Holding)
+                    .then(|| dev.archive.and_then(|i| self.archives[i].word(a)))
+                    .flatten();
+                match archive {
+                    Some(word) => {
+                        out.push(word);
+                        continue;
+                    }
+                    None => return Err(0x02),
+                }
             };
-            out.push(self.points[pi].encoded.words()[usize::from(w)]);
             let p = &self.points[pi];
+            let words = p.encoded.words();
+            if dev.enron && words.len() == 2 {
+                // Enron/Daniel: one register number answers the whole value.
+                out.extend_from_slice(words);
+                served(&p.cfg.name, p.encoded.engineering);
+                continue;
+            }
+            out.push(words[usize::from(w)]);
             let last_word = p.cfg.data_type.words() - 1;
             if w == last_word && u32::from(p.cfg.address) >= u32::from(start) {
                 served(&p.cfg.name, p.encoded.engineering);
@@ -542,6 +609,7 @@ impl Station {
 
     fn advance(&mut self, dt_s: f64) {
         let prev_pack = self.state.linepack_sm3;
+        let t_prev = self.t_s;
         self.t_s += dt_s;
         let mut s = self.physics_at(self.t_s);
         s.linepack_rate_sm3_per_h = if dt_s > 0.0 {
@@ -574,6 +642,13 @@ impl Station {
             let p = p * (1.0 + self.pressure_noise_percent / 100.0 * self.gauss());
             let t = t + 0.5 * self.noise_percent * self.gauss();
             readings.push((flow, p, t));
+        }
+        // Flow computers integrate their own readings into the archive.
+        let clock = self.clock_start_s as f64;
+        for a in &mut self.archives {
+            if let Some(&(f, p, t)) = readings.get(a.meter_index) {
+                a.accumulate(clock + t_prev, clock + self.t_s, f, p, t);
+            }
         }
         for (i, p) in self.points.iter_mut().enumerate() {
             let eng = match p.binding {
