@@ -533,7 +533,10 @@ impl Emitter {
             Err(e) => {
                 self.health.set_route_ok(false);
                 metrics::counter!("gaswatch_route_errors_total").increment(1);
-                let lost = (out.samples.len() + out.alarms.len() + out.balances.len()) as u64;
+                let lost = (out.samples.len()
+                    + out.alarms.len()
+                    + out.balances.len()
+                    + out.archives.len()) as u64;
                 metrics::counter!("gaswatch_points_dropped_total", "reason" => "store_failed")
                     .increment(lost);
                 error!(error = %e, samples = out.samples.len(), alarms = out.alarms.len(), "Cannot store engine output; these results are lost.");
