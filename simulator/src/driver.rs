@@ -6,8 +6,9 @@
 //! Used by the `gaswatch-sim` binary and by tests that run a scenario
 //! against the daemon over real sockets.
 //!
-//! Time: the driver looks at the station every `tick` of wall time (100 ms
-//! by default). Truth times are `epoch + sim_time / speed` (the wall clock
+//! Time: scenario time 0 is when the driver starts (the station may have
+//! run before, e.g. while a daemon connected). The driver looks at the
+//! station every `tick` of wall time (100 ms by default). Truth times are `epoch + sim_time / speed` (the wall clock
 //! the daemon stamps samples with), where `epoch` is the wall time of sim
 //! time 0; archive records carry the device clock instead (see
 //! [`crate::SimOptions::clock_start_s`]). A fault starts or ends at the first
@@ -60,7 +61,7 @@ impl ScenarioDriver {
                 .truth_every
                 .unwrap_or(Duration::from_secs(60))
                 .as_secs_f64();
-            let mut next_values = 0.0;
+            let mut next_values = sim0;
             let mut written: BTreeMap<String, u32> = BTreeMap::new();
             let mut ticker = tokio::time::interval(tick);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -71,7 +72,7 @@ impl ScenarioDriver {
                 }
                 let (edges, faults, sim_s) = control.with_station(|s| {
                     let t = s.sim_time().as_secs_f64();
-                    let (e, f) = runner.apply(s, t);
+                    let (e, f) = runner.apply(s, t - sim0);
                     (e, f, t)
                 });
                 for (device, fault) in &faults {
