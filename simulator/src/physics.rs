@@ -30,6 +30,11 @@
 //!   leak is active. Leak times count from when the leak was set (for
 //!   [`SimOptions::leak`], from the start of the simulation).
 //!
+//! Other station kinds (`[station] kind = "cng_mother"`, `"lng"`,
+//! `"lcng"`) run their own model ([`crate::profile`]) for the flows,
+//! pressures and temperatures; meter errors, scenarios, archives and the
+//! register map below work the same for every kind.
+//!
 //! Meter readings (what points serve) add errors to the physical values:
 //! flow and pressure get gaussian noise of `noise_percent` % of reading (one
 //! standard deviation, a new sample each step) and flow an optional fixed bias
@@ -48,6 +53,7 @@ use std::time::Duration;
 use crate::archive::{Archive, ArchiveRecord};
 use crate::config::{ConfigError, Endpoint, MeterRole, PointConfig, RegisterKind, StationConfig};
 use crate::encode::{Encoded, encode};
+use crate::profile::{LngSignal, Profile, ProfileKind};
 
 /// Base pressure, kPa absolute.
 const P_BASE_KPA: f64 = 101.325;
@@ -166,6 +172,8 @@ struct Binding {
 struct PointState {
     cfg: PointConfig,
     binding: Option<Binding>,
+    /// L-CNG: the signal an unmetered point serves (by its tag letters).
+    signal: Option<LngSignal>,
     encoded: Encoded,
 }
 
@@ -175,6 +183,8 @@ struct MeterState {
     /// Share of its role's total flow.
     share: f64,
     bias_percent: f64,
+    /// CNG mother station: the filling post this outlet meter measures.
+    post: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -218,6 +228,8 @@ pub struct Station {
     archives: Vec<Archive>,
     /// Device clock at sim time 0, s since the epoch.
     clock_start_s: i64,
+    /// The station kind's model beyond the city gate (CNG, L-CNG).
+    profile: Profile,
 }
 
 /// How a scenario bends one point's served value (see `scenario.rs`):
@@ -295,6 +307,7 @@ impl Station {
                 points.push(PointState {
                     cfg: p.clone(),
                     binding: None,
+                    signal: None,
                     encoded: encode(0.0, p.data_type, p.order, p.scale, p.offset),
                 });
             }
@@ -326,6 +339,7 @@ impl Station {
         let mut meters = Vec::with_capacity(cfg.meters.len());
         let mut outlet_seen = 0usize;
         for (mi, m) in cfg.meters.iter().enumerate() {
+            let post = (m.role == MeterRole::Outlet).then_some(outlet_seen);
             let share = match m.role {
                 MeterRole::Inlet => 1.0 / n_in as f64,
                 MeterRole::Outlet => {
@@ -343,6 +357,7 @@ impl Station {
                 role: m.role,
                 share,
                 bias_percent: opts.meter_bias_percent.get(&m.name).copied().unwrap_or(0.0),
+                post,
             });
             let mut bind = |name: &Option<String>, quantity| {
                 if let Some(&idx) = name.as_ref().and_then(|n| by_name.get(n)) {
@@ -359,6 +374,13 @@ impl Station {
             bind(&m.temperature, Quantity::Temperature);
         }
 
+        let kind = ProfileKind::from_station_kind(&cfg.kind);
+        if kind == ProfileKind::Lng {
+            for p in points.iter_mut().filter(|p| p.binding.is_none()) {
+                p.signal = LngSignal::for_point(&p.cfg.name);
+            }
+        }
+        let profile = Profile::new(kind, n_out, opts.seed);
         let mut rng = fastrand::Rng::with_seed(opts.seed);
         let phases = std::array::from_fn(|_| rng.f64() * TAU);
         let mut station = Station {
@@ -381,6 +403,7 @@ impl Station {
             overrides: HashMap::new(),
             archives,
             clock_start_s: opts.clock_start_s,
+            profile,
         };
         station.state.linepack_sm3 = station.physics_at(0.0).linepack_sm3;
         station.advance(0.0);
@@ -458,6 +481,11 @@ impl Station {
     /// Index of device `id` in config order.
     pub(crate) fn device_index(&self, id: &str) -> Option<usize> {
         self.devices.iter().position(|d| d.id == id)
+    }
+
+    /// The station kind's model and its state (CNG trailers, LNG tank).
+    pub fn profile(&self) -> &Profile {
+        &self.profile
     }
 
     /// The flow computers' hourly archives.
@@ -618,6 +646,46 @@ impl Station {
             0.0
         };
         s.inlet_flow_sm3_per_h = s.demand_sm3_per_h + s.leak_sm3_per_h + s.linepack_rate_sm3_per_h;
+        // Other station kinds replace the city gate's flows and pressures.
+        let leak_fraction = if s.demand_sm3_per_h > 0.0 {
+            s.leak_sm3_per_h / s.demand_sm3_per_h
+        } else {
+            0.0
+        };
+        let mut sub = |demand: f64, p_in: f64, t_in: f64, p_out: f64, t_out: f64| {
+            s.demand_sm3_per_h = demand;
+            s.leak_sm3_per_h = leak_fraction * demand;
+            s.linepack_sm3 = 0.0;
+            s.linepack_rate_sm3_per_h = 0.0;
+            s.inlet_flow_sm3_per_h = demand + s.leak_sm3_per_h;
+            s.inlet_pressure_kpa = p_in;
+            s.inlet_temperature_c = t_in;
+            s.outlet_pressure_kpa = p_out;
+            s.outlet_temperature_c = t_out;
+        };
+        match &mut self.profile {
+            Profile::CityGate => {}
+            Profile::Cng(m) => {
+                m.advance(t_prev, self.t_s);
+                sub(
+                    m.total_flow_sm3_per_h(),
+                    m.inlet_kpa,
+                    m.inlet_c,
+                    m.discharge_kpa,
+                    crate::profile::DISCHARGE_C,
+                );
+            }
+            Profile::Lng(m) => {
+                m.advance(t_prev, self.t_s);
+                sub(
+                    m.send_out_sm3_per_h,
+                    m.tank_kpa,
+                    m.ambient_c,
+                    m.header_kpa,
+                    m.vaporiser_out_c,
+                );
+            }
+        }
         self.state = s;
 
         // Sample every meter in config order (fixed draw order = determinism).
@@ -637,7 +705,11 @@ impl Station {
                     s.outlet_temperature_c,
                 ),
             };
-            let flow = total * m.share * (1.0 + m.bias_percent / 100.0);
+            let flow = match (&self.profile, m.post) {
+                (Profile::Cng(c), Some(k)) => c.posts.get(k).map_or(0.0, |p| p.flow_sm3_per_h),
+                _ => total * m.share,
+            };
+            let flow = flow * (1.0 + m.bias_percent / 100.0);
             let flow = flow * (1.0 + k * self.gauss());
             let p = p * (1.0 + self.pressure_noise_percent / 100.0 * self.gauss());
             let t = t + 0.5 * self.noise_percent * self.gauss();
@@ -650,9 +722,28 @@ impl Station {
                 a.accumulate(clock + t_prev, clock + self.t_s, f, p, t);
             }
         }
+        // L-CNG signals of unmetered points, with meter noise, point order.
+        let mut signals = vec![None; self.points.len()];
+        if let Profile::Lng(m) = &self.profile {
+            let m = m.clone();
+            for (i, sig) in self
+                .points
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| p.signal.map(|s| (i, s)))
+                .collect::<Vec<_>>()
+            {
+                let v = m.signal(sig);
+                signals[i] = Some(if sig.is_relative() {
+                    v * (1.0 + self.pressure_noise_percent / 100.0 * self.gauss())
+                } else {
+                    v + 0.5 * self.noise_percent * self.gauss()
+                });
+            }
+        }
         for (i, p) in self.points.iter_mut().enumerate() {
             let eng = match p.binding {
-                None => 0.0,
+                None => signals[i].unwrap_or(0.0),
                 Some(b) => {
                     let (f, pr, t) = readings[b.meter];
                     match b.quantity {

@@ -515,6 +515,7 @@ pub fn write_values(w: &mut dyn Write, station: &Station, t_ns: i64) -> std::io:
             "outlet_temperature_c": p.outlet_temperature_c,
         },
         "served": station.values(),
+        "profile": station.profile().truth_json(),
     });
     writeln!(w, "{v}")
 }
