@@ -19,6 +19,8 @@ pub struct Router {
     /// Tag `source=<origin>` on every InfluxDB line (`gaswatch replay`
     /// writes `source=replay`); the daemon writes none.
     origin: Option<String>,
+    /// Every tag's measurement and tags, escaped once (with the origin).
+    prefixes: influxdb::SamplePrefixes,
     lines: Vec<u8>,
     scratch: Vec<u8>,
 }
@@ -39,6 +41,7 @@ impl Router {
         file: Option<FileSink>,
     ) -> Self {
         Router {
+            prefixes: influxdb::SamplePrefixes::new(&plan),
             plan,
             influx,
             mqtt,
@@ -52,6 +55,7 @@ impl Router {
     /// Tags every InfluxDB line with `source=<origin>` (see
     /// [`influxdb::line::encode_alarm_from`] for alarm lines).
     pub fn with_origin(mut self, origin: Option<String>) -> Self {
+        self.prefixes = influxdb::SamplePrefixes::with_origin(&self.plan, origin.as_deref());
         self.origin = origin;
         self
     }
@@ -67,16 +71,7 @@ impl Router {
             for s in &out.samples {
                 first_ns = first_ns.min(s.ts.0);
                 last_ns = last_ns.max(s.ts.0);
-                let tag = plan.tag_info(s.tag);
-                let device = &plan.device(tag.device).id;
-                influxdb::line::encode_sample_from(
-                    &mut self.lines,
-                    station,
-                    tag,
-                    device,
-                    s,
-                    origin,
-                );
+                self.prefixes.encode(&mut self.lines, s);
             }
             if let Some(sp) = &self.influx {
                 let span = TimeSpan { first_ns, last_ns };

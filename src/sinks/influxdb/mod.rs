@@ -7,7 +7,7 @@ pub mod writer;
 
 pub use config::{InfluxApi, InfluxConfig};
 pub use line::{
-    encode_alarm, encode_alarm_from, encode_archive, encode_balance, encode_balance_from,
-    encode_sample, encode_sample_from,
+    SamplePrefixes, encode_alarm, encode_alarm_from, encode_archive, encode_balance,
+    encode_balance_from, encode_sample, encode_sample_from,
 };
 pub use writer::{Auth, InfluxError, WriterConfig, run};
