@@ -95,6 +95,71 @@ pub struct StationConfig {
     pub devices: Vec<DeviceConfig>,
     /// `[[meters]]` in file order.
     pub meters: Vec<MeterConfig>,
+    /// `[[mqtt_sources]]` in file order: what the station's MQTT loggers
+    /// and Sparkplug edge nodes publish (the simulator publishes it).
+    pub mqtt_sources: Vec<MqttSourceConfig>,
+}
+
+/// Payload format of an MQTT source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MqttFormat {
+    /// JSON documents; values at JSON Pointers.
+    Json,
+    /// Sparkplug B edge nodes.
+    SparkplugB,
+}
+
+/// How a JSON payload's time is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimestampFormat {
+    Rfc3339,
+    EpochS,
+    EpochMs,
+    EpochNs,
+}
+
+/// One `[[mqtt_sources]]` entry, as the simulator publishes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttSourceConfig {
+    /// Source id.
+    pub id: String,
+    /// Broker host and port as written.
+    pub host: String,
+    pub port: u16,
+    pub format: MqttFormat,
+    /// JSON: topic patterns; the first one is published to, with
+    /// `{station}`, `{device}` and `{point}` filled in.
+    pub topics: Vec<String>,
+    /// JSON: where the time goes and how it is written (absent: no time).
+    pub timestamp: Option<(String, TimestampFormat)>,
+    /// Sparkplug B group id.
+    pub group_id: String,
+    pub points: Vec<MqttPointConfig>,
+}
+
+/// One `[[mqtt_sources.points]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttPointConfig {
+    /// Point name, unique in the station.
+    pub name: String,
+    /// JSON: fills `{device}`; Sparkplug B: the device id (`None`: a node metric).
+    pub device: Option<String>,
+    /// JSON: fills `{point}` (points without it use a pattern without `{point}`).
+    pub topic_point: Option<String>,
+    /// Sparkplug B edge node id.
+    pub node: String,
+    /// JSON Pointer of the value (JSON; "" = the whole payload is the number).
+    pub path: String,
+    /// Metric name (Sparkplug B).
+    pub metric: String,
+    /// Engineering = payload * scale + offset.
+    pub scale: f64,
+    pub offset: f64,
+    pub unit: String,
+    /// How often the value is published at least.
+    pub expected_interval: std::time::Duration,
 }
 
 /// One `[[devices]]` entry.
@@ -174,6 +239,45 @@ struct RawFile {
     devices: Vec<RawDevice>,
     #[serde(default)]
     meters: Vec<RawMeter>,
+    #[serde(default)]
+    mqtt_sources: Vec<RawMqttSource>,
+}
+
+#[derive(Deserialize)]
+struct RawMqttSource {
+    id: String,
+    host: String,
+    port: Option<u16>,
+    format: MqttFormat,
+    #[serde(default)]
+    topics: Vec<String>,
+    timestamp: Option<RawTimestamp>,
+    group_id: Option<String>,
+    #[serde(default)]
+    points: Vec<RawMqttPoint>,
+}
+
+#[derive(Deserialize)]
+struct RawTimestamp {
+    path: String,
+    format: TimestampFormat,
+}
+
+#[derive(Deserialize)]
+struct RawMqttPoint {
+    name: String,
+    device: Option<String>,
+    topic_point: Option<String>,
+    node: Option<String>,
+    #[serde(default)]
+    path: String,
+    metric: Option<String>,
+    scale: Option<f64>,
+    offset: Option<f64>,
+    #[serde(default)]
+    unit: String,
+    #[serde(default, with = "humantime_serde")]
+    expected_interval: Option<std::time::Duration>,
 }
 
 #[derive(Deserialize)]
@@ -400,6 +504,81 @@ impl StationConfig {
             });
         }
 
+        let mut mqtt_sources = Vec::with_capacity(raw.mqtt_sources.len());
+        for (si, src) in raw.mqtt_sources.into_iter().enumerate() {
+            let sk = |k: &str| format!("mqtt_sources[{si}].{k}");
+            if src.format == MqttFormat::Json && src.topics.is_empty() {
+                return Err(ConfigError::invalid(
+                    sk("topics"),
+                    "at least one topic pattern",
+                ));
+            }
+            let group_id = match (src.format, src.group_id) {
+                (MqttFormat::SparkplugB, None) => {
+                    return Err(ConfigError::invalid(
+                        sk("group_id"),
+                        "a Sparkplug B group id",
+                    ));
+                }
+                (_, g) => g.unwrap_or_default(),
+            };
+            let mut points = Vec::with_capacity(src.points.len());
+            for (pi, p) in src.points.into_iter().enumerate() {
+                let key = |k: &str| format!("mqtt_sources[{si}].points[{pi}].{k}");
+                if !names.insert(p.name.clone()) {
+                    return Err(ConfigError::invalid(
+                        key("name"),
+                        format!("a point name unique in the station (`{}` repeats)", p.name),
+                    ));
+                }
+                let scale = p.scale.unwrap_or(1.0);
+                if !scale.is_finite() || scale == 0.0 {
+                    return Err(ConfigError::invalid(
+                        key("scale"),
+                        "a finite, non-zero number",
+                    ));
+                }
+                let offset = p.offset.unwrap_or(0.0);
+                if !offset.is_finite() {
+                    return Err(ConfigError::invalid(key("offset"), "a finite number"));
+                }
+                let (path, metric, node) = match src.format {
+                    MqttFormat::Json => (p.path, String::new(), String::new()),
+                    MqttFormat::SparkplugB => (
+                        String::new(),
+                        p.metric
+                            .ok_or_else(|| ConfigError::invalid(key("metric"), "a metric name"))?,
+                        p.node
+                            .ok_or_else(|| ConfigError::invalid(key("node"), "an edge node id"))?,
+                    ),
+                };
+                points.push(MqttPointConfig {
+                    name: p.name,
+                    device: p.device,
+                    topic_point: p.topic_point,
+                    node,
+                    path,
+                    metric,
+                    scale,
+                    offset,
+                    unit: p.unit,
+                    expected_interval: p
+                        .expected_interval
+                        .unwrap_or(std::time::Duration::from_secs(10)),
+                });
+            }
+            mqtt_sources.push(MqttSourceConfig {
+                id: src.id,
+                host: src.host,
+                port: src.port.unwrap_or(1883),
+                format: src.format,
+                topics: src.topics,
+                timestamp: src.timestamp.map(|t| (t.path, t.format)),
+                group_id,
+                points,
+            });
+        }
+
         let mut meters = Vec::with_capacity(raw.meters.len());
         for (mi, m) in raw.meters.into_iter().enumerate() {
             let check = |k: &str, v: &str| {
@@ -408,7 +587,9 @@ impl StationConfig {
                 } else {
                     Err(ConfigError::invalid(
                         format!("meters[{mi}].{k}"),
-                        format!("the name of a point in [[devices.points]] (no point `{v}`)"),
+                        format!(
+                            "the name of a point in [[devices.points]] or [[mqtt_sources.points]] (no point `{v}`)"
+                        ),
                     ))
                 }
             };
@@ -445,6 +626,7 @@ impl StationConfig {
             kind: raw.station.kind,
             devices,
             meters,
+            mqtt_sources,
         })
     }
 

@@ -21,7 +21,8 @@
 //! - [`mod@archive`]: a flow computer's hourly archive (Enron/Daniel style);
 //! - [`server`]: the hand-written Modbus/TCP server, faults, ground-truth logs;
 //! - [`scenario`]: scenario timelines and ground truth; [`driver`] runs one
-//!   against a served station.
+//!   against a served station;
+//! - [`mqtt`]: publishing `[[mqtt_sources]]` over MQTT (JSON, Sparkplug B).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), gaswatch_sim::SimError> {
@@ -38,6 +39,7 @@ pub mod archive;
 pub mod config;
 pub mod driver;
 pub mod encode;
+pub mod mqtt;
 pub mod physics;
 pub mod profile;
 pub mod scenario;

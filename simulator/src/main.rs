@@ -23,6 +23,10 @@ struct Args {
     /// Serve all units on this one address instead of the config's host:port.
     #[arg(long)]
     bind: Option<SocketAddr>,
+    /// Publish every [[mqtt_sources]] of the config to this broker instead
+    /// of the source's own host:port.
+    #[arg(long)]
+    mqtt_broker: Option<SocketAddr>,
     /// Seed for every random choice.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -192,37 +196,48 @@ async fn main() -> anyhow::Result<()> {
         "Station loaded."
     );
 
-    let handles = match args.bind {
-        Some(addr) => vec![serve(station, addr).await?],
-        None => {
-            let mut addrs = Vec::new();
-            for ep in station.endpoints() {
-                let addr = tokio::net::lookup_host((ep.host.as_str(), ep.port))
-                    .await
-                    .with_context(|| format!("resolving {ep}"))?
-                    .next()
-                    .with_context(|| format!("{ep} resolves to no address"))?;
-                addrs.push((ep, addr));
+    // A station whose points all come over MQTT serves no Modbus listener.
+    let mqtt_only = station.endpoints().is_empty() && !station.mqtt_sources().is_empty();
+    let (control, handles) = if mqtt_only {
+        (gaswatch_sim::SimControl::standalone(station), Vec::new())
+    } else {
+        let handles = match args.bind {
+            Some(addr) => vec![serve(station, addr).await?],
+            None => {
+                let mut addrs = Vec::new();
+                for ep in station.endpoints() {
+                    let addr = tokio::net::lookup_host((ep.host.as_str(), ep.port))
+                        .await
+                        .with_context(|| format!("resolving {ep}"))?
+                        .next()
+                        .with_context(|| format!("{ep} resolves to no address"))?;
+                    addrs.push((ep, addr));
+                }
+                let fallback: SocketAddr = ([127, 0, 0, 1], 0).into();
+                serve_all(station, |ep| {
+                    addrs
+                        .iter()
+                        .find(|(e, _)| e == ep)
+                        .map_or(fallback, |(_, a)| *a)
+                })
+                .await?
+                .into_values()
+                .collect()
             }
-            let fallback: SocketAddr = ([127, 0, 0, 1], 0).into();
-            serve_all(station, |ep| {
-                addrs
-                    .iter()
-                    .find(|(e, _)| e == ep)
-                    .map_or(fallback, |(_, a)| *a)
-            })
-            .await?
-            .into_values()
-            .collect()
+        };
+        for h in &handles {
+            info!(addr = %h.local_addr(), "Serving Modbus/TCP.");
         }
+        let Some(control) = gaswatch_sim::SimControl::of(&handles) else {
+            anyhow::bail!("the config has no devices and no MQTT sources to serve");
+        };
+        (control, handles)
     };
-    for h in &handles {
-        info!(addr = %h.local_addr(), "Serving Modbus/TCP.");
-    }
-
-    let Some(control) = gaswatch_sim::SimControl::of(&handles) else {
-        anyhow::bail!("the config has no devices to serve");
-    };
+    // Publish the config's [[mqtt_sources]] (to --mqtt-broker when given).
+    let mqtt = gaswatch_sim::mqtt::serve_mqtt(control.clone(), |src| match &args.mqtt_broker {
+        Some(b) => (b.ip().to_string(), b.port()),
+        None => (src.host.clone(), src.port),
+    })?;
     let driver = runner.map(|r| {
         gaswatch_sim::driver::ScenarioDriver::start(
             control.clone(),
@@ -261,6 +276,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(d) = driver {
         d.stop().await.context("writing the ground truth")?;
     }
+    mqtt.stop().await;
     info!("Stopping.");
     for h in handles {
         h.stop().await;

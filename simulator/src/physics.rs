@@ -230,6 +230,8 @@ pub struct Station {
     clock_start_s: i64,
     /// The station kind's model beyond the city gate (CNG, L-CNG).
     profile: Profile,
+    /// What the station publishes over MQTT.
+    mqtt_sources: Vec<crate::config::MqttSourceConfig>,
 }
 
 /// How a scenario bends one point's served value (see `scenario.rs`):
@@ -326,6 +328,31 @@ impl Station {
             });
         }
 
+        // MQTT points: values like any other point, served by the MQTT
+        // publisher (`mqtt.rs`), not by a register map. The f64 "encoding"
+        // keeps the payload number (`raw`) and the value it stands for.
+        for src in &cfg.mqtt_sources {
+            for p in &src.points {
+                by_name.insert(p.name.clone(), points.len());
+                let cfg = PointConfig {
+                    name: p.name.clone(),
+                    register: RegisterKind::Holding,
+                    address: 0,
+                    data_type: crate::encode::DataType::F64,
+                    order: crate::encode::WordOrder::Abcd,
+                    scale: p.scale,
+                    offset: p.offset,
+                    unit: p.unit.clone(),
+                };
+                points.push(PointState {
+                    encoded: encode(0.0, cfg.data_type, cfg.order, cfg.scale, cfg.offset),
+                    cfg,
+                    binding: None,
+                    signal: None,
+                });
+            }
+        }
+
         let n_in = cfg
             .meters
             .iter()
@@ -404,6 +431,7 @@ impl Station {
             archives,
             clock_start_s: opts.clock_start_s,
             profile,
+            mqtt_sources: cfg.mqtt_sources.clone(),
         };
         station.state.linepack_sm3 = station.physics_at(0.0).linepack_sm3;
         station.advance(0.0);
@@ -481,6 +509,23 @@ impl Station {
     /// Index of device `id` in config order.
     pub(crate) fn device_index(&self, id: &str) -> Option<usize> {
         self.devices.iter().position(|d| d.id == id)
+    }
+
+    /// The `[[mqtt_sources]]` the station publishes.
+    pub fn mqtt_sources(&self) -> &[crate::config::MqttSourceConfig] {
+        &self.mqtt_sources
+    }
+
+    /// For an MQTT point: the number its payload carries (`raw`) and the
+    /// engineering value it stands for (`raw * scale + offset`).
+    pub fn mqtt_value(&self, point: &str) -> Option<(f64, f64)> {
+        let p = &self.points[*self.by_name.get(point)?];
+        let w = p.encoded.words();
+        if w.len() != 4 {
+            return None;
+        }
+        let bits = w.iter().fold(0u64, |acc, &x| (acc << 16) | u64::from(x));
+        Some((f64::from_bits(bits), p.encoded.engineering))
     }
 
     /// The station kind's model and its state (CNG trailers, LNG tank).

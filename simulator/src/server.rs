@@ -160,6 +160,19 @@ impl std::fmt::Debug for SimControl {
 }
 
 impl SimControl {
+    /// A station with no Modbus listener (e.g. one that only publishes
+    /// over MQTT); its time runs from now.
+    pub fn standalone(station: Station) -> SimControl {
+        SimControl {
+            shared: Arc::new(Mutex::new(Shared {
+                station,
+                last_wall: Instant::now(),
+                served: VecDeque::new(),
+            })),
+            listeners: Vec::new(),
+        }
+    }
+
     /// Control of the station behind `handles` (all must serve the same
     /// station, as [`serve_all`] returns them). `None` without handles.
     pub fn of<'a>(handles: impl IntoIterator<Item = &'a SimHandle>) -> Option<SimControl> {
@@ -202,6 +215,29 @@ impl SimControl {
     /// Current values of every point, physical truth and leak state.
     pub fn snapshot(&self) -> StationSnapshot {
         lock(&self.shared).snapshot()
+    }
+
+    /// Appends values sent another way (MQTT) to the served-values log, with
+    /// unit id 0.
+    pub(crate) fn note_served(&self, values: &[(String, f64)]) {
+        let mut s = lock(&self.shared);
+        let sim_time = s.station.sim_time();
+        for (point, value) in values {
+            if s.served.len() >= SERVED_LOG_CAPACITY {
+                s.served.pop_front();
+            }
+            s.served.push_back(Served {
+                point: point.clone(),
+                value: *value,
+                sim_time,
+                unit_id: 0,
+            });
+        }
+    }
+
+    /// The served-values log (all listeners and MQTT), oldest first.
+    pub fn served(&self) -> Vec<Served> {
+        lock(&self.shared).served.iter().cloned().collect()
     }
 }
 
