@@ -3,7 +3,7 @@
 //! (or the local files). Runs on the engine task, between `Engine::process`
 //! and the next input; it allocates only its reused buffers.
 
-use crate::buffer::{RecordClass, SharedSpool, SpoolError, TimeSpan};
+use crate::buffer::{RecordClass, SharedSpool, SpoolError, SyncJob, TimeSpan};
 use crate::engine::EnginePlan;
 use crate::model::Output;
 use crate::sinks::file::writer::FileSink;
@@ -190,16 +190,27 @@ impl Router {
 
     /// Makes everything routed so far durable (spool fsync, file flush).
     pub fn flush(&mut self) -> Result<(), RouteError> {
+        self.begin_flush()?.run()?;
+        Ok(())
+    }
+
+    /// Hands everything routed so far to the kernel (spool buffers, file
+    /// sink) and returns the spool fsyncs still owed; each spool is locked
+    /// only for the hand-over, never during an fsync.
+    pub fn begin_flush(&mut self) -> Result<SyncJob, RouteError> {
+        let mut job = SyncJob::default();
         if let Some(sp) = &self.influx {
-            sp.lock().sync()?;
+            let part = sp.lock().begin_sync()?;
+            job.merge(part);
         }
         if let Some((sp, _)) = &self.mqtt {
-            sp.lock().sync()?;
+            let part = sp.lock().begin_sync()?;
+            job.merge(part);
         }
         if let Some(f) = &mut self.file {
             f.flush().map_err(|e| RouteError::File(e.to_string()))?;
         }
-        Ok(())
+        Ok(job)
     }
 }
 

@@ -71,6 +71,14 @@ pub struct DeviceConfig {
     /// The points read from this device.
     #[serde(default)]
     pub points: Vec<PointConfig>,
+    /// A shared register map (`[[point_maps]]` name) whose points this
+    /// device also has, named `point_prefix` + the map's point name.
+    #[serde(default)]
+    pub point_map: Option<String>,
+    /// Prefix of the point names taken from `point_map`; default the device
+    /// id and a dot (`rtu07.PT1`).
+    #[serde(default)]
+    pub point_prefix: Option<String>,
     /// Hourly archive of a flow computer (`[devices.archive]`): records are
     /// read back from the last one received, so an outage loses no hourly
     /// volume. Absent: no archive is read.
@@ -149,6 +157,18 @@ fn default_archive_capacity() -> u16 {
 }
 fn default_archive_interval() -> Duration {
     Duration::from_secs(60)
+}
+
+/// A register map shared by identical devices (`[[point_maps]]`): 500 RTUs
+/// of one model are one map and 500 short `[[devices]]` entries.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PointMapConfig {
+    /// The name devices refer to with `point_map`.
+    pub name: String,
+    /// The points, as in `[[devices.points]]`; names are suffixes.
+    #[serde(default)]
+    pub points: Vec<PointConfig>,
 }
 
 /// A poll group of a device (`[[devices.groups]]`).

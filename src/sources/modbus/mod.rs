@@ -11,6 +11,6 @@ mod tests;
 
 pub use config::{
     ARCHIVE_HEADER_WORDS, ARCHIVE_RECORD_WORDS, ArchiveConfig, DataType, DeviceConfig, PointConfig,
-    PollGroupConfig, RegisterKind, WordOrder,
+    PointMapConfig, PollGroupConfig, RegisterKind, WordOrder,
 };
 pub use poller::spawn;
