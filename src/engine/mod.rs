@@ -25,7 +25,8 @@ pub mod plan;
 
 pub use alarms::SavedAlarm;
 pub use plan::{
-    AlarmDef, AlarmMgmt, AlarmPolicy, BlockPlan, DevicePlan, EnginePlan, PointDecoder, TagInfo,
+    AlarmDef, AlarmMgmt, AlarmPolicy, ArchivePlan, BlockPlan, DevicePlan, EnginePlan, PointDecoder,
+    TagInfo,
 };
 
 use crate::config::MeterKind;
@@ -452,6 +453,21 @@ impl Engine {
                     &mut out.alarms,
                 );
                 out.replies.push(reply);
+            }
+            // Archive records carry their own hour-end times; they are
+            // history, so they feed neither alarms nor the live balance.
+            Input::Archive {
+                device, records, ..
+            } => {
+                for r in records {
+                    let (quality, reason) = r.quality();
+                    out.archives.push(crate::model::ArchiveSample {
+                        device: *device,
+                        record: *r,
+                        quality,
+                        reason,
+                    });
+                }
             }
             // Delivery bookkeeping for the engine task; no data.
             Input::Receipt(_) => {}

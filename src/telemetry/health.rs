@@ -333,7 +333,10 @@ impl DeviceTracker {
                     d.last_error = Some("paused");
                 }
             }
-            Input::Values { .. } | Input::Command(_) | Input::Receipt(_) => {}
+            Input::Values { .. }
+            | Input::Command(_)
+            | Input::Receipt(_)
+            | Input::Archive { .. } => {}
         }
     }
 }

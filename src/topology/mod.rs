@@ -622,7 +622,10 @@ impl Emitter {
             Err(f) => {
                 self.health.set_failing(&f.sinks);
                 metrics::counter!("gaswatch_route_errors_total").increment(1);
-                let lost = (out.samples.len() + out.alarms.len() + out.balances.len()) as u64;
+                let lost = (out.samples.len()
+                    + out.alarms.len()
+                    + out.balances.len()
+                    + out.archives.len()) as u64;
                 metrics::counter!("gaswatch_points_dropped_total", "reason" => "store_failed")
                     .increment(lost);
                 // Once per episode (a batch can come every few ms); the

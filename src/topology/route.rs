@@ -16,6 +16,10 @@ pub struct Router {
     pub influx: Option<Arc<SharedSpool>>,
     pub mqtt: Option<(Arc<SharedSpool>, mqtt::payload::Topics)>,
     pub file: Option<FileSink>,
+    /// Tag `source=<origin>` on every InfluxDB line (`gaswatch replay`
+    /// writes `source=replay`); the daemon writes none.
+    origin: Option<String>,
+    /// Every tag's measurement and tags, escaped once (with the origin).
     prefixes: influxdb::SamplePrefixes,
     lines: Vec<u8>,
     scratch: Vec<u8>,
@@ -87,9 +91,18 @@ impl Router {
             influx,
             mqtt,
             file,
+            origin: None,
             lines: Vec::with_capacity(64 * 1024),
             scratch: Vec::with_capacity(1024),
         }
+    }
+
+    /// Tags every InfluxDB line with `source=<origin>` (see
+    /// [`influxdb::line::encode_alarm_from`] for alarm lines).
+    pub fn with_origin(mut self, origin: Option<String>) -> Self {
+        self.prefixes = influxdb::SamplePrefixes::with_origin(&self.plan, origin.as_deref());
+        self.origin = origin;
+        self
     }
 
     /// Appends everything in `out` to the spools and files. A sink that
@@ -99,6 +112,7 @@ impl Router {
         let mut failed = Failed::default();
         let plan = &*self.plan;
         let station = plan.station_id.as_str();
+        let origin = self.origin.as_deref();
         if !out.samples.is_empty() && (self.influx.is_some() || self.file.is_some()) {
             self.lines.clear();
             let (mut first_ns, mut last_ns) = (i64::MAX, i64::MIN);
@@ -127,7 +141,14 @@ impl Router {
                 .unwrap_or("%");
             if let Some(sp) = &self.influx {
                 self.scratch.clear();
-                influxdb::line::encode_alarm(&mut self.scratch, station, &def.id, &def.source, e);
+                influxdb::line::encode_alarm_from(
+                    &mut self.scratch,
+                    station,
+                    &def.id,
+                    &def.source,
+                    e,
+                    origin,
+                );
                 failed.spool(sp, sp.lock().append(RecordClass::Alarm, &self.scratch));
             }
             let level = plan.alarm_policy.level_name(e.detail.level);
@@ -145,7 +166,7 @@ impl Router {
         for b in &out.balances {
             if let Some(sp) = &self.influx {
                 self.scratch.clear();
-                influxdb::line::encode_balance(&mut self.scratch, station, b);
+                influxdb::line::encode_balance_from(&mut self.scratch, station, b, origin);
                 failed.spool(sp, sp.lock().append(RecordClass::Balance, &self.scratch));
             }
             if let Some((sp, topics)) = &self.mqtt {
@@ -155,6 +176,29 @@ impl Router {
             if let Some(f) = &mut self.file {
                 let json = mqtt::payload::encode_balance(station, b);
                 failed.file(f.write_balance(&json));
+            }
+        }
+        // Archive records: history the flow computer kept, never dropped
+        // (balance class), one line each at its hour end.
+        if !out.archives.is_empty() && (self.influx.is_some() || self.file.is_some()) {
+            self.scratch.clear();
+            for a in &out.archives {
+                let device = plan.device(a.device);
+                let meter = device.archive.as_ref().map_or("", |p| p.meter.as_str());
+                influxdb::line::encode_archive(
+                    &mut self.scratch,
+                    station,
+                    &device.id,
+                    meter,
+                    a,
+                    origin,
+                );
+            }
+            if let Some(sp) = &self.influx {
+                failed.spool(sp, sp.lock().append(RecordClass::Balance, &self.scratch));
+            }
+            if let Some(f) = &mut self.file {
+                failed.file(f.write_telemetry(&self.scratch));
             }
         }
         for r in &out.replies {
@@ -173,7 +217,7 @@ impl Router {
             metrics::gauge!("gaswatch_alarm_max_unacked_seconds").set(h.max_unacked_s);
             if let Some(sp) = &self.influx {
                 self.scratch.clear();
-                encode_health_line(&mut self.scratch, station, h);
+                encode_health_line_from(&mut self.scratch, station, h, origin);
                 failed.spool(sp, sp.lock().append(RecordClass::Balance, &self.scratch));
             }
             if let Some((sp, topics)) = &self.mqtt {
@@ -220,7 +264,23 @@ impl Router {
 /// `alarm_health,station=<id> alarms_per_10min=<n>i,flood=<b>,chattering=<n>i,standing=<n>i,unacked=<n>i,shelved=<n>i,max_unacked_s=<f>,activations_total=<n>i <ts>`
 /// (station ids are validated identifiers, so no escaping is needed).
 pub fn encode_health_line(buf: &mut Vec<u8>, station: &str, h: &crate::model::AlarmHealth) {
+    encode_health_line_from(buf, station, h, None);
+}
+
+/// [`encode_health_line`] with `source=<origin>` before the station tag
+/// (origins are fixed identifiers such as `replay`).
+pub fn encode_health_line_from(
+    buf: &mut Vec<u8>,
+    station: &str,
+    h: &crate::model::AlarmHealth,
+    origin: Option<&str>,
+) {
     use std::io::Write;
+    if let Some(o) = origin {
+        let _ = write!(buf, "alarm_health,source={o},station={station} ");
+    } else {
+        let _ = write!(buf, "alarm_health,station={station} ");
+    }
     let max = if h.max_unacked_s.is_finite() {
         h.max_unacked_s
     } else {
@@ -229,7 +289,7 @@ pub fn encode_health_line(buf: &mut Vec<u8>, station: &str, h: &crate::model::Al
     // Writing into a Vec cannot fail.
     let _ = writeln!(
         buf,
-        "alarm_health,station={station} alarms_per_10min={}i,flood={},chattering={}i,standing={}i,unacked={}i,shelved={}i,max_unacked_s={max},activations_total={}i {}",
+        "alarms_per_10min={}i,flood={},chattering={}i,standing={}i,unacked={}i,shelved={}i,max_unacked_s={max},activations_total={}i {}",
         h.alarms_per_10min,
         h.flood,
         h.chattering,
