@@ -7,6 +7,7 @@
 pub mod daemon;
 pub mod influxdb;
 pub mod mosquitto;
+pub mod pki;
 pub mod pymodbus;
 pub mod station;
 
