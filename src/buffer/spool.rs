@@ -39,8 +39,11 @@
 //!
 //! `append` writes into a 64 KiB buffered writer; `sync` flushes it and
 //! fsyncs the open segment (and the directory after a new segment was
-//! created). The caller batches: the engine task calls `sync` every
-//! `flush_interval`, before it takes more input. A power loss loses at most
+//! created). The caller batches: the engine task calls `begin_sync` every
+//! `flush_interval`, before it takes more input, and runs the returned
+//! [`SyncJob`] (the fsyncs) on a blocking thread without the spool's lock,
+//! so neither the sink's reads nor the engine's appends wait for the disk;
+//! the next flush starts only after that job has finished. A power loss loses at most
 //! the records appended since the last `sync`; a process crash (`kill -9`)
 //! loses at most the records still in the buffer, also appended since the
 //! last `sync` (what reached the kernel survives, at worst with a torn last
@@ -68,9 +71,11 @@
 //!
 //! When the segments of all classes together exceed `max_bytes`, the oldest
 //! telemetry segments are deleted (ERROR with the id range, the time range of
-//! the samples (`first_time`, `last_time`, from the record headers) and the
-//! number of unacknowledged records lost;
-//! `gaswatch_spool_dropped_records_total`). The cap is checked on every
+//! the samples (`first_time`, `last_time`, from the record headers), the
+//! number of unacknowledged records lost and of the samples in them (lines
+//! counted in the dropped segments);
+//! `gaswatch_spool_dropped_records_total`, and
+//! `gaswatch_points_dropped_total{reason="spool_full"}` in samples). The cap is checked on every
 //! append, so the spool exceeds it by at most one record.
 //! Alarm and balance records are never dropped: if only they are left the
 //! spool grows past the cap (WARN, once per episode).
@@ -102,6 +107,41 @@ const ACK_FILE: &str = "acked";
 const ACK_TMP: &str = "acked.tmp";
 const MIN_SEGMENT_BYTES: u64 = 4 << 10;
 const MAX_SEGMENT_BYTES: u64 = 8 << 20;
+
+/// The fsyncs a [`Spool::begin_sync`] still owes. Running it on another
+/// thread is safe: it holds duplicate file handles, so a segment sealed or
+/// deleted meanwhile is synced (or its unlinked inode synced) harmlessly.
+#[derive(Debug, Default)]
+pub struct SyncJob {
+    files: Vec<(File, PathBuf)>,
+    dirs: Vec<PathBuf>,
+}
+
+impl SyncJob {
+    /// fdatasync every segment written to, fsync every directory changed.
+    pub fn run(self) -> Result<(), SpoolError> {
+        for (file, path) in &self.files {
+            file.sync_data().map_err(io_err(path))?;
+        }
+        for dir in &self.dirs {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err(dir))?;
+        }
+        Ok(())
+    }
+
+    /// Nothing to do: no record was appended since the last sync.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty() && self.dirs.is_empty()
+    }
+
+    /// Adds another spool's owed fsyncs to this job.
+    pub fn merge(&mut self, other: SyncJob) {
+        self.files.extend(other.files);
+        self.dirs.extend(other.dirs);
+    }
+}
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
     move |source| SpoolError::Io {
@@ -322,8 +362,34 @@ impl Spool {
 
     /// Makes every appended record durable (fsync).
     pub fn sync(&mut self) -> Result<(), SpoolError> {
+        self.begin_sync()?.run()
+    }
+
+    /// The first half of [`Spool::sync`]: hands every appended record to the
+    /// kernel and returns the fsyncs still owed, to be run without the
+    /// spool (and its lock): the sink keeps reading and the engine keeps
+    /// appending while the disk catches up (group commit). The records are
+    /// durable once [`SyncJob::run`] returns `Ok`.
+    pub fn begin_sync(&mut self) -> Result<SyncJob, SpoolError> {
+        let mut job = SyncJob::default();
         for log in &mut self.classes {
-            log.sync()?;
+            log.begin_sync(&mut job)?;
+        }
+        Ok(job)
+    }
+
+    /// Hands every buffered record to the operating system without an
+    /// fsync: from then on it survives a crash of this process (`kill -9`),
+    /// though not a power loss. The engine task calls it after routing
+    /// alarms, before it journals them, so the alarm journal never holds an
+    /// alarm that a process crash took out of the spool.
+    pub fn write_out(&mut self) -> Result<(), SpoolError> {
+        for log in &mut self.classes {
+            if let (Some(w), Some(seg)) = (log.writer.as_mut(), log.segments.back())
+                && !w.buffer().is_empty()
+            {
+                w.flush().map_err(io_err(&seg.path))?;
+            }
         }
         Ok(())
     }
@@ -388,8 +454,14 @@ impl Spool {
         }
         let t = &mut self.classes[idx(RecordClass::Telemetry)];
         let (mut lost, mut first_lost, mut last_lost) = (0u64, None, 0u64);
-        let mut span_lost = None;
+        let (mut span_lost, mut samples_lost) = (None, 0u64);
         while total > self.max_bytes {
+            if t.segments.len() == 1
+                && let Some(w) = t.writer.as_mut()
+            {
+                // The segment being appended to: its buffered records count too.
+                w.flush().map_err(io_err(&t.dir))?;
+            }
             let Some(front) = t.segments.front() else {
                 break;
             };
@@ -399,6 +471,7 @@ impl Spool {
                 last_lost = front.last_id;
                 lost += n;
                 span_lost = widen(span_lost, front.span);
+                samples_lost += count_lines(front, t.acked);
             }
             total -= front.bytes;
             t.remove_front()?;
@@ -418,6 +491,8 @@ impl Spool {
             };
             metrics::counter!("gaswatch_spool_dropped_records_total", "sink" => self.sink.clone(), "class" => "telemetry")
                 .increment(lost);
+            metrics::counter!("gaswatch_points_dropped_total", "reason" => "spool_full")
+                .increment(samples_lost);
             tracing::error!(
                 sink = %self.sink,
                 class = "telemetry",
@@ -426,6 +501,7 @@ impl Spool {
                 %first_time,
                 %last_time,
                 records = lost,
+                samples = samples_lost,
                 max_bytes = self.max_bytes,
                 "Spool over its size cap: dropped the oldest telemetry."
             );
@@ -499,6 +575,30 @@ fn read_frame(r: &mut impl Read, remaining: u64, scratch: &mut Vec<u8>) -> io::R
         crc_ok: crc_of(&hb[8..], scratch) == h.crc,
         span: h.span,
     })
+}
+
+/// Samples in the records of `seg` with an id above `acked`: telemetry
+/// payloads are line protocol, one sample per `\n`-terminated line. Read
+/// only when the size cap drops the segment, so `gaswatch_points_dropped_total`
+/// counts samples, not records. A record that cannot be read counts 0; a
+/// record sent but not yet acknowledged (a batch in flight, live data during
+/// a backfill) counts although it may have arrived: an upper bound.
+fn count_lines(seg: &Segment, acked: u64) -> u64 {
+    let Ok(f) = File::open(&seg.path) else {
+        return 0;
+    };
+    let mut r = BufReader::new(f);
+    let (mut remaining, mut scratch, mut n) = (seg.bytes, Vec::new(), 0u64);
+    while let Ok(Frame::Record {
+        id, len, crc_ok, ..
+    }) = read_frame(&mut r, remaining, &mut scratch)
+    {
+        remaining -= len;
+        if id > acked && crc_ok {
+            n += scratch.iter().filter(|&&b| b == b'\n').count() as u64;
+        }
+    }
+    n
 }
 
 /// The result of scanning one segment on open.
@@ -716,17 +816,25 @@ impl ClassLog {
     }
 
     fn sync(&mut self) -> Result<(), SpoolError> {
+        let mut job = SyncJob::default();
+        self.begin_sync(&mut job)?;
+        job.run()
+    }
+
+    /// Flushes the open segment's buffer to the kernel and adds the fsyncs
+    /// it still needs (a duplicate handle of the segment, the directory
+    /// after a segment was created or deleted) to `job`.
+    fn begin_sync(&mut self, job: &mut SyncJob) -> Result<(), SpoolError> {
         if self.unsynced {
             if let (Some(w), Some(seg)) = (self.writer.as_mut(), self.segments.back()) {
                 w.flush().map_err(io_err(&seg.path))?;
-                w.get_ref().sync_data().map_err(io_err(&seg.path))?;
+                let file = w.get_ref().try_clone().map_err(io_err(&seg.path))?;
+                job.files.push((file, seg.path.clone()));
             }
             self.unsynced = false;
         }
         if self.dir_unsynced {
-            File::open(&self.dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io_err(&self.dir))?;
+            job.dirs.push(self.dir.clone());
             self.dir_unsynced = false;
         }
         Ok(())

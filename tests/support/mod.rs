@@ -4,8 +4,10 @@
 //! and stop them on drop. Each integration test file uses `mod support;`.
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod influxdb;
 pub mod mosquitto;
+pub mod pki;
 pub mod pymodbus;
 pub mod station;
 
