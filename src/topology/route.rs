@@ -1,5 +1,5 @@
-//! Routing of engine output to the sinks: encodes each sample, alarm and
-//! balance result once per sink format and appends it to that sink's spool
+//! Routing of engine output to the sinks: encodes each sample, alarm,
+//! leak alert and balance result once per sink format and appends it to that sink's spool
 //! (or the local files). Runs on the engine task, between `Engine::process`
 //! and the next input; it allocates only its reused buffers.
 
@@ -163,6 +163,25 @@ impl Router {
                 failed.file(f.write_alarm(&json));
             }
         }
+        // Leak alerts: the details of a LEAK raise, never dropped (alarm
+        // class), in InfluxDB's `leak` measurement (also the file sink's
+        // line protocol) and on the `leaks` topic.
+        for a in &out.leaks {
+            if self.influx.is_some() || self.file.is_some() {
+                self.scratch.clear();
+                influxdb::line::encode_leak_from(&mut self.scratch, station, a, origin);
+                if let Some(sp) = &self.influx {
+                    failed.spool(sp, sp.lock().append(RecordClass::Alarm, &self.scratch));
+                }
+                if let Some(f) = &mut self.file {
+                    failed.file(f.write_telemetry(&self.scratch));
+                }
+            }
+            if let Some((sp, topics)) = &self.mqtt {
+                let rec = mqtt::payload::leak_record(topics, station, a);
+                failed.spool(sp, sp.lock().append(RecordClass::Alarm, &rec));
+            }
+        }
         for b in &out.balances {
             if let Some(sp) = &self.influx {
                 self.scratch.clear();
@@ -207,7 +226,7 @@ impl Router {
                 failed.spool(sp, sp.lock().append(RecordClass::Alarm, &rec));
             }
         }
-        if !out.alarms.is_empty() || !out.replies.is_empty() {
+        if !out.alarms.is_empty() || !out.replies.is_empty() || !out.leaks.is_empty() {
             // Alarms and replies reach the OS now: the journal, written
             // next, must never be ahead of them after a process crash.
             if let Some(sp) = &self.influx
@@ -313,4 +332,65 @@ pub fn encode_health_line_from(
         h.activations_total,
         h.ts.nanos()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffer::{Spool, SpoolConfig};
+    use crate::config::Config;
+    use crate::model::{LeakAlert, Timestamp};
+    use std::path::Path;
+
+    /// A leak alert reaches InfluxDB's `leak` measurement and the `leaks`
+    /// topic, both in the never-dropped alarm class.
+    #[test]
+    fn leak_alerts_go_to_influx_and_the_dispatch_topic() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let text = include_str!("../../config/city-gate.toml");
+        let c = Config::from_str_named(text, Path::new("city-gate.toml")).expect("config");
+        let plan = Arc::new(EnginePlan::compile(&c));
+        let spool = |name: &str| {
+            let s = Spool::open(&dir.path().join(name), &SpoolConfig::default()).expect("spool");
+            SharedSpool::new(name, s)
+        };
+        let (influx, mqtt_spool) = (spool("influxdb"), spool("mqtt"));
+        let topics = mqtt::payload::Topics::new("gaswatch", &plan.station_id);
+        let mut router = Router::new(
+            Arc::clone(&plan),
+            Some(Arc::clone(&influx)),
+            Some((Arc::clone(&mqtt_spool), topics)),
+            None,
+        );
+        let mut out = Output::default();
+        out.leaks.push(LeakAlert {
+            window_s: 60,
+            start: Timestamp(1_700_000_000_000_000_000),
+            detected: Timestamp(1_700_000_180_000_000_000),
+            rate_sm3_per_h: 1500.0,
+            rate_uncertainty_sm3_per_h: 60.0,
+            rate_percent: 5.0,
+            confidence: 1.0,
+        });
+        router.route(&out).expect("routed");
+        let read = |sp: &SharedSpool| {
+            let mut recs = Vec::new();
+            sp.lock()
+                .read(RecordClass::Alarm, 0, 10, 1 << 20, &mut recs)
+                .expect("read");
+            recs
+        };
+        let lines = read(&influx);
+        assert_eq!(lines.len(), 1);
+        let line = String::from_utf8_lossy(&lines[0].payload);
+        assert!(
+            line.starts_with("leak,station=cg01,window_s=60 start_ns=1700000000000000000i,"),
+            "{line}"
+        );
+        let recs = read(&mqtt_spool);
+        assert_eq!(recs.len(), 1);
+        let rec = mqtt::payload::decode_record(&recs[0].payload).expect("record");
+        assert_eq!(rec.topic, "gaswatch/cg01/leaks");
+        assert!(String::from_utf8_lossy(&rec.payload).contains("\"rate_sm3_per_h\":1500.0"));
+    }
 }

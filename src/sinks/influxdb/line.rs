@@ -17,7 +17,7 @@
 //! `-3.0`, `1e-7`), which InfluxDB parses back to the same `f64`.
 
 use crate::engine::TagInfo;
-use crate::model::{AlarmEvent, ArchiveSample, BalanceResult, Reason, Sample};
+use crate::model::{AlarmEvent, ArchiveSample, BalanceResult, LeakAlert, Reason, Sample};
 
 fn escape_into(buf: &mut Vec<u8>, s: &str, special: &[u8]) {
     // Fast path: station, device, point and unit names almost never hold a
@@ -314,6 +314,29 @@ pub fn encode_balance_from(
     f.end(b.end.nanos());
 }
 
+/// `leak,station=,window_s= start_ns=<n>i,rate_sm3_per_h=,rate_uncertainty_sm3_per_h=,rate_percent=,confidence=,method="" <detected>`.
+///
+/// One leak alert (the details of a `balance/LEAK` raise): the leak test's
+/// window length as a tag (several tests may report one episode), the
+/// estimated start as an integer field, stamped with the end of the window
+/// that crossed the threshold. Non-finite numbers are left out.
+pub fn encode_leak_from(buf: &mut Vec<u8>, station: &str, a: &LeakAlert, origin: Option<&str>) {
+    measurement(buf, "leak");
+    if let Some(o) = origin {
+        tag(buf, "source", o);
+    }
+    tag(buf, "station", station);
+    tag(buf, "window_s", itoa::Buffer::new().format(a.window_s));
+    let mut f = Fields::new(buf);
+    f.uint("start_ns", u64::try_from(a.start.nanos()).unwrap_or(0));
+    f.float("rate_sm3_per_h", a.rate_sm3_per_h);
+    f.float("rate_uncertainty_sm3_per_h", a.rate_uncertainty_sm3_per_h);
+    f.float("rate_percent", a.rate_percent);
+    f.float("confidence", a.confidence);
+    f.string("method", a.method());
+    f.end(a.detected.nanos());
+}
+
 /// `archive_hourly,device=,meter=,station= base_volume_sm3=,flowing_volume_m3=,pressure_kpa=,temperature_c=,record=<n>i,quality="",reason="" <hour end>`.
 ///
 /// One flow-computer archive record, at the end of the hour it covers (the
@@ -586,5 +609,24 @@ mod tests {
             let text = s(&buf).trim_start_matches(" v=");
             assert_eq!(text.parse::<f64>().expect("parse"), v);
         }
+    }
+
+    #[test]
+    fn leak_alert_line() {
+        let a = LeakAlert {
+            window_s: 60,
+            start: crate::model::Timestamp(1_700_000_000_000_000_000),
+            detected: crate::model::Timestamp(1_700_000_180_000_000_000),
+            rate_sm3_per_h: 1500.5,
+            rate_uncertainty_sm3_per_h: 61.25,
+            rate_percent: 5.0,
+            confidence: 1.0,
+        };
+        let mut buf = Vec::new();
+        encode_leak_from(&mut buf, "cg01", &a, Some("replay"));
+        assert_eq!(
+            s(&buf),
+            "leak,source=replay,station=cg01,window_s=60 start_ns=1700000000000000000i,rate_sm3_per_h=1500.5,rate_uncertainty_sm3_per_h=61.25,rate_percent=5.0,confidence=1.0,method=\"cusum_compensated_volume_balance\" 1700000180000000000\n"
+        );
     }
 }

@@ -15,7 +15,7 @@
 use crate::engine::plan::AlarmDef;
 use crate::model::{
     AlarmAction, AlarmCommand, AlarmEvent, AlarmHealth, AlarmKind, BalanceResult, CommandAction,
-    CommandRefusal, CommandReply, Timestamp,
+    CommandRefusal, CommandReply, LeakAlert, Timestamp,
 };
 use serde::Serialize;
 
@@ -72,6 +72,11 @@ impl Topics {
     /// `<prefix>/<station>/balance`: closed balance windows, QoS 1, not retained.
     pub fn balance(&self) -> String {
         format!("{}/balance", self.base)
+    }
+
+    /// `<prefix>/<station>/leaks`: leak alerts, QoS 1, not retained.
+    pub fn leaks(&self) -> String {
+        format!("{}/leaks", self.base)
     }
 }
 
@@ -554,6 +559,47 @@ pub fn encode_health(station: &str, h: &AlarmHealth) -> Vec<u8> {
     serde_json::to_vec(&json).unwrap_or_default()
 }
 
+#[derive(Serialize)]
+struct LeakJson<'a> {
+    v: u8,
+    station: &'a str,
+    window_s: i64,
+    start: String,
+    start_ns: i64,
+    detected: String,
+    detected_ns: i64,
+    rate_sm3_per_h: Option<f64>,
+    rate_uncertainty_sm3_per_h: Option<f64>,
+    rate_percent: Option<f64>,
+    confidence: Option<f64>,
+    method: &'a str,
+}
+
+/// The JSON v1 leak alert (one line, no trailing newline).
+pub fn encode_leak(station: &str, a: &LeakAlert) -> Vec<u8> {
+    let json = LeakJson {
+        v: PAYLOAD_VERSION,
+        station,
+        window_s: a.window_s,
+        start: a.start.to_rfc3339(),
+        start_ns: a.start.nanos(),
+        detected: a.detected.to_rfc3339(),
+        detected_ns: a.detected.nanos(),
+        rate_sm3_per_h: finite(a.rate_sm3_per_h),
+        rate_uncertainty_sm3_per_h: finite(a.rate_uncertainty_sm3_per_h),
+        rate_percent: finite(a.rate_percent),
+        confidence: finite(a.confidence),
+        method: a.method(),
+    };
+    serde_json::to_vec(&json).unwrap_or_default()
+}
+
+/// The spool record of one leak alert; append with
+/// [`crate::buffer::RecordClass::Alarm`] (never dropped, sent with alarms).
+pub fn leak_record(topics: &Topics, station: &str, a: &LeakAlert) -> Vec<u8> {
+    encode_record(&topics.leaks(), &encode_leak(station, a), false)
+}
+
 /// The spool record of one balance result; append with
 /// [`crate::buffer::RecordClass::Balance`].
 pub fn balance_record(topics: &Topics, station: &str, b: &BalanceResult) -> Vec<u8> {
@@ -768,5 +814,25 @@ mod tests {
         e.detail.state = crate::model::AlarmState::Normal;
         let [_, st] = alarm_records(&t, "cg01", &def(), &e, "kPa");
         assert!(decode_record(&st).expect("state").payload.is_empty());
+    }
+
+    #[test]
+    fn leak_json_is_exact_and_goes_to_the_leaks_topic() {
+        let a = LeakAlert {
+            window_s: 300,
+            start: Timestamp(1_795_820_400_000_000_000),
+            detected: Timestamp(1_795_821_000_000_000_000),
+            rate_sm3_per_h: 600.5,
+            rate_uncertainty_sm3_per_h: f64::NAN,
+            rate_percent: 2.0,
+            confidence: 0.999,
+        };
+        let want = r#"{"v":1,"station":"cg01","window_s":300,"start":"2026-11-27T23:00:00.000Z","start_ns":1795820400000000000,"detected":"2026-11-27T23:10:00.000Z","detected_ns":1795821000000000000,"rate_sm3_per_h":600.5,"rate_uncertainty_sm3_per_h":null,"rate_percent":2.0,"confidence":0.999,"method":"cusum_compensated_volume_balance"}"#;
+        assert_eq!(String::from_utf8_lossy(&encode_leak("cg01", &a)), want);
+        let topics = Topics::new("gaswatch", "cg01");
+        let rec = decode_record(&leak_record(&topics, "cg01", &a)).expect("record");
+        assert_eq!(rec.topic, "gaswatch/cg01/leaks");
+        assert!(!rec.retain);
+        assert_eq!(rec.payload, want.as_bytes());
     }
 }
