@@ -264,3 +264,24 @@ fn point_map_problems_name_the_map_entry_and_the_device() {
     let e = problems(&MAPPED.replace("point_prefix = \"R8_\"", "point_prefix = \"rtu07.\""));
     assert!(e.contains("point_maps[0].points[0].name"), "{e}");
 }
+
+#[test]
+fn gc_composition_is_checked_with_its_keys() {
+    let text = BASE.to_string()
+        + r#"
+[gas]
+method = "fixed"
+[gas.gc]
+components = { methane = "P1", unobtainium = "P1", ethane = "NOPE" }
+sum_tolerance_percent = 20.0
+"#;
+    let e = problems(&text);
+    for want in [
+        "bad.toml: gas.gc: a live composition needs method \"aga8_detail\" or \"gerg2008\"",
+        "bad.toml: gas.gc.components.unobtainium: unknown component",
+        "bad.toml: gas.gc.sum_tolerance_percent: expected 0-10 %, got 20",
+        "bad.toml: gas.gc.components.ethane: expected the name of a point defined under [[devices.points]], got \"NOPE\"",
+    ] {
+        assert!(e.contains(want), "missing {want:?} in:\n{e}");
+    }
+}

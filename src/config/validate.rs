@@ -793,4 +793,9 @@ fn validate_balance_extras(c: &Config, points: &HashMap<&str, String>, p: &mut P
     for (key, msg) in c.gas.problems() {
         p.add(format!("gas.{key}"), msg);
     }
+    if let Some(gc) = &c.gas.gc {
+        for (component, point) in &gc.components {
+            point_problem(p, format!("gas.gc.components.{component}"), point);
+        }
+    }
 }

@@ -20,6 +20,7 @@ pub mod alarms;
 pub mod balance;
 pub mod decode;
 pub mod gas;
+pub mod gc;
 pub mod leak;
 pub mod plan;
 
@@ -137,6 +138,15 @@ pub struct Engine {
     /// never reported) and one detector each; empty without a leak test.
     leak_balances: Vec<Balance>,
     leaks: Vec<LeakDetector>,
+    /// Live gas composition (`[gas.gc]`), and the time of the latest
+    /// component sample.
+    gc: Option<gc::GcState>,
+    gc_ts: Timestamp,
+    /// Per line-pack element: offset added to its pack so that a change of
+    /// composition (a new GC analysis, a fallback) is not a step in the
+    /// pack, and the pack before the change (reused buffer).
+    pack_offset: Vec<f64>,
+    pack_before: Vec<f64>,
     /// Leak-test windows closed by the current tick and the variance of
     /// their window-to-window parts (reused buffer).
     leak_results: Vec<(crate::model::BalanceResult, f64)>,
@@ -255,6 +265,11 @@ impl Engine {
         let gas = plan.gas.build().unwrap_or_else(|_| {
             GasModel::ideal(plan.gas.base(), plan.gas.atmospheric_pressure_kpa)
         });
+        let n_elements = plan.linepack.len();
+        let gc = plan
+            .gc
+            .as_ref()
+            .map(|g| gc::GcState::new(g, gas::config::composition(&plan.gas.composition).ok()));
         let alarms = AlarmStates::with_policy(plan.alarms.len(), start_seq, &plan.alarm_policy);
         let device_last_good = vec![i64::MIN; plan.devices.len()];
         let mut texts: Vec<(String, Timestamp, Quality)> = plan
@@ -284,6 +299,10 @@ impl Engine {
             leak_balances,
             leaks,
             leak_results: Vec::new(),
+            gc,
+            gc_ts: Timestamp(i64::MIN),
+            pack_offset: vec![0.0; n_elements],
+            pack_before: vec![f64::NAN; n_elements],
             gas,
             counters: BalanceCounters::default(),
             device_last_good,
@@ -518,6 +537,61 @@ impl Engine {
             // Delivery bookkeeping for the engine task; no data.
             Input::Receipt(_) => {}
         }
+        // A GC analysis is looked at once the whole input is in, so its
+        // components are taken together.
+        if self.gc.as_ref().is_some_and(|g| g.dirty) {
+            self.update_gas(self.gc_ts, out);
+        }
+    }
+
+    /// Which composition Z comes from (`[gas.gc]`); `None` without a GC.
+    pub fn gas_source(&self) -> Option<gc::GasSource> {
+        self.gc.as_ref().map(gc::GcState::source)
+    }
+
+    /// GC analyses applied and fallbacks entered since start.
+    pub fn gc_counts(&self) -> Option<(u64, u64)> {
+        self.gc.as_ref().map(|g| (g.updates, g.fallbacks))
+    }
+
+    fn update_gas(&mut self, ts: Timestamp, out: &mut Output) {
+        let plan = Arc::clone(&self.plan);
+        let (Some(g), Some(state)) = (plan.gc.as_ref(), self.gc.as_mut()) else {
+            return;
+        };
+        let tags = &self.tags;
+        // The gas in the pipe does not change the moment an analysis does:
+        // the pack is re-based so the new Z moves it only from here on.
+        for (e, before) in self.pack_before.iter_mut().enumerate() {
+            *before = pack_sm3(&plan, tags, &mut self.gas, e);
+        }
+        let change = state.update(
+            g,
+            |i| {
+                tags.get(i)
+                    .map_or((f64::NAN, Quality::Bad), |t| (t.value, t.quality))
+            },
+            &mut self.gas,
+        );
+        for (e, before) in self.pack_before.iter().enumerate() {
+            let d = before - pack_sm3(&plan, tags, &mut self.gas, e);
+            if d.is_finite() {
+                self.pack_offset[e] += d;
+            }
+        }
+        if let Some(fallback) = change {
+            self.alarms.transition(
+                g.alarm,
+                &plan.alarms,
+                &plan.alarm_policy,
+                plan.flood_alarm,
+                fallback,
+                !fallback,
+                if fallback { 1.0 } else { 0.0 },
+                ts,
+                &mut out.alarms,
+            );
+        }
     }
 
     /// Decodes the points of a block answer. `first` is `None` for a whole
@@ -654,6 +728,12 @@ impl Engine {
         if !self.plan.tag_linepack[i].is_empty() {
             self.on_linepack_tag(i, s.ts, out);
         }
+        if let (Some(g), Some(state)) = (&self.plan.gc, &mut self.gc)
+            && g.is_component.get(i).copied().unwrap_or(false)
+        {
+            state.dirty = true;
+            self.gc_ts = s.ts;
+        }
         let plan = &*self.plan;
         if good {
             let device = plan.tags[i].device.0 as usize;
@@ -730,7 +810,15 @@ impl Engine {
                 if !self.plan.tag_linepack[i].is_empty() {
                     self.on_linepack_tag(i, now, out);
                 }
+                if let (Some(g), Some(state)) = (&self.plan.gc, &mut self.gc)
+                    && g.is_component.get(i).copied().unwrap_or(false)
+                {
+                    state.dirty = true;
+                }
             }
+        }
+        if self.gc.as_ref().is_some_and(|g| g.dirty) {
+            self.update_gas(now, out);
         }
         let plan = Arc::clone(&self.plan);
         for (wi, b) in self.balances.iter_mut().enumerate() {
@@ -917,18 +1005,9 @@ impl Engine {
         let plan = Arc::clone(&self.plan);
         for &e in &plan.tag_linepack[i] {
             let l = &plan.linepack[e as usize];
-            let (p, t) = (
-                self.tags[l.pressure.0 as usize],
-                self.tags[l.temperature.0 as usize],
-            );
-            let lp = if p.quality == Quality::Good && t.quality == Quality::Good {
-                let p_abs = self.gas.absolute_kpa(p.value, l.pressure_gauge);
-                self.gas
-                    .linepack_sm3(l.volume_m3, p_abs, t.value + 273.15)
-                    .unwrap_or(f64::NAN)
-            } else {
-                f64::NAN
-            };
+            let p = self.tags[l.pressure.0 as usize];
+            let lp = pack_sm3(&plan, &self.tags, &mut self.gas, e as usize)
+                + self.pack_offset[e as usize];
             for b in self.balances.iter_mut().chain(&mut self.leak_balances) {
                 b.on_linepack(e as usize, ts, lp);
             }
@@ -959,6 +1038,21 @@ impl Engine {
             }
         }
     }
+}
+
+/// Pack (Sm³) of line-pack element `e` from its current P and T; NaN when
+/// either is not good.
+fn pack_sm3(plan: &EnginePlan, tags: &[TagState], gas: &mut GasModel, e: usize) -> f64 {
+    let Some(l) = plan.linepack.get(e) else {
+        return f64::NAN;
+    };
+    let (p, t) = (tags[l.pressure.0 as usize], tags[l.temperature.0 as usize]);
+    if p.quality != Quality::Good || t.quality != Quality::Good {
+        return f64::NAN;
+    }
+    let p_abs = gas.absolute_kpa(p.value, l.pressure_gauge);
+    gas.linepack_sm3(l.volume_m3, p_abs, t.value + 273.15)
+        .unwrap_or(f64::NAN)
 }
 
 #[cfg(test)]

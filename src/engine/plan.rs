@@ -269,7 +269,24 @@ pub struct EnginePlan {
     pub leak_alarm: Option<u32>,
     pub leak: crate::config::LeakConfig,
     pub gas: crate::engine::gas::GasConfig,
+    /// Live gas composition from GC points (`[gas.gc]`).
+    pub gc: Option<GcPlan>,
     by_name: HashMap<String, TagId>,
+}
+
+/// `[gas.gc]` compiled: each component's point and the fallback alarm.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GcPlan {
+    /// (aga8 component name, its point).
+    pub components: Vec<(String, TagId)>,
+    /// Multiplier from the points' unit to a mole fraction.
+    pub to_fraction: f64,
+    /// Largest departure of an analysis' sum from 1 still normalised.
+    pub sum_tolerance: f64,
+    /// `<station>/gas/GC_FALLBACK`.
+    pub alarm: u32,
+    /// Per tag: whether it is a component point.
+    pub is_component: Vec<bool>,
 }
 
 impl EnginePlan {
@@ -609,6 +626,33 @@ impl EnginePlan {
             });
             alarms.len() as u32 - 1
         });
+        let gc = config.gas.gc.as_ref().map(|g| {
+            let components: Vec<(String, TagId)> = g
+                .components
+                .iter()
+                .filter_map(|(c, point)| by_name.get(point).map(|&t| (c.clone(), t)))
+                .collect();
+            let mut is_component = vec![false; tags.len()];
+            for (_, t) in &components {
+                is_component[t.0 as usize] = true;
+            }
+            alarms.push(AlarmDef {
+                id: format!("{station}/gas/GC_FALLBACK"),
+                source: "gas".to_string(),
+                kind: crate::model::AlarmKind::BadQuality,
+                priority: Priority::Medium,
+                limit: 0.5,
+                deadband: 0.0,
+                mgmt: base(Priority::Medium),
+            });
+            GcPlan {
+                components,
+                to_fraction: g.unit.to_fraction(),
+                sum_tolerance: g.sum_tolerance_percent / 100.0,
+                alarm: alarms.len() as u32 - 1,
+                is_component,
+            }
+        });
         let mut tag_linepack = vec![Vec::new(); tags.len()];
         let mut linepack = Vec::new();
         if imbalance_alarm.is_some() {
@@ -682,6 +726,7 @@ impl EnginePlan {
             leak_alarm,
             leak: config.balance.leak.clone(),
             gas: config.gas.clone(),
+            gc,
             by_name,
         }
     }

@@ -69,6 +69,9 @@ pub struct GasConfig {
     pub composition: BTreeMap<String, f64>,
     /// SGERG-88 inputs (method "sgerg88").
     pub sgerg: Option<SgergInputs>,
+    /// Live composition from a gas chromatograph (methods "aga8_detail" and
+    /// "gerg2008"); `composition` stays the fallback.
+    pub gc: Option<GcConfig>,
 }
 
 impl Default for GasConfig {
@@ -82,6 +85,7 @@ impl Default for GasConfig {
             z_base: None,
             composition: BTreeMap::new(),
             sgerg: None,
+            gc: None,
         }
     }
 }
@@ -93,6 +97,80 @@ fn default_t_base() -> f64 {
     20.0
 }
 
+/// The mole fraction of component `name` (aga8 names) in `c`, if known.
+pub fn component_slot<'a>(c: &'a mut Composition, name: &str) -> Option<&'a mut f64> {
+    Some(match name {
+        "methane" => &mut c.methane,
+        "nitrogen" => &mut c.nitrogen,
+        "carbon_dioxide" => &mut c.carbon_dioxide,
+        "ethane" => &mut c.ethane,
+        "propane" => &mut c.propane,
+        "isobutane" => &mut c.isobutane,
+        "n_butane" => &mut c.n_butane,
+        "isopentane" => &mut c.isopentane,
+        "n_pentane" => &mut c.n_pentane,
+        "hexane" => &mut c.hexane,
+        "heptane" => &mut c.heptane,
+        "octane" => &mut c.octane,
+        "nonane" => &mut c.nonane,
+        "decane" => &mut c.decane,
+        "hydrogen" => &mut c.hydrogen,
+        "oxygen" => &mut c.oxygen,
+        "carbon_monoxide" => &mut c.carbon_monoxide,
+        "water" => &mut c.water,
+        "hydrogen_sulfide" => &mut c.hydrogen_sulfide,
+        "helium" => &mut c.helium,
+        "argon" => &mut c.argon,
+        _ => return None,
+    })
+}
+
+/// How a gas chromatograph states each component.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum GcUnit {
+    /// Mole percent (0-100), as most GCs report.
+    #[default]
+    MolPercent,
+    /// Mole fraction (0-1).
+    MoleFraction,
+}
+
+impl GcUnit {
+    /// Multiplier to a mole fraction.
+    pub fn to_fraction(self) -> f64 {
+        match self {
+            GcUnit::MolPercent => 0.01,
+            GcUnit::MoleFraction => 1.0,
+        }
+    }
+}
+
+/// `[gas.gc]`: live composition from a gas chromatograph's points. An
+/// analysis (all component points GOOD, read together) replaces the
+/// composition of the one AGA 8 / GERG-2008 calculator; while any of them
+/// is BAD or STALE, or an analysis does not add up, the engine falls back
+/// to `[gas.composition]` and raises `<station>/gas/GC_FALLBACK`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GcConfig {
+    /// Point holding each component's share of the latest analysis, by
+    /// aga8 component name, e.g. `{ methane = "GC_C1", ethane = "GC_C2" }`;
+    /// components not listed are 0 in a live analysis.
+    pub components: BTreeMap<String, String>,
+    /// "mol_percent" (default) or "mole_fraction".
+    #[serde(default)]
+    pub unit: GcUnit,
+    /// An analysis whose components add up to within this of 100 % is
+    /// normalised and used; one further off is rejected (fallback). Default 2.
+    #[serde(default = "default_gc_tolerance")]
+    pub sum_tolerance_percent: f64,
+}
+
+fn default_gc_tolerance() -> f64 {
+    2.0
+}
+
 /// Builds an aga8 composition from component names; errors name the key.
 pub fn composition(map: &BTreeMap<String, f64>) -> Result<Composition, (String, String)> {
     let mut c = Composition::default();
@@ -101,34 +179,11 @@ pub fn composition(map: &BTreeMap<String, f64>) -> Result<Composition, (String, 
         if !(0.0..=1.0).contains(&x) {
             return Err((key, format!("expected a mole fraction 0..=1, got {x}")));
         }
-        let slot = match name.as_str() {
-            "methane" => &mut c.methane,
-            "nitrogen" => &mut c.nitrogen,
-            "carbon_dioxide" => &mut c.carbon_dioxide,
-            "ethane" => &mut c.ethane,
-            "propane" => &mut c.propane,
-            "isobutane" => &mut c.isobutane,
-            "n_butane" => &mut c.n_butane,
-            "isopentane" => &mut c.isopentane,
-            "n_pentane" => &mut c.n_pentane,
-            "hexane" => &mut c.hexane,
-            "heptane" => &mut c.heptane,
-            "octane" => &mut c.octane,
-            "nonane" => &mut c.nonane,
-            "decane" => &mut c.decane,
-            "hydrogen" => &mut c.hydrogen,
-            "oxygen" => &mut c.oxygen,
-            "carbon_monoxide" => &mut c.carbon_monoxide,
-            "water" => &mut c.water,
-            "hydrogen_sulfide" => &mut c.hydrogen_sulfide,
-            "helium" => &mut c.helium,
-            "argon" => &mut c.argon,
-            _ => {
-                return Err((
-                    key,
-                    "unknown component (see the [gas] docs for names)".into(),
-                ));
-            }
+        let Some(slot) = component_slot(&mut c, name) else {
+            return Err((
+                key,
+                "unknown component (see the [gas] docs for names)".into(),
+            ));
         };
         *slot = x;
     }
@@ -215,6 +270,36 @@ impl GasConfig {
                 p.push((
                     k.into(),
                     format!("expected a compression factor 0.3-1.5, got {v}"),
+                ));
+            }
+        }
+        if let Some(gc) = &self.gc {
+            if !matches!(self.method, ZMethod::Aga8Detail | ZMethod::Gerg2008) {
+                p.push((
+                    "gc".into(),
+                    "a live composition needs method \"aga8_detail\" or \"gerg2008\"".into(),
+                ));
+            }
+            if gc.components.is_empty() {
+                p.push((
+                    "gc.components".into(),
+                    "expected at least one component mapped to a point".into(),
+                ));
+            }
+            let mut probe = Composition::default();
+            for name in gc.components.keys() {
+                if component_slot(&mut probe, name).is_none() {
+                    p.push((
+                        format!("gc.components.{name}"),
+                        "unknown component (see the [gas] docs for names)".into(),
+                    ));
+                }
+            }
+            let tol = gc.sum_tolerance_percent;
+            if !(tol.is_finite() && tol > 0.0 && tol <= 10.0) {
+                p.push((
+                    "gc.sum_tolerance_percent".into(),
+                    format!("expected 0-10 %, got {tol}"),
                 ));
             }
         }

@@ -14,7 +14,7 @@
 pub mod config;
 pub mod sgerg;
 
-pub use config::{GasConfig, ZMethod};
+pub use config::{GasConfig, GcConfig, GcUnit, ZMethod};
 pub use sgerg::Sgerg;
 
 use aga8::composition::Composition;
@@ -163,6 +163,35 @@ impl GasModel {
         };
         m.z_base = m.z(base.pressure_kpa, base.temperature_k)?;
         Ok(m)
+    }
+
+    /// Replaces the composition of the AGA 8 DETAIL or GERG-2008 calculator
+    /// (the same one, reused; no allocation) and recomputes Z at base
+    /// conditions. Fixed and SGERG-88 models have no composition.
+    pub fn set_composition(&mut self, comp: &Composition) -> Result<(), GasError> {
+        let set = match self.model {
+            ZModel::Detail => self
+                .detail
+                .as_mut()
+                .map(|d| d.set_composition(comp).map_err(|e| format!("{e:?}"))),
+            ZModel::Gerg => self
+                .gerg
+                .as_mut()
+                .map(|g| g.set_composition(comp).map_err(|e| format!("{e:?}"))),
+            ZModel::Fixed { .. } | ZModel::Sgerg(_) => None,
+        };
+        match set {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(GasError::Composition(e)),
+            None => {
+                return Err(GasError::Composition(format!(
+                    "method {} has no composition",
+                    self.method_name()
+                )));
+            }
+        }
+        self.z_base = self.z(self.base.pressure_kpa, self.base.temperature_k)?;
+        Ok(())
     }
 
     /// Short name of the Z method.

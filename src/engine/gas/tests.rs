@@ -114,3 +114,36 @@ fn config_builds_each_method_and_names_bad_keys() {
     c.method = ZMethod::Sgerg88;
     assert_eq!(c.problems()[0].0, "sgerg");
 }
+
+#[test]
+fn a_new_composition_reuses_the_calculator_and_matches_a_fresh_one() {
+    let base = BaseConditions::default();
+    let lean = Composition {
+        methane: 0.96,
+        ethane: 0.02,
+        nitrogen: 0.01,
+        carbon_dioxide: 0.01,
+        ..Composition::default()
+    };
+    for detail in [true, false] {
+        let build = |c: &Composition| {
+            if detail {
+                GasModel::detail(c, base, 101.325)
+            } else {
+                GasModel::gerg2008(c, base, 101.325)
+            }
+            .expect("valid")
+        };
+        let mut m = build(&gulf_coast());
+        let z_rich = m.z(5_000.0, 280.0).expect("converges");
+        m.set_composition(&lean).expect("valid composition");
+        let mut fresh = build(&lean);
+        let z = m.z(5_000.0, 280.0).expect("converges");
+        assert_eq!(z, fresh.z(5_000.0, 280.0).expect("converges"));
+        assert_eq!(m.z_base(), fresh.z_base());
+        assert!(z > z_rich, "lean gas is closer to ideal: {z} vs {z_rich}");
+    }
+    // No composition behind a fixed Z.
+    let mut fixed = GasModel::ideal(base, 101.325);
+    assert!(fixed.set_composition(&lean).is_err());
+}
