@@ -228,6 +228,26 @@ pub struct MeterConfig {
     pub pressure: Option<String>,
     /// Point serving temperature, degC.
     pub temperature: Option<String>,
+    /// What `flow` serves (the daemon's `kind`): flow or totaliser, at
+    /// base or line conditions.
+    pub kind: MeterKind,
+    /// A totaliser wraps to 0 at this value (the daemon's `rollover`).
+    pub rollover: Option<f64>,
+}
+
+/// What a meter's `flow` point serves, as the daemon's `[[meters]] kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MeterKind {
+    /// Flow at base conditions, Sm3/h.
+    #[default]
+    BaseFlow,
+    /// Flow at line pressure and temperature, m3/h.
+    LineFlow,
+    /// Volume total at base conditions, Sm3 (rolls over at `rollover`).
+    BaseTotaliser,
+    /// Volume total at line conditions, m3 (rolls over at `rollover`).
+    LineTotaliser,
 }
 
 // ---- raw serde shapes (unknown keys ignored) ----
@@ -353,6 +373,9 @@ struct RawMeter {
     flow: String,
     pressure: Option<String>,
     temperature: Option<String>,
+    #[serde(default)]
+    kind: MeterKind,
+    rollover: Option<f64>,
 }
 
 impl StationConfig {
@@ -639,12 +662,20 @@ impl StationConfig {
             if let Some(t) = &m.temperature {
                 check("temperature", t)?;
             }
+            if let Some(r) = m.rollover.filter(|r| !(r.is_finite() && *r > 0.0)) {
+                return Err(ConfigError::invalid(
+                    format!("meters[{mi}].rollover"),
+                    format!("a positive finite totaliser range (got {r})"),
+                ));
+            }
             meters.push(MeterConfig {
                 name: m.name,
                 role: m.role,
                 flow: m.flow,
                 pressure: m.pressure,
                 temperature: m.temperature,
+                kind: m.kind,
+                rollover: m.rollover,
             });
         }
 
