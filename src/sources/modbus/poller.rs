@@ -1,6 +1,9 @@
-//! The Modbus/TCP poller: one task per endpoint (`host:port`) reads the
-//! planned blocks of every device behind it and sends each result to the
-//! engine as an [`Input`]. The poller never decodes; the engine does.
+//! The Modbus poller: one task per link (a `host:port` speaking Modbus/TCP
+//! or RTU over TCP, or a serial port speaking RTU) reads the planned blocks
+//! of every device behind it and sends each result to the engine as an
+//! [`Input`]. The poller never decodes; the engine does. The three
+//! transports differ only in how [`EndpointTask::connect`] opens the link;
+//! timeouts, reconnects, exception policy and pausing are the same code.
 //!
 //! Invariants:
 //! - **Read-only toward the field.** The only requests ever built are
@@ -14,10 +17,19 @@
 //!   alone ([`SplitRanges`]). The split is remembered; parts go to the
 //!   engine as `Input::RegistersPart` / `Input::ReadFailedPart`, so the good
 //!   points keep reading and only the bad one is BAD `exception_02...`.
-//! - **One connection per endpoint.** Devices that share an endpoint (unit
-//!   ids behind one serial gateway) share one TCP connection; requests on it
-//!   are strictly serialised (one outstanding request), the unit id is set
-//!   per request. Serial gateways and small RTUs allow nothing else.
+//! - **One connection per link.** Devices that share a link (unit ids
+//!   behind one serial gateway, or on one RS-485 bus) share one TCP
+//!   connection or one open serial port; requests on it are strictly
+//!   serialised (one outstanding request per bus), the unit id is set per
+//!   request. Serial buses, gateways and small RTUs allow nothing else.
+//! - **RTU has no transaction id.** A late answer on an RTU link can only be
+//!   told from the current one by unit id, function code, length and CRC.
+//!   So after a timeout (or a garbled frame) the port or socket is closed and
+//!   reopened, and then the line is listened to and every byte discarded
+//!   until it has been silent for the link's timeout (libmodbus's
+//!   error-recovery does the same: sleep the response timeout, flush), before
+//!   the next request goes out. On a serial port each request also waits
+//!   for the 3.5-character silence that separates RTU frames.
 //! - **Every network step is bounded.** tokio-modbus has no timeouts of its
 //!   own (slowtec/tokio-modbus#113, #183), so connecting and every request run
 //!   under `tokio::time::timeout` with the device's `timeout`. A dead unit
@@ -66,18 +78,19 @@
 
 use crate::engine::{BlockPlan, DevicePlan, EnginePlan};
 use crate::model::{BlockId, DeviceId, Input, ReadError, Reason, Timestamp};
-use crate::sources::modbus::RegisterKind;
+use crate::sources::modbus::{Link, RegisterKind};
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_modbus::client::{Client, Context, tcp};
+use tokio_modbus::client::{Client, Context, rtu, tcp};
 use tokio_modbus::slave::SlaveContext;
 use tokio_modbus::{ProtocolError, Request, Response, Slave};
 use tokio_util::sync::CancellationToken;
@@ -90,9 +103,9 @@ const BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// Shortest poll interval honoured (guards a zero interval).
 const MIN_INTERVAL: Duration = Duration::from_millis(1);
 
-/// Spawns one task per endpoint (host:port). Devices sharing an endpoint
-/// (several unit ids behind one serial gateway) share ONE TCP connection;
-/// requests on it are serialised.
+/// Spawns one task per link (host:port and framing, or serial port).
+/// Devices sharing a link (several unit ids behind one serial gateway or on
+/// one bus) share ONE connection; requests on it are serialised.
 ///
 /// The tasks run until `cancel` fires or the engine side of `tx` is closed.
 pub fn spawn(
@@ -115,15 +128,15 @@ pub fn spawn(
         .collect()
 }
 
-/// Groups the devices with at least one block by `(host, port)`, in config order.
-pub(crate) fn endpoints(plan: &EnginePlan) -> Vec<((String, u16), Vec<DeviceId>)> {
-    let mut order: Vec<(String, u16)> = Vec::new();
-    let mut groups: BTreeMap<(String, u16), Vec<DeviceId>> = BTreeMap::new();
+/// Groups the devices with at least one block by [`Link`], in config order.
+pub(crate) fn endpoints(plan: &EnginePlan) -> Vec<(Link, Vec<DeviceId>)> {
+    let mut order: Vec<Link> = Vec::new();
+    let mut groups: BTreeMap<Link, Vec<DeviceId>> = BTreeMap::new();
     for (i, d) in plan.devices.iter().enumerate() {
         if d.blocks.is_empty() {
             continue;
         }
-        let key = (d.host.clone(), d.port);
+        let key = d.link.clone();
         let group = groups.entry(key.clone()).or_default();
         if group.is_empty() {
             order.push(key);
@@ -201,6 +214,28 @@ pub(crate) fn classify(
         // Well framed, but not the shape asked for: the stream is still in step.
         Ok(Ok(Ok(_))) => failed(ReadError::Malformed, false),
     }
+}
+
+/// A freshly opened link, before the Modbus framing is attached.
+enum Opened {
+    Tcp(TcpStream),
+    Serial(super::serial::BusPort),
+}
+
+/// Resolves `host` and connects to the first address that accepts.
+async fn connect_tcp(host: String, port: u16) -> io::Result<TcpStream> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "host resolved to no address");
+    for addr in tokio::net::lookup_host((host.as_str(), port)).await? {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => {
+                // Small request/response frames: do not wait for Nagle.
+                stream.set_nodelay(true)?;
+                return Ok(stream);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// Capped exponential backoff with ±20 % jitter.
@@ -407,9 +442,17 @@ enum CycleEnd {
 struct EndpointTask {
     plan: Arc<EnginePlan>,
     name: String,
-    host: String,
-    port: u16,
+    link: Link,
+    /// The longest timeout of the link's devices: for connecting, and the
+    /// silence awaited before reusing an RTU link after a failure.
     connect_timeout: Duration,
+    /// Silence before each request (RTU on a serial port: 3.5 characters).
+    frame_gap: Duration,
+    /// When the last answer (or timeout) ended, for `frame_gap`.
+    last_frame: Option<Instant>,
+    /// The next connect follows a failed request: on an RTU link, wait for
+    /// silence before sending again (module docs).
+    resync: bool,
     devices: Vec<DeviceState>,
     tx: mpsc::Sender<Input>,
     cancel: CancellationToken,
@@ -427,16 +470,12 @@ struct EndpointTask {
 impl EndpointTask {
     fn new(
         plan: Arc<EnginePlan>,
-        (host, port): (String, u16),
+        link: Link,
         ids: Vec<DeviceId>,
         tx: mpsc::Sender<Input>,
         cancel: CancellationToken,
     ) -> Self {
-        let name = if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
+        let name = link.to_string();
         let now = Instant::now();
         let devices: Vec<DeviceState> = ids
             .into_iter()
@@ -469,9 +508,14 @@ impl EndpointTask {
             connects_err: counter!("gaswatch_modbus_connects_total", "endpoint" => name.clone(), "result" => "error"),
             plan,
             name,
-            host,
-            port,
+            frame_gap: match &link {
+                Link::Serial(s) => s.frame_gap(),
+                Link::Tcp { .. } | Link::RtuOverTcp { .. } => Duration::ZERO,
+            },
+            link,
             connect_timeout,
+            last_frame: None,
+            resync: false,
             devices,
             tx,
             cancel,
@@ -572,6 +616,7 @@ impl EndpointTask {
                 CycleEnd::Reconnect => {
                     // Never reuse a context after a timeout or transport error (#324).
                     ctx = None;
+                    self.resync = true;
                     // A connection that answered before is dropped to resync,
                     // not because the endpoint is down: reconnect at once so a
                     // dead unit behind a gateway costs the others only its
@@ -593,28 +638,81 @@ impl EndpointTask {
         debug!(endpoint = %self.name, "Modbus poller stopped.");
     }
 
-    /// Resolves the host and connects, all within the connect timeout.
-    async fn connect(&self) -> io::Result<Context> {
-        let host = self.host.clone();
-        let port = self.port;
-        let attempt = async move {
-            let mut last = io::Error::new(io::ErrorKind::NotFound, "host resolved to no address");
-            for addr in tokio::net::lookup_host((host.as_str(), port)).await? {
-                match TcpStream::connect(addr).await {
-                    Ok(stream) => {
-                        // Small request/response frames: do not wait for Nagle.
-                        stream.set_nodelay(true)?;
-                        return Ok(tcp::attach_slave(stream, Slave::tcp_device()));
+    /// Opens the link (resolves and connects, or opens the serial port),
+    /// all within the connect timeout; on an RTU link then waits for the
+    /// line to be quiet (see the module docs).
+    async fn connect(&mut self) -> io::Result<Context> {
+        let opened = match &self.link {
+            Link::Tcp { host, port } | Link::RtuOverTcp { host, port } => {
+                let attempt = connect_tcp(host.clone(), *port);
+                match tokio::time::timeout(self.connect_timeout, attempt).await {
+                    Ok(r) => Opened::Tcp(r?),
+                    Err(_) => {
+                        return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"));
                     }
-                    Err(e) => last = e,
                 }
             }
-            Err(last)
+            Link::Serial(line) => Opened::Serial(super::serial::BusPort::open(line)?),
         };
-        match tokio::time::timeout(self.connect_timeout, attempt).await {
-            Ok(r) => r,
-            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
+        // After a failure a late answer may still be on its way; otherwise
+        // only stale bytes already buffered need to go.
+        let quiet = if std::mem::replace(&mut self.resync, false) {
+            self.connect_timeout
+        } else {
+            (self.frame_gap * 2).max(Duration::from_millis(5))
+        };
+        let limit = self.connect_timeout * 3;
+        let ctx = match opened {
+            Opened::Tcp(stream) => match &self.link {
+                Link::RtuOverTcp { .. } => {
+                    let mut stream = stream;
+                    self.discard(&mut stream, quiet, limit).await?;
+                    rtu::attach_slave(stream, Slave(1))
+                }
+                _ => tcp::attach_slave(stream, Slave::tcp_device()),
+            },
+            Opened::Serial(mut port) => {
+                self.discard(&mut port, quiet, limit).await?;
+                rtu::attach_slave(port, Slave(1))
+            }
+        };
+        self.last_frame = Some(Instant::now());
+        Ok(ctx)
+    }
+
+    /// Reads and drops bytes until the line was silent for `quiet` (at most
+    /// `limit` in all: a line that never stops talking is used anyway, and
+    /// its garbage fails the next request instead).
+    async fn discard<S: tokio::io::AsyncRead + Unpin>(
+        &self,
+        stream: &mut S,
+        quiet: Duration,
+        limit: Duration,
+    ) -> io::Result<()> {
+        let end = Instant::now() + limit;
+        let mut buf = [0u8; 256];
+        let mut dropped = 0usize;
+        loop {
+            let wait = quiet.min(end.saturating_duration_since(Instant::now()));
+            if wait.is_zero() {
+                break;
+            }
+            match tokio::time::timeout(wait, stream.read(&mut buf)).await {
+                Err(_) => break,
+                Ok(Ok(0)) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the link closed while waiting for it to go quiet",
+                    ));
+                }
+                Ok(Ok(n)) => dropped += n,
+                Ok(Err(e)) => return Err(e),
+            }
         }
+        if dropped > 0 {
+            debug!(endpoint = %self.name, dropped, "RTU link: discarded stray bytes before sending.");
+        }
+        Ok(())
     }
 
     /// Reads every block of one device once. A block whose merged read was
@@ -922,7 +1020,7 @@ impl EndpointTask {
     /// One FC01-FC04 request under the device timeout.
     #[allow(clippy::too_many_arguments)]
     async fn read(
-        &self,
+        &mut self,
         ctx: &mut Context,
         index: usize,
         timeout: Duration,
@@ -931,11 +1029,19 @@ impl EndpointTask {
         count: u16,
         words: u16,
     ) -> Outcome {
+        if !self.frame_gap.is_zero()
+            && let Some(last) = self.last_frame
+        {
+            // RTU frames are delimited by silence: leave the gap before talking.
+            tokio::time::sleep_until(last + self.frame_gap).await;
+        }
         let m = &self.devices[index].metrics;
         m.requests.increment(1);
         let started = Instant::now();
         let result =
             tokio::time::timeout(timeout, ctx.call(read_request(kind, start, count))).await;
+        self.last_frame = Some(Instant::now());
+        let m = &self.devices[index].metrics;
         if matches!(result, Ok(Ok(_))) {
             m.response.record(started.elapsed().as_secs_f64());
         }
