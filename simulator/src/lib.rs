@@ -2,8 +2,9 @@
 //!
 //! It computes simple but physical station values (supply and regulated
 //! pressure, Joule-Thomson cooling, a daily demand profile, station line pack,
-//! an optional leak, meter errors) and serves them as Modbus/TCP registers laid
-//! out as a gaswatch station config describes. The daemon's `gaswatch demo`
+//! an optional leak, meter errors) and serves them as Modbus registers laid
+//! out as a gaswatch station config describes: Modbus/TCP, RTU over TCP, or
+//! RTU on a byte stream standing for a serial line (a pty in tests). The daemon's `gaswatch demo`
 //! and its tests use it as the device on the other end of the wire, and read
 //! back the ground truth ([`SimHandle::served`], [`SimHandle::snapshot`]).
 //!
@@ -15,7 +16,8 @@
 //! - [`config`]: the station TOML, read with lenient serde structs;
 //! - [`mod@encode`]: engineering value -> registers;
 //! - [`physics`]: the pure, deterministic [`Station`] model and register map;
-//! - [`server`]: the hand-written Modbus/TCP server, faults, ground-truth logs.
+//! - [`server`]: the hand-written Modbus server (TCP and RTU framing),
+//!   faults, ground-truth logs.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), gaswatch_sim::SimError> {
@@ -34,11 +36,12 @@ pub mod physics;
 pub mod scenario;
 pub mod server;
 
-pub use config::{ConfigError, Endpoint, StationConfig};
+pub use config::{ConfigError, Endpoint, StationConfig, Transport};
 pub use encode::{DataType, Encoded, WordOrder, encode};
 pub use physics::{Leak, PhysicsState, PointOverride, SimOptions, Station};
 pub use server::{
-    Fault, SERVED_LOG_CAPACITY, Served, SimHandle, StationSnapshot, serve, serve_all,
+    Fault, Framing, SERVED_LOG_CAPACITY, Served, SimHandle, StationSnapshot, serve, serve_all,
+    serve_rtu_line, serve_with,
 };
 
 /// Errors of the simulator library.
