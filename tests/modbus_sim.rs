@@ -6,18 +6,13 @@
 
 mod support;
 
-use gaswatch::config::Config;
-use gaswatch::engine::{Engine, EnginePlan};
-use gaswatch::model::{Input, Output, Quality, Reason, Sample};
-use gaswatch::sources::modbus;
+use gaswatch::engine::EnginePlan;
+use gaswatch::model::{Input, Quality, Reason};
 use gaswatch_sim::{Fault, SimHandle, SimOptions, Station};
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
-use support::wait_until_async;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use support::modbus::{Running, plan_of};
 
 const DEADLINE: Duration = Duration::from_secs(15);
 
@@ -128,82 +123,11 @@ async fn simulator(text: &str) -> SimHandle {
 }
 
 fn plan_for(text: &str, port: u16) -> Arc<EnginePlan> {
-    let text = text.replace("port = 502", &format!("port = {port}"));
-    let config = Config::from_str_named(&text, Path::new("modbus_sim_test.toml"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    Arc::new(EnginePlan::compile(&config))
-}
-
-/// Poller -> engine, every sample recorded.
-struct Running {
-    plan: Arc<EnginePlan>,
-    cancel: CancellationToken,
-    samples: Arc<Mutex<Vec<Sample>>>,
-    inputs: Arc<Mutex<Vec<Input>>>,
-}
-
-impl Running {
-    fn start(plan: Arc<EnginePlan>) -> Running {
-        let (tx, mut rx) = mpsc::channel::<Input>(4096);
-        let cancel = CancellationToken::new();
-        let _handles = modbus::spawn(Arc::clone(&plan), tx, cancel.clone());
-        let samples = Arc::new(Mutex::new(Vec::new()));
-        let inputs = Arc::new(Mutex::new(Vec::new()));
-        let (s, i) = (Arc::clone(&samples), Arc::clone(&inputs));
-        let mut engine = Engine::new(Arc::clone(&plan), 0);
-        tokio::spawn(async move {
-            let mut out = Output::default();
-            while let Some(input) = rx.recv().await {
-                out.clear();
-                engine.process(&input, &mut out);
-                s.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .extend_from_slice(&out.samples);
-                i.lock().unwrap_or_else(|p| p.into_inner()).push(input);
-            }
-        });
-        Running {
-            plan,
-            cancel,
-            samples,
-            inputs,
-        }
-    }
-
-    fn samples_of(&self, name: &str) -> Vec<Sample> {
-        let tag = self.plan.tag(name).expect("known point");
-        self.samples
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .filter(|s| s.tag == tag)
-            .copied()
-            .collect()
-    }
-
-    fn good_count(&self, name: &str) -> usize {
-        self.samples_of(name)
-            .iter()
-            .filter(|s| s.quality == Quality::Good)
-            .count()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-    }
+    plan_of(&text.replace("port = 502", &format!("port = {port}")))
 }
 
 async fn eventually(what: &str, cond: impl Fn() -> bool) {
-    assert!(
-        wait_until_async(DEADLINE, || {
-            let ok = cond();
-            async move { ok }
-        })
-        .await,
-        "timed out waiting for: {what}"
-    );
+    support::modbus::eventually(DEADLINE, what, cond).await;
 }
 
 const TYPE_POINTS: [&str; 9] = [
@@ -312,7 +236,7 @@ dir = "unused"
     }
     // The split is remembered: after the first cycle no whole-block read is
     // sent to the engine any more, only parts.
-    let inputs = run.inputs.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let inputs = run.inputs();
     assert!(
         inputs.iter().all(|i| matches!(
             i,
@@ -409,9 +333,7 @@ fn with_unit2(extra_device_keys: &str) -> String {
 
 /// Inputs about device index 1 (rtu2) that are reads (not pauses).
 fn unit2_reads(run: &Running) -> usize {
-    run.inputs
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+    run.inputs()
         .iter()
         .filter(|i| {
             matches!(i, Input::Registers { device, .. } | Input::ReadFailed { device, .. }
@@ -526,7 +448,7 @@ dir = "unused"
         .iter()
         .position(|b| b.every == 1)
         .expect("fast block");
-    let inputs = run.inputs.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let inputs = run.inputs();
     let mut cycles: Vec<Vec<u32>> = Vec::new();
     for i in &inputs {
         if let Input::Registers { block, .. } = i {
