@@ -26,6 +26,7 @@ use crate::sinks::{influxdb, mqtt};
 use crate::sources::modbus;
 use crate::sources::mqtt as mqtt_source;
 use crate::sources::replay::capture::Recorder;
+use crate::telemetry::device_points::DevicePointGauges;
 use crate::telemetry::health::{DeviceTracker, Health};
 use live::LiveState;
 use route::Router;
@@ -308,6 +309,7 @@ pub async fn run_reloadable(
         file,
     );
     let mut tracker = DeviceTracker::new(&plan);
+    let mut point_gauges = DevicePointGauges::new(&plan);
     let mut out = Output::default();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -366,6 +368,7 @@ pub async fn run_reloadable(
                 engine.tick(now, &mut out);
                 emitter.emit(&mut out, &mut router, &engine);
                 health.update_devices(&tracker);
+                point_gauges.update(&engine);
             }
             Some(new) = reloads.recv() => {
                 if new == config {
@@ -439,6 +442,8 @@ pub async fn run_reloadable(
                     engine = new_engine;
                     plan = new_plan;
                     tracker = DeviceTracker::new(&plan);
+                    point_gauges.clear();
+                    point_gauges = DevicePointGauges::new(&plan);
                     health.config_loaded(&plan, Timestamp::now());
                     if let Some(live) = &emitter.live && let Ok(mut l) = live.lock() {
                         *l = LiveState::new(&plan);
