@@ -476,3 +476,104 @@ dir = "unused"
     );
     sim.stop().await;
 }
+
+/// Overruns: a slow poll group whose block takes 2.5 poll intervals to
+/// answer. The cycle that reads it overruns; the two grid ticks it covered
+/// are skipped and counted (`gaswatch_modbus_overruns_total`), never run
+/// back to back to catch up, so the fast point's reads are never closer
+/// than its interval; the slow group stays on its own 4-tick grid. Runs on
+/// tokio's paused clock (the simulator's delay is a tokio sleep), so the
+/// counts and spacings are exact, not timing-dependent.
+#[tokio::test(start_paused = true)]
+async fn overrunning_cycles_are_skipped_and_counted_never_bunched() {
+    let text = r#"
+[station]
+id = "overrun"
+kind = "city_gate"
+[[devices]]
+id = "ovr-plc"
+host = "127.0.0.1"
+port = 502
+unit_id = 1
+poll_interval = "100ms"
+timeout = "1s"
+[[devices.groups]]
+name = "totals"
+interval = "400ms"
+[[devices.points]]
+name = "F"
+register = "holding"
+address = 0
+type = "u16"
+[[devices.points]]
+name = "S"
+register = "holding"
+address = 40
+type = "u32"
+group = "totals"
+[sinks.file]
+dir = "unused"
+"#;
+    let sim = simulator(text).await;
+    sim.set_fault(1, Fault::DelayAt(40, Duration::from_millis(250)));
+    let plan = plan_for(text, sim.local_addr().port());
+    let block_of = |point: &str| {
+        let tag = plan.tag(point).expect("tag");
+        plan.devices[0]
+            .blocks
+            .iter()
+            .position(|b| b.points.iter().any(|p| p.tag == tag))
+            .expect("block") as u32
+    };
+    let (f_block, s_block) = (block_of("F"), block_of("S"));
+    assert_ne!(f_block, s_block);
+    let run = Running::start(Arc::clone(&plan));
+    let reads = |block: u32| -> Vec<tokio::time::Instant> {
+        run.inputs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(|(t, i)| match i {
+                Input::Registers { block: b, .. } if b.0 == block => Some(*t),
+                _ => None,
+            })
+            .collect()
+    };
+    // Paused time: let the virtual clock run until S was read 6 times.
+    let mut waited = Duration::ZERO;
+    while reads(s_block).len() < 6 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waited += Duration::from_millis(10);
+        assert!(
+            waited < Duration::from_secs(60),
+            "S read {:?}",
+            reads(s_block)
+        );
+    }
+    let (f, s) = (reads(f_block), reads(s_block));
+    let interval = Duration::from_millis(100);
+    for pair in f.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= interval,
+            "F read {:?} after the previous one: bunched",
+            pair[1] - pair[0]
+        );
+    }
+    for pair in s.windows(2) {
+        assert_eq!(
+            pair[1] - pair[0],
+            Duration::from_millis(400),
+            "the slow group stays on its 4-tick grid: {s:?}"
+        );
+    }
+    // Each slow cycle (250 ms from a tick) covers the next two ticks: both
+    // skipped and counted, none caught up.
+    let overruns =
+        support::modbus::metric_value("gaswatch_modbus_overruns_total", &[("device", "ovr-plc")]);
+    assert_eq!(overruns, 2.0 * s.len() as f64, "F {f:?}\nS {s:?}");
+    // Between two S reads (ticks n and n+4): ticks n+1, n+2 skipped, F alone
+    // at n+3, F then S at n+4.
+    assert_eq!(f.len(), 2 * s.len() - 1 + usize::from(f.last() > s.last()));
+    drop(run);
+    sim.stop().await;
+}

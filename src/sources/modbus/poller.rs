@@ -61,12 +61,19 @@
 //!   off like a refused connect.
 //!   While disconnected nothing is sent: the engine marks the points STALE
 //!   after 1.5 poll periods by itself.
-//! - **Poll groups.** A block of a slower group (`every` cycles) is read in
-//!   the cycles where `cycle % every == phase`; the planner staggers the
-//!   phases so a group's blocks spread over its cycles.
+//! - **Poll groups.** A block of a slower group (`every` ticks) is read on
+//!   the ticks of the device's grid where `tick % every == phase`; the
+//!   planner staggers the phases so a group's blocks spread over its ticks.
+//!   Ticks are counted on the grid, skipped ones included, so a group keeps
+//!   its own interval when cycles overrun; when its tick was skipped it is
+//!   read at the next tick that runs, then back on its grid
+//!   ([`next_group_tick`]): late once, never twice in a row, never starved.
 //! - **Fixed rate, never bunched.** Each device is polled on its own
-//!   `poll_interval` grid; ticks missed because a cycle overran are skipped
-//!   and counted (`gaswatch_modbus_overruns_total`), not caught up.
+//!   `poll_interval` grid (tokio's `MissedTickBehavior::Skip`): ticks missed
+//!   because a cycle overran (a slow answer, or the other devices of the
+//!   link holding the bus) are skipped and counted
+//!   (`gaswatch_modbus_overruns_total`), never run back to back to catch up.
+//!   Ticks missed while the link was down are skipped but not counted.
 //! - **Never blocks on the engine.** Inputs go out with `try_send`; when the
 //!   channel is full the rest of that device cycle is dropped and counted
 //!   (`gaswatch_source_dropped_total{reason="channel_full"}`), with one WARN
@@ -277,6 +284,14 @@ pub(crate) fn advance(due: Instant, interval: Duration, now: Instant) -> (Instan
     (next, u64::try_from(skipped).unwrap_or(u64::MAX))
 }
 
+/// The first tick after `tick` on a poll group's grid (`n % every == phase`).
+pub(crate) fn next_group_tick(tick: u64, every: u32, phase: u32) -> u64 {
+    let every = u64::from(every.max(1));
+    let after = tick.saturating_add(1);
+    let phase = u64::from(phase) % every;
+    after + (phase + every - after % every) % every
+}
+
 /// The remembered split of a block whose merged read failed with exception
 /// 02: ranges of point indices `[lo, hi)`, each read as one request. Ranges
 /// only ever get smaller (halved when they fail with 02 again), so after at
@@ -420,13 +435,17 @@ struct DeviceState {
     paused_until: Option<Instant>,
     /// True from a pause until the unit answers again (logs once per episode).
     degraded: bool,
-    /// Poll cycles run so far (poll groups read when `cycle % every == phase`).
+    /// Grid tick of the cycle about to run (skipped ticks counted).
     cycle: u64,
+    /// Per block: the first tick it is due at (poll groups, see
+    /// [`next_group_tick`]).
+    block_due: Vec<u64>,
     /// This cycle: some read succeeded / some read failed as a unit failure.
     cycle_ok: bool,
     cycle_dead: bool,
-    /// Set on reconnect: the ticks missed while disconnected are not overruns.
-    resumed: bool,
+    /// When the link came back (set on reconnect until the device's next
+    /// cycle): the ticks missed while disconnected are not overruns.
+    resumed: Option<Instant>,
     metrics: DeviceMetrics,
 }
 
@@ -491,9 +510,10 @@ impl EndpointTask {
                     paused_until: None,
                     degraded: false,
                     cycle: 0,
+                    block_due: d.blocks.iter().map(|b| u64::from(b.phase)).collect(),
                     cycle_ok: false,
                     cycle_dead: false,
-                    resumed: false,
+                    resumed: None,
                     metrics: DeviceMetrics::new(&d.id),
                 }
             })
@@ -563,8 +583,9 @@ impl EndpointTask {
                         // Ticks that passed while disconnected are not overruns.
                         // `due` itself is kept: the most overdue device goes
                         // first, so no device starves another after a reconnect.
+                        let now = Instant::now();
                         for d in &mut self.devices {
-                            d.resumed = true;
+                            d.resumed = Some(now);
                         }
                         ctx = Some(c);
                         self.link_ok = false;
@@ -605,10 +626,18 @@ impl EndpointTask {
                 .poll_interval
                 .max(MIN_INTERVAL);
             let (next_due, skipped) = advance(due, interval, Instant::now());
-            let resumed = std::mem::replace(&mut self.devices[next].resumed, false);
-            if skipped > 0 && !resumed {
-                self.devices[next].metrics.overruns.increment(skipped);
-                debug!(device = %self.plan.device(self.devices[next].id).id, skipped, "Modbus poll cycle overran; ticks skipped.");
+            let st = &mut self.devices[next];
+            st.cycle = st.cycle.wrapping_add(1).wrapping_add(skipped);
+            // Ticks that passed before the link came back were missed by the
+            // outage, not by a slow cycle.
+            let down = match st.resumed.take() {
+                Some(at) if at > due => advance(due, interval, at).1,
+                _ => 0,
+            };
+            let overruns = skipped.saturating_sub(down);
+            if overruns > 0 {
+                st.metrics.overruns.increment(overruns);
+                debug!(device = %self.plan.device(st.id).id, overruns, "Modbus poll cycle overran; ticks skipped.");
             }
             self.devices[next].due = next_due;
             match end {
@@ -736,7 +765,6 @@ impl EndpointTask {
         self.devices[index].cycle_dead = false;
         let end = self.poll_device_reads(ctx, index).await;
         let st = &mut self.devices[index];
-        st.cycle = st.cycle.wrapping_add(1);
         if st.cycle_ok {
             st.failed_cycles = 0;
             if std::mem::replace(&mut st.degraded, false) {
@@ -782,9 +810,11 @@ impl EndpointTask {
         let cycle = self.devices[index].cycle;
         for (bi, block) in device.blocks.iter().enumerate() {
             let block_id = BlockId(bi as u32);
-            if cycle % u64::from(block.every.max(1)) != u64::from(block.phase) {
-                continue; // a slower poll group, not due this cycle
+            let due_at = &mut self.devices[index].block_due[bi];
+            if cycle < *due_at {
+                continue; // a slower poll group, not due this tick
             }
+            *due_at = next_group_tick(cycle, block.every, block.phase);
             if self.devices[index].splits[bi].is_none() {
                 if self.held(index, (bi, WHOLE)) {
                     continue;

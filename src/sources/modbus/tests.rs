@@ -4,7 +4,8 @@
 
 use super::RegisterKind;
 use super::poller::{
-    Backoff, Outcome, SplitRanges, advance, classify, endpoints, part_words, read_request,
+    Backoff, Outcome, SplitRanges, advance, classify, endpoints, next_group_tick, part_words,
+    read_request,
 };
 use crate::model::ReadError;
 use std::io;
@@ -455,4 +456,17 @@ fn serial_and_transport_settings_are_validated_with_their_keys() {
         let e = config_error(&[device]);
         assert!(e.contains("rtu.toml:") && e.contains(words), "{e}");
     }
+}
+
+#[test]
+fn a_poll_group_stays_on_its_grid_when_its_tick_is_skipped() {
+    // Every 4 ticks at phase 1: ticks 1, 5, 9, ...
+    assert_eq!(next_group_tick(1, 4, 1), 5);
+    assert_eq!(next_group_tick(4, 4, 1), 5);
+    assert_eq!(next_group_tick(5, 4, 1), 9);
+    // Tick 5 was skipped (overrun) and 6 runs it late: next is 9, not 10.
+    assert_eq!(next_group_tick(6, 4, 1), 9);
+    // Every tick.
+    assert_eq!(next_group_tick(7, 1, 0), 8);
+    assert_eq!(next_group_tick(0, 0, 0), 1, "every = 0 is taken as 1");
 }
