@@ -210,25 +210,25 @@ fn poll_grid_skips_missed_ticks_instead_of_bunching() {
 }
 
 #[test]
-fn sample_toml_parses_and_plans_one_endpoint() {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Devices {
-        devices: Vec<super::DeviceConfig>,
-    }
-    let sample: Devices = toml::from_str(include_str!("sample.toml")).expect("sample.toml parses");
-    assert_eq!(sample.devices.len(), 2);
-    let endpoints: std::collections::BTreeSet<_> = sample
-        .devices
+fn sample_toml_validates_and_plans_one_link_per_gateway_bus_and_converter() {
+    let text = format!(
+        "[station]\nid = \"s1\"\nkind = \"city_gate\"\n[sinks.file]\ndir = \"d\"\n{}",
+        include_str!("sample.toml")
+    );
+    let config = crate::config::Config::from_str_named(&text, std::path::Path::new("sample.toml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.devices.len(), 4);
+    assert_eq!(config.devices[0].timeout, Duration::from_millis(500));
+    let plan = crate::engine::EnginePlan::compile(&config);
+    let links: Vec<String> = endpoints(&plan)
         .iter()
-        .map(|d| (d.host.as_str(), d.port))
+        .map(|(l, d)| format!("{l} {}", d.len()))
         .collect();
     assert_eq!(
-        endpoints.len(),
-        1,
-        "both devices share one gateway connection"
+        links,
+        vec!["192.0.2.10:502 2", "/dev/ttyUSB0 1", "192.0.2.40:4001 1"],
+        "fc-in and rtu-2 share one gateway connection"
     );
-    assert_eq!(sample.devices[0].timeout, Duration::from_millis(500));
 }
 
 #[test]
