@@ -1,5 +1,6 @@
 //! Spool append throughput: 100-byte records with a `sync` (fsync) every
-//! 1,000 appends, as the engine task batches them.
+//! 1,000 appends; the same with the fsync on another thread (group commit,
+//! as the engine task runs it); the CPU part alone; sequential reads.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use gaswatch::buffer::{RecordClass, Spool, SpoolConfig};
@@ -26,6 +27,31 @@ fn append(c: &mut Criterion) {
             spool.ack(RecordClass::Telemetry, last).expect("ack");
         })
     });
+    // As the engine task does it: the fsyncs of batch n run on another
+    // thread (`begin_sync` + `SyncJob::run`) while batch n+1 is appended;
+    // each batch is durable before the one after the next starts.
+    let dir4 = tempfile::tempdir().expect("tempdir");
+    let mut grouped = Spool::open(dir4.path(), &SpoolConfig::default()).expect("open");
+    let mut pending: Option<std::thread::JoinHandle<()>> = None;
+    g.bench_function("append_100B_x1000_group_commit", |b| {
+        b.iter(|| {
+            let mut last = 0;
+            for _ in 0..1000 {
+                last = grouped
+                    .append(RecordClass::Telemetry, &payload)
+                    .expect("append");
+            }
+            if let Some(p) = pending.take() {
+                p.join().expect("fsync thread");
+            }
+            let job = grouped.begin_sync().expect("begin_sync");
+            pending = Some(std::thread::spawn(move || job.run().expect("fsync")));
+            grouped.ack(RecordClass::Telemetry, last).expect("ack");
+        })
+    });
+    if let Some(p) = pending.take() {
+        p.join().expect("fsync thread");
+    }
     // The CPU part alone: the same appends, no fsync (the difference to the
     // bench above is the disk's fsync latency).
     let dir3 = tempfile::tempdir().expect("tempdir");

@@ -15,7 +15,7 @@
 use gaswatch::config::Config;
 use gaswatch::engine::{Engine, EnginePlan};
 use gaswatch::model::{BlockId, DeviceId, Input, Output, Timestamp};
-use gaswatch::sinks::influxdb::encode_sample;
+use gaswatch::sinks::influxdb::SamplePrefixes;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::fmt::Write as _;
@@ -200,7 +200,8 @@ fn steady_state(devices: usize, points: usize, meters: bool) -> Steady {
         .collect();
     let mut out = Output::default();
     let mut lines: Vec<u8> = Vec::new();
-    let station_id = plan.station_id.clone();
+    // As the router encodes: each tag's measurement and tags built once.
+    let prefixes = SamplePrefixes::new(&plan);
     let mut samples = 0u64;
     let mut alarms = 0u64;
     let mut balances = 0u64;
@@ -216,9 +217,7 @@ fn steady_state(devices: usize, points: usize, meters: bool) -> Steady {
         }
         engine.tick(Timestamp(t), out);
         for s in &out.samples {
-            let tag = plan.tag_info(s.tag);
-            let device = &plan.device(tag.device).id;
-            encode_sample(lines, &station_id, tag, device, s);
+            prefixes.encode(lines, s);
         }
     };
 

@@ -151,3 +151,94 @@ fn secrets_never_show_in_debug_output() {
     let s = gaswatch::config::SecretString::new("hunter2".into());
     assert_eq!(format!("{s:?} {s}"), "*** ***");
 }
+
+const MAPPED: &str = r#"
+[station]
+id = "s1"
+kind = "city_gate"
+[[point_maps]]
+name = "rtu-2"
+[[point_maps.points]]
+name = "PT"
+register = "holding"
+address = 0
+type = "f32"
+order = "CDAB"
+unit = "kPa"
+[[point_maps.points]]
+name = "TT"
+register = "input"
+address = 10
+type = "i16"
+scale = 0.1
+[[devices]]
+id = "rtu07"
+host = "127.0.0.1"
+port = 1502
+unit_id = 7
+point_map = "rtu-2"
+[[devices.points]]
+name = "ZS_7"
+register = "holding"
+address = 30
+type = "u16"
+[[devices]]
+id = "rtu08"
+host = "127.0.0.1"
+port = 1502
+unit_id = 8
+point_map = "rtu-2"
+point_prefix = "R8_"
+[sinks.file]
+dir = "x"
+"#;
+
+/// `[[point_maps]]`: identical devices share one register map; each
+/// device's copies are named with its prefix, the simulator (which reads
+/// the same file) names them the same way.
+#[test]
+fn point_maps_expand_into_each_device_with_its_prefix() {
+    let c = Config::from_str_named(MAPPED, Path::new("mapped.toml")).expect("valid");
+    let names = |i: usize| -> Vec<&str> {
+        c.devices[i]
+            .points
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect()
+    };
+    assert_eq!(names(0), ["ZS_7", "rtu07.PT", "rtu07.TT"]);
+    assert_eq!(names(1), ["R8_PT", "R8_TT"]);
+    assert_eq!(c.devices[1].points[1].scale, 0.1);
+    let sim = gaswatch_sim::config::StationConfig::from_toml_str(MAPPED).expect("sim reads it");
+    let sim_names: Vec<&str> = sim
+        .devices
+        .iter()
+        .flat_map(|d| d.points.iter().map(|p| p.name.as_str()))
+        .collect();
+    assert_eq!(
+        sim_names,
+        ["ZS_7", "rtu07.PT", "rtu07.TT", "R8_PT", "R8_TT"]
+    );
+}
+
+#[test]
+fn point_map_problems_name_the_map_entry_and_the_device() {
+    let e = problems(&MAPPED.replace(
+        "point_map = \"rtu-2\"\npoint_prefix",
+        "point_map = \"rtu-3\"\npoint_prefix",
+    ));
+    assert!(e.contains("devices[1].point_map"), "{e}");
+    assert!(e.contains("no map `rtu-3`; maps: rtu-2"), "{e}");
+    // Both devices get the map's bad point; each problem names the map's
+    // point (what the operator wrote) and the device using it.
+    let e = problems(&MAPPED.replace(
+        "type = \"f32\"\norder = \"CDAB\"",
+        "type = \"u16\"\norder = \"CDAB\"",
+    ));
+    assert!(e.contains("point_maps[0].points[0].order"), "{e}");
+    assert!(e.contains("(as used by device `rtu07`)"), "{e}");
+    assert!(e.contains("(as used by device `rtu08`)"), "{e}");
+    // The same prefix twice makes the same names: reported, not merged.
+    let e = problems(&MAPPED.replace("point_prefix = \"R8_\"", "point_prefix = \"rtu07.\""));
+    assert!(e.contains("point_maps[0].points[0].name"), "{e}");
+}

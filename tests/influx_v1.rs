@@ -40,10 +40,14 @@ fn sample(i: usize, ntags: usize) -> Sample {
     let bad = i % 17 == 5;
     Sample {
         tag: TagId((i % ntags) as u32),
-        value: if bad {
-            f64::NAN
-        } else {
-            1000.0 + i as f64 * 0.37 - (i % 7) as f64 / 3.0
+        // Every float form the encoder writes: plain, integral (`6.0`),
+        // tiny and huge with exponents (`3e-9`, `4e21`).
+        value: match i % 13 {
+            _ if bad => f64::NAN,
+            3 => i as f64 * 1e-9,
+            4 => i as f64 * 1e21,
+            6 => i as f64,
+            _ => 1000.0 + i as f64 * 0.37 - (i % 7) as f64 / 3.0,
         },
         quality: if bad { Quality::Bad } else { Quality::Good },
         reason: if bad { Reason::Timeout } else { Reason::None },

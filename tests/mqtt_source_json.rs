@@ -255,7 +255,7 @@ async fn a_broker_restart_loses_nothing() {
                 let ts = ((T0 + k) * 1_000_000).to_string();
                 all.iter().any(|l| {
                     l.contains("point=FT_L8")
-                        && l.contains(&format!("value={k}"))
+                        && l.contains(&format!("value={k}.0,"))
                         && l.ends_with(&ts)
                 })
             })

@@ -167,7 +167,7 @@ async fn births_data_gap_death_and_rebirth() {
     .await;
     assert!(asked, "no rebirth request for data before birth");
     assert!(
-        !lines(dir.path()).iter().any(|l| l.contains("value=1,")),
+        !lines(dir.path()).iter().any(|l| l.contains("value=1.0,")),
         "data before birth was used"
     );
 
@@ -281,7 +281,7 @@ async fn births_data_gap_death_and_rebirth() {
     assert!(has("PT_N1", "value=4000", 1), "{all:#?}");
     assert!(has("FT_N1", "value=100", 2), "{all:#?}");
     assert!(
-        has("FT_N1", "value=150,quality=\"uncertain\"", 3),
+        has("FT_N1", "value=150.0,quality=\"uncertain\"", 3),
         "{all:#?}"
     );
     assert!(has("PT_N1", "value=4100", 4), "{all:#?}");

@@ -180,6 +180,8 @@ struct RawFile {
     #[serde(default)]
     devices: Vec<RawDevice>,
     #[serde(default)]
+    point_maps: Vec<RawPointMap>,
+    #[serde(default)]
     meters: Vec<RawMeter>,
 }
 
@@ -199,6 +201,8 @@ struct RawDevice {
     unit_id: u8,
     #[serde(default)]
     points: Vec<RawPoint>,
+    point_map: Option<String>,
+    point_prefix: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -206,7 +210,25 @@ struct RawSerial {
     path: String,
 }
 
+/// `[[point_maps]]`: a register map shared by identical devices.
 #[derive(Deserialize)]
+struct RawPointMap {
+    name: String,
+    #[serde(default)]
+    points: Vec<RawPoint>,
+}
+
+/// The name of point `name` of a `[[point_maps]]` entry on a device:
+/// `point_prefix` + name, the prefix defaulting to the device id and a dot.
+/// (The daemon names them the same way: both read one station config.)
+pub fn map_point_name(device_id: &str, point_prefix: Option<&str>, name: &str) -> String {
+    match point_prefix {
+        Some(prefix) => format!("{prefix}{name}"),
+        None => format!("{device_id}.{name}"),
+    }
+}
+
+#[derive(Deserialize, Clone)]
 struct RawPoint {
     name: String,
     register: RegisterKind,
@@ -232,7 +254,24 @@ struct RawMeter {
 impl StationConfig {
     /// Parses and validates station config text.
     pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
-        let raw: RawFile = toml::from_str(text).map_err(|e| ConfigError::Toml(e.to_string()))?;
+        let mut raw: RawFile =
+            toml::from_str(text).map_err(|e| ConfigError::Toml(e.to_string()))?;
+        for (di, d) in raw.devices.iter_mut().enumerate() {
+            let Some(map_name) = &d.point_map else {
+                continue;
+            };
+            let Some(map) = raw.point_maps.iter().find(|m| &m.name == map_name) else {
+                return Err(ConfigError::invalid(
+                    format!("devices[{di}].point_map"),
+                    format!("the name of a [[point_maps]] entry (no map `{map_name}`)"),
+                ));
+            };
+            for p in &map.points {
+                let mut p = p.clone();
+                p.name = map_point_name(&d.id, d.point_prefix.as_deref(), &p.name);
+                d.points.push(p);
+            }
+        }
         if raw.station.id.trim().is_empty() {
             return Err(ConfigError::invalid("station.id", "a non-empty string"));
         }

@@ -169,21 +169,24 @@ fn station_toml(a: &Args, endpoints_sel: &[usize], ports: &[u16], extra: &str) -
     let mut meters = String::new();
     let mut limits = String::new();
     let mut first_meter = true;
+    // Every device has the same register map, as a fleet of one RTU model
+    // would: one `[[point_maps]]` entry, devices name its points P<d>_<p>.
+    s.push_str("[[point_maps]]\nname = \"load\"\n");
+    for p in 0..a.points {
+        let _ = write!(
+            s,
+            "[[point_maps.points]]\nname = \"{p}\"\nregister = \"holding\"\naddress = {}\ntype = \"{ty}\"\n{order}unit = \"kPa\"\n",
+            p * regs
+        );
+    }
     for &e in endpoints_sel {
         for (u, d) in endpoint_devices(a, e).enumerate() {
             let _ = write!(
                 s,
-                "[[devices]]\nid = \"d{d}\"\nhost = \"127.0.0.1\"\nport = {}\nunit_id = {}\npoll_interval = \"{interval}\"\ntimeout = \"1s\"\n",
+                "[[devices]]\nid = \"d{d}\"\nhost = \"127.0.0.1\"\nport = {}\nunit_id = {}\npoll_interval = \"{interval}\"\ntimeout = \"1s\"\npoint_map = \"load\"\npoint_prefix = \"P{d}_\"\n",
                 ports[e],
                 u + 1
             );
-            for p in 0..a.points {
-                let _ = write!(
-                    s,
-                    "[[devices.points]]\nname = \"P{d}_{p}\"\nregister = \"holding\"\naddress = {}\ntype = \"{ty}\"\n{order}unit = \"kPa\"\n",
-                    p * regs
-                );
-            }
             if u == 0 {
                 let role = if first_meter { "inlet" } else { "outlet" };
                 if first_meter && a.points > 1 {

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
 pub use config::SpoolConfig;
-pub use spool::{HEADER_BYTES, MAX_RECORD_BYTES, Spool};
+pub use spool::{HEADER_BYTES, MAX_RECORD_BYTES, Spool, SyncJob};
 
 /// The class of a record; decides delivery order and drop policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -39,8 +39,11 @@
 //!
 //! `append` writes into a 64 KiB buffered writer; `sync` flushes it and
 //! fsyncs the open segment (and the directory after a new segment was
-//! created). The caller batches: the engine task calls `sync` every
-//! `flush_interval`, before it takes more input. A power loss loses at most
+//! created). The caller batches: the engine task calls `begin_sync` every
+//! `flush_interval`, before it takes more input, and runs the returned
+//! [`SyncJob`] (the fsyncs) on a blocking thread without the spool's lock,
+//! so neither the sink's reads nor the engine's appends wait for the disk;
+//! the next flush starts only after that job has finished. A power loss loses at most
 //! the records appended since the last `sync`; a process crash (`kill -9`)
 //! loses at most the records still in the buffer, also appended since the
 //! last `sync` (what reached the kernel survives, at worst with a torn last
@@ -102,6 +105,41 @@ const ACK_FILE: &str = "acked";
 const ACK_TMP: &str = "acked.tmp";
 const MIN_SEGMENT_BYTES: u64 = 4 << 10;
 const MAX_SEGMENT_BYTES: u64 = 8 << 20;
+
+/// The fsyncs a [`Spool::begin_sync`] still owes. Running it on another
+/// thread is safe: it holds duplicate file handles, so a segment sealed or
+/// deleted meanwhile is synced (or its unlinked inode synced) harmlessly.
+#[derive(Debug, Default)]
+pub struct SyncJob {
+    files: Vec<(File, PathBuf)>,
+    dirs: Vec<PathBuf>,
+}
+
+impl SyncJob {
+    /// fdatasync every segment written to, fsync every directory changed.
+    pub fn run(self) -> Result<(), SpoolError> {
+        for (file, path) in &self.files {
+            file.sync_data().map_err(io_err(path))?;
+        }
+        for dir in &self.dirs {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err(dir))?;
+        }
+        Ok(())
+    }
+
+    /// Nothing to do: no record was appended since the last sync.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty() && self.dirs.is_empty()
+    }
+
+    /// Adds another spool's owed fsyncs to this job.
+    pub fn merge(&mut self, other: SyncJob) {
+        self.files.extend(other.files);
+        self.dirs.extend(other.dirs);
+    }
+}
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
     move |source| SpoolError::Io {
@@ -322,10 +360,20 @@ impl Spool {
 
     /// Makes every appended record durable (fsync).
     pub fn sync(&mut self) -> Result<(), SpoolError> {
+        self.begin_sync()?.run()
+    }
+
+    /// The first half of [`Spool::sync`]: hands every appended record to the
+    /// kernel and returns the fsyncs still owed, to be run without the
+    /// spool (and its lock): the sink keeps reading and the engine keeps
+    /// appending while the disk catches up (group commit). The records are
+    /// durable once [`SyncJob::run`] returns `Ok`.
+    pub fn begin_sync(&mut self) -> Result<SyncJob, SpoolError> {
+        let mut job = SyncJob::default();
         for log in &mut self.classes {
-            log.sync()?;
+            log.begin_sync(&mut job)?;
         }
-        Ok(())
+        Ok(job)
     }
 
     /// Copies into `out` up to `max_records` / about `max_bytes` (at least one
@@ -716,17 +764,25 @@ impl ClassLog {
     }
 
     fn sync(&mut self) -> Result<(), SpoolError> {
+        let mut job = SyncJob::default();
+        self.begin_sync(&mut job)?;
+        job.run()
+    }
+
+    /// Flushes the open segment's buffer to the kernel and adds the fsyncs
+    /// it still needs (a duplicate handle of the segment, the directory
+    /// after a segment was created or deleted) to `job`.
+    fn begin_sync(&mut self, job: &mut SyncJob) -> Result<(), SpoolError> {
         if self.unsynced {
             if let (Some(w), Some(seg)) = (self.writer.as_mut(), self.segments.back()) {
                 w.flush().map_err(io_err(&seg.path))?;
-                w.get_ref().sync_data().map_err(io_err(&seg.path))?;
+                let file = w.get_ref().try_clone().map_err(io_err(&seg.path))?;
+                job.files.push((file, seg.path.clone()));
             }
             self.unsynced = false;
         }
         if self.dir_unsynced {
-            File::open(&self.dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io_err(&self.dir))?;
+            job.dirs.push(self.dir.clone());
             self.dir_unsynced = false;
         }
         Ok(())

@@ -17,7 +17,7 @@ use crate::sinks::file::config::FileSinkConfig;
 use crate::sinks::influxdb::config::InfluxConfig;
 use crate::sinks::mqtt::config::MqttConfig;
 use crate::sinks::sparkplug::config::SparkplugConfig;
-use crate::sources::modbus::DeviceConfig;
+use crate::sources::modbus::{DeviceConfig, PointMapConfig};
 use crate::sources::mqtt::config::MqttSourceConfig;
 use serde::Deserialize;
 use std::fmt;
@@ -33,6 +33,10 @@ pub struct Config {
     /// Modbus/TCP devices and their points.
     #[serde(default)]
     pub devices: Vec<DeviceConfig>,
+    /// Register maps shared by identical devices (`point_map` of a device).
+    /// Expanded into each device's points when the file is loaded.
+    #[serde(default)]
+    pub point_maps: Vec<PointMapConfig>,
     /// MQTT telemetry sources (JSON or Sparkplug B) and their points.
     #[serde(default)]
     pub mqtt_sources: Vec<MqttSourceConfig>,
@@ -444,11 +448,17 @@ impl Config {
 
     /// Parses and validates config text; `name` is used in error messages.
     pub fn from_str_named(text: &str, name: &Path) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError {
             file: name.to_path_buf(),
             problems: vec![parse_problem(text, &e)],
         })?;
-        let problems = config.validate();
+        let (mut problems, origins) = config.expand_point_maps();
+        if problems.is_empty() {
+            problems = config.validate();
+            for p in &mut problems {
+                origins.rename(p);
+            }
+        }
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -459,9 +469,89 @@ impl Config {
         }
     }
 
+    /// Adds each device's `point_map` points to its own (named
+    /// `point_prefix` + name); problems for unknown or repeated map names.
+    fn expand_point_maps(&mut self) -> (Vec<Problem>, MapOrigins) {
+        let mut problems = Vec::new();
+        let mut origins = MapOrigins::default();
+        for (mi, m) in self.point_maps.iter().enumerate() {
+            if self.point_maps[..mi].iter().any(|o| o.name == m.name) {
+                problems.push(Problem {
+                    key: format!("point_maps[{mi}].name"),
+                    line: None,
+                    message: format!(
+                        "a name not used by another point map (`{}` repeats)",
+                        m.name
+                    ),
+                });
+            }
+        }
+        for (di, d) in self.devices.iter_mut().enumerate() {
+            let Some(map_name) = &d.point_map else {
+                continue;
+            };
+            let Some((mi, map)) = self
+                .point_maps
+                .iter()
+                .enumerate()
+                .find(|(_, m)| &m.name == map_name)
+            else {
+                let known: Vec<&str> = self.point_maps.iter().map(|m| m.name.as_str()).collect();
+                problems.push(Problem {
+                    key: format!("devices[{di}].point_map"),
+                    line: None,
+                    message: format!(
+                        "the name of a [[point_maps]] entry (no map `{map_name}`; maps: {})",
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                });
+                continue;
+            };
+            origins.0.push((di, d.points.len(), mi, d.id.clone()));
+            d.points.reserve(map.points.len());
+            for p in &map.points {
+                let mut p = p.clone();
+                p.name =
+                    gaswatch_sim::config::map_point_name(&d.id, d.point_prefix.as_deref(), &p.name);
+                d.points.push(p);
+            }
+        }
+        (problems, origins)
+    }
+
     /// Checks cross-references and ranges without any I/O. Returns every problem.
     pub fn validate(&self) -> Vec<Problem> {
         validate::validate(self)
+    }
+}
+
+/// Where expanded map points came from: (device index, index of its first
+/// map point, map index, device id), so a problem found in a map point names
+/// the map entry the operator wrote, not a point index they never wrote.
+#[derive(Debug, Default)]
+struct MapOrigins(Vec<(usize, usize, usize, String)>);
+
+impl MapOrigins {
+    fn rename(&self, p: &mut Problem) {
+        for (di, first, mi, dev) in &self.0 {
+            let head = format!("devices[{di}].points[");
+            let Some(rest) = p.key.strip_prefix(&head) else {
+                continue;
+            };
+            let Some((idx, tail)) = rest.split_once(']') else {
+                continue;
+            };
+            let Some(k) = idx.parse::<usize>().ok().filter(|k| k >= first) else {
+                continue;
+            };
+            p.key = format!("point_maps[{mi}].points[{}]{tail}", k - first);
+            p.message = format!("{} (as used by device `{dev}`)", p.message);
+            return;
+        }
     }
 }
 

@@ -16,7 +16,7 @@ pub mod live;
 pub mod route;
 pub mod signals;
 
-use crate::buffer::{RecordClass, SharedSpool, Spool};
+use crate::buffer::{RecordClass, SharedSpool, Spool, SpoolError};
 use crate::config::Config;
 use crate::engine::{Engine, EnginePlan};
 use crate::model::{Input, Output, Quality, Receipt, Timestamp};
@@ -325,6 +325,8 @@ pub async fn run_reloadable(
     let mut config = config;
     // MQTT receipts seen in the current batch (see `Input::Receipt`).
     let mut receipts: Vec<Receipt> = Vec::new();
+    // The spool fsyncs of the last flush, while they run.
+    let mut syncing: Option<tokio::task::JoinHandle<Result<(), SpoolError>>> = None;
     health.set_running(true);
 
     loop {
@@ -333,15 +335,25 @@ pub async fn run_reloadable(
             () = cancel.cancelled() => break,
             // Before inputs: a steady stream of inputs must never postpone
             // the flush, which bounds what a crash can lose.
-            _ = flush.tick() => {
-                if let Err(e) = router.flush() {
-                    error!(error = %e, "Cannot flush the spool to disk.");
+            // The fsyncs run on a blocking thread (group commit): inputs
+            // keep flowing meanwhile; the next flush waits for this one.
+            _ = flush.tick(), if syncing.is_none() => {
+                match router.begin_flush() {
+                    Ok(job) if job.is_empty() => {}
+                    Ok(job) => syncing = Some(tokio::task::spawn_blocking(move || job.run())),
+                    Err(e) => error!(error = %e, "Cannot flush the spool to disk."),
                 }
                 recorder.flush();
                 if let Err(e) = emitter.journal.sync() {
                     error!(error = %e, "Cannot sync the alarm journal.");
                 }
                 emitter.spool_gauges(&sinks);
+            }
+            done = sync_done(&mut syncing) => {
+                syncing = None;
+                if let Err(e) = done {
+                    error!(error = %e, "Cannot flush the spool to disk.");
+                }
             }
             input = rx.recv() => {
                 let Some(input) = input else { break };
@@ -360,6 +372,14 @@ pub async fn run_reloadable(
                     }
                 }
                 let stored = emitter.emit(&mut out, &mut router, &engine);
+                if !receipts.is_empty() {
+                    // Durable before acknowledged: the running fsyncs may
+                    // cover a directory entry this batch's records need.
+                    if let Err(e) = finish_sync(&mut syncing).await {
+                        error!(error = %e, "Cannot flush the spool to disk; MQTT messages stay unacknowledged.");
+                        receipts.clear();
+                    }
+                }
                 confirm(stored, &mut receipts, &mut router);
             }
             _ = tick.tick() => {
@@ -390,6 +410,9 @@ pub async fn run_reloadable(
                 // The old MQTT sessions are closed: the broker redelivers
                 // their unacknowledged messages to the new ones.
                 receipts.clear();
+                if let Err(e) = finish_sync(&mut syncing).await {
+                    error!(error = %e, "Cannot flush the spool to disk before the reload.");
+                }
                 if let Err(e) = router.flush() {
                     error!(error = %e, "Cannot flush the spool to disk before the reload.");
                 }
@@ -492,6 +515,9 @@ pub async fn run_reloadable(
     // The sources are stopped: these PUBACKs cannot go out; the broker
     // redelivers those messages next time (duplicates overwrite).
     receipts.clear();
+    if let Err(e) = finish_sync(&mut syncing).await {
+        error!(error = %e, "Cannot flush the spool to disk at shutdown.");
+    }
     if let Err(e) = router.flush() {
         error!(error = %e, "Cannot flush the spool to disk at shutdown.");
     }
@@ -693,6 +719,37 @@ fn take(engine: &mut Engine, input: Input, out: &mut Output, receipts: &mut Vec<
         Input::Receipt(r) => receipts.push(r),
         input => engine.process(&input, out),
     }
+}
+
+/// Waits for the running spool fsyncs (forever when none run, so the
+/// `select!` branch never fires then). A panicked job is reported as an I/O
+/// error: its records may not be durable.
+async fn sync_done(
+    syncing: &mut Option<tokio::task::JoinHandle<Result<(), SpoolError>>>,
+) -> Result<(), SpoolError> {
+    match syncing.as_mut() {
+        None => std::future::pending().await,
+        Some(job) => {
+            let res = job.await.unwrap_or_else(|e| {
+                Err(SpoolError::Io {
+                    path: "spool".into(),
+                    source: std::io::Error::other(format!("fsync task failed: {e}")),
+                })
+            });
+            *syncing = None;
+            res
+        }
+    }
+}
+
+/// Waits for the running spool fsyncs, if any.
+async fn finish_sync(
+    syncing: &mut Option<tokio::task::JoinHandle<Result<(), SpoolError>>>,
+) -> Result<(), SpoolError> {
+    if syncing.is_none() {
+        return Ok(());
+    }
+    sync_done(syncing).await
 }
 
 /// Confirms the batch's receipts once its output is stored and synced:

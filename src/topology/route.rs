@@ -3,7 +3,7 @@
 //! (or the local files). Runs on the engine task, between `Engine::process`
 //! and the next input; it allocates only its reused buffers.
 
-use crate::buffer::{RecordClass, SharedSpool, SpoolError, TimeSpan};
+use crate::buffer::{RecordClass, SharedSpool, SpoolError, SyncJob, TimeSpan};
 use crate::engine::EnginePlan;
 use crate::model::Output;
 use crate::sinks::file::writer::FileSink;
@@ -16,6 +16,7 @@ pub struct Router {
     pub influx: Option<Arc<SharedSpool>>,
     pub mqtt: Option<(Arc<SharedSpool>, mqtt::payload::Topics)>,
     pub file: Option<FileSink>,
+    prefixes: influxdb::SamplePrefixes,
     lines: Vec<u8>,
     scratch: Vec<u8>,
 }
@@ -36,6 +37,7 @@ impl Router {
         file: Option<FileSink>,
     ) -> Self {
         Router {
+            prefixes: influxdb::SamplePrefixes::new(&plan),
             plan,
             influx,
             mqtt,
@@ -55,9 +57,7 @@ impl Router {
             for s in &out.samples {
                 first_ns = first_ns.min(s.ts.0);
                 last_ns = last_ns.max(s.ts.0);
-                let tag = plan.tag_info(s.tag);
-                let device = &plan.device(tag.device).id;
-                influxdb::line::encode_sample(&mut self.lines, station, tag, device, s);
+                self.prefixes.encode(&mut self.lines, s);
             }
             if let Some(sp) = &self.influx {
                 let span = TimeSpan { first_ns, last_ns };
@@ -145,16 +145,27 @@ impl Router {
 
     /// Makes everything routed so far durable (spool fsync, file flush).
     pub fn flush(&mut self) -> Result<(), RouteError> {
+        self.begin_flush()?.run()?;
+        Ok(())
+    }
+
+    /// Hands everything routed so far to the kernel (spool buffers, file
+    /// sink) and returns the spool fsyncs still owed; each spool is locked
+    /// only for the hand-over, never during an fsync.
+    pub fn begin_flush(&mut self) -> Result<SyncJob, RouteError> {
+        let mut job = SyncJob::default();
         if let Some(sp) = &self.influx {
-            sp.lock().sync()?;
+            let part = sp.lock().begin_sync()?;
+            job.merge(part);
         }
         if let Some((sp, _)) = &self.mqtt {
-            sp.lock().sync()?;
+            let part = sp.lock().begin_sync()?;
+            job.merge(part);
         }
         if let Some(f) = &mut self.file {
             f.flush().map_err(|e| RouteError::File(e.to_string()))?;
         }
-        Ok(())
+        Ok(job)
     }
 }
 

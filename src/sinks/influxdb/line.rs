@@ -13,12 +13,11 @@
 //! so CR and LF there are replaced by a space. Tags with an empty value are
 //! left out (InfluxDB rejects them). Tags are written sorted by key, as
 //! InfluxDB recommends. Non-finite numbers are left out (line protocol has no
-//! NaN); floats are written in Rust's shortest round-trip form, which
-//! InfluxDB parses back to the same `f64`.
+//! NaN); floats are written in their shortest round-trip form (ryu: `4012.5`,
+//! `-3.0`, `1e-7`), which InfluxDB parses back to the same `f64`.
 
 use crate::engine::TagInfo;
 use crate::model::{AlarmEvent, BalanceResult, Reason, Sample};
-use std::io::Write;
 
 fn escape_into(buf: &mut Vec<u8>, s: &str, special: &[u8]) {
     // Fast path: station, device, point and unit names almost never hold a
@@ -80,14 +79,18 @@ impl<'a> Fields<'a> {
     fn float(&mut self, key: &str, v: f64) {
         if v.is_finite() {
             self.key(key);
-            // Writing into a Vec<u8> cannot fail.
-            let _ = write!(self.buf, "{v}");
+            // Shortest round-trip form (`4012.5`, `-3.0`, `1e-7`): InfluxDB
+            // parses it back to the same f64 (exponents included).
+            self.buf
+                .extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
         }
     }
 
     fn uint(&mut self, key: &str, v: u64) {
         self.key(key);
-        let _ = write!(self.buf, "{v}i");
+        self.buf
+            .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+        self.buf.push(b'i');
     }
 
     fn string(&mut self, key: &str, v: &str) {
@@ -103,7 +106,10 @@ impl<'a> Fields<'a> {
     }
 
     fn end(self, ts_ns: i64) {
-        let _ = writeln!(self.buf, " {ts_ns}");
+        self.buf.push(b' ');
+        self.buf
+            .extend_from_slice(itoa::Buffer::new().format(ts_ns).as_bytes());
+        self.buf.push(b'\n');
     }
 }
 
@@ -118,11 +124,23 @@ pub fn encode_sample(
     device_id: &str,
     s: &Sample,
 ) {
+    sample_prefix(buf, station, tag_info, device_id);
+    encode_sample_after_prefix(buf, s);
+}
+
+/// The part of a sample's line that is the same for every sample of a tag:
+/// measurement and escaped tags (`telemetry,device=..,unit=..`). The router
+/// builds it once per tag and reuses it ([`SamplePrefixes`]).
+pub fn sample_prefix(buf: &mut Vec<u8>, station: &str, tag_info: &TagInfo, device_id: &str) {
     measurement(buf, "telemetry");
     tag(buf, "device", device_id);
     tag(buf, "point", &tag_info.name);
     tag(buf, "station", station);
     tag(buf, "unit", &tag_info.unit);
+}
+
+/// The rest of a sample's line after its [`sample_prefix`]: fields and time.
+pub fn encode_sample_after_prefix(buf: &mut Vec<u8>, s: &Sample) {
     let mut f = Fields::new(buf);
     if s.has_value() {
         f.float("value", s.value);
@@ -132,6 +150,48 @@ pub fn encode_sample(
         f.string("reason", s.reason.as_str());
     }
     f.end(s.ts.nanos());
+}
+
+/// Every tag's [`sample_prefix`], built once per plan, in one buffer.
+/// Encoding a sample is then one copy plus its fields: the escaping of four
+/// names per sample was most of the encoding time (BENCHMARKS.md).
+#[derive(Debug, Default)]
+pub struct SamplePrefixes {
+    bytes: Vec<u8>,
+    /// `ends[i]` is where tag i's prefix ends; it starts at `ends[i - 1]`.
+    ends: Vec<usize>,
+}
+
+impl SamplePrefixes {
+    pub fn new(plan: &crate::engine::EnginePlan) -> Self {
+        let mut p = SamplePrefixes::default();
+        for tag in &plan.tags {
+            p.push(&plan.station_id, tag, &plan.device(tag.device).id);
+        }
+        p
+    }
+
+    /// Adds the prefix of the next tag id (the plan's tags, in order).
+    pub fn push(&mut self, station: &str, tag: &TagInfo, device_id: &str) {
+        sample_prefix(&mut self.bytes, station, tag, device_id);
+        self.ends.push(self.bytes.len());
+    }
+
+    /// The prefix of `tag`, empty for a tag the plan does not know.
+    pub fn get(&self, tag: crate::model::TagId) -> &[u8] {
+        let i = tag.0 as usize;
+        let Some(&end) = self.ends.get(i) else {
+            return &[];
+        };
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..end]
+    }
+
+    /// Appends the line of `s`: its tag's prefix, then fields and time.
+    pub fn encode(&self, buf: &mut Vec<u8>, s: &Sample) {
+        buf.extend_from_slice(self.get(s.tag));
+        encode_sample_after_prefix(buf, s);
+    }
 }
 
 /// `alarm,alarm_id=,kind=,priority=,source=,station= action="raise",value=,limit=,seq=<n>i <ts>`.
@@ -163,9 +223,7 @@ pub fn encode_balance(buf: &mut Vec<u8>, station: &str, b: &BalanceResult) {
     measurement(buf, "balance");
     tag(buf, "station", station);
     let window_s = b.end.since(b.start) / 1_000_000_000;
-    let mut itoa_buf = [0u8; 24];
-    let window = fmt_i64(&mut itoa_buf, window_s);
-    tag(buf, "window_s", window);
+    tag(buf, "window_s", itoa::Buffer::new().format(window_s));
     let mut f = Fields::new(buf);
     f.float("inlet_sm3", b.inlet_sm3);
     f.float("outlet_sm3", b.outlet_sm3);
@@ -176,14 +234,6 @@ pub fn encode_balance(buf: &mut Vec<u8>, station: &str, b: &BalanceResult) {
     f.float("coverage", b.coverage);
     f.string("quality", b.quality.as_str());
     f.end(b.end.nanos());
-}
-
-/// Formats an integer into a stack buffer.
-fn fmt_i64(buf: &mut [u8; 24], v: i64) -> &str {
-    let mut cur = std::io::Cursor::new(&mut buf[..]);
-    let _ = write!(cur, "{v}");
-    let n = usize::try_from(cur.position()).unwrap_or(0);
-    std::str::from_utf8(&buf[..n]).unwrap_or("0")
 }
 
 #[cfg(test)]
@@ -258,7 +308,7 @@ mod tests {
         );
         assert_eq!(
             s(&buf),
-            "telemetry,device=d,point=p,station=s,unit=u value=-3,quality=\"uncertain\",reason=\"exception_02_illegal_address\" 1700000000123456789\n"
+            "telemetry,device=d,point=p,station=s,unit=u value=-3.0,quality=\"uncertain\",reason=\"exception_02_illegal_address\" 1700000000123456789\n"
         );
     }
 
@@ -274,7 +324,7 @@ mod tests {
         );
         assert_eq!(
             s(&buf),
-            "telemetry,device=line\\ break,point=PT\\=1\\,\\ a,station=city\\ gate\\,north\\=1,unit=m³/h value=0.0000001,quality=\"good\" 1700000000123456789\n"
+            "telemetry,device=line\\ break,point=PT\\=1\\,\\ a,station=city\\ gate\\,north\\=1,unit=m³/h value=1e-7,quality=\"good\" 1700000000123456789\n"
         );
     }
 
@@ -330,7 +380,7 @@ mod tests {
         encode_balance(&mut buf, "cg01", &b);
         assert_eq!(
             s(&buf),
-            "balance,station=cg01,window_s=3600 inlet_sm3=0,outlet_sm3=12.25,linepack_change_sm3=0,imbalance_sm3=-12.25,coverage=1,quality=\"good\" 1700003600000000000\n"
+            "balance,station=cg01,window_s=3600 inlet_sm3=0.0,outlet_sm3=12.25,linepack_change_sm3=0.0,imbalance_sm3=-12.25,coverage=1.0,quality=\"good\" 1700003600000000000\n"
         );
         let b = BalanceResult {
             imbalance_percent: 0.5,
@@ -340,7 +390,7 @@ mod tests {
         };
         buf.clear();
         encode_balance(&mut buf, "cg01", &b);
-        assert!(s(&buf).contains("imbalance_percent=0.5,coverage=1,quality=\"uncertain\""));
+        assert!(s(&buf).contains("imbalance_percent=0.5,coverage=1.0,quality=\"uncertain\""));
         let b = BalanceResult {
             uncertainty_percent: 1.25,
             linepack_change_sm3: -3.5,

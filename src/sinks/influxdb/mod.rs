@@ -6,5 +6,5 @@ pub mod line;
 pub mod writer;
 
 pub use config::{InfluxApi, InfluxConfig};
-pub use line::{encode_alarm, encode_balance, encode_sample};
+pub use line::{SamplePrefixes, encode_alarm, encode_balance, encode_sample};
 pub use writer::{Auth, InfluxError, WriterConfig, run};

@@ -88,6 +88,26 @@ pub struct DeviceConfig {
     /// The points read from this device.
     #[serde(default)]
     pub points: Vec<PointConfig>,
+    /// A shared register map (`[[point_maps]]` name) whose points this
+    /// device also has, named `point_prefix` + the map's point name.
+    #[serde(default)]
+    pub point_map: Option<String>,
+    /// Prefix of the point names taken from `point_map`; default the device
+    /// id and a dot (`rtu07.PT1`).
+    #[serde(default)]
+    pub point_prefix: Option<String>,
+}
+
+/// A register map shared by identical devices (`[[point_maps]]`): 500 RTUs
+/// of one model are one map and 500 short `[[devices]]` entries.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PointMapConfig {
+    /// The name devices refer to with `point_map`.
+    pub name: String,
+    /// The points, as in `[[devices.points]]`; names are suffixes.
+    #[serde(default)]
+    pub points: Vec<PointConfig>,
 }
 
 /// A poll group of a device (`[[devices.groups]]`).

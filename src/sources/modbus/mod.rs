@@ -11,7 +11,7 @@ mod serial;
 mod tests;
 
 pub use config::{
-    DataType, DeviceConfig, Link, Parity, PointConfig, PollGroupConfig, RegisterKind, SerialConfig,
-    Transport, WordOrder,
+    DataType, DeviceConfig, Link, Parity, PointConfig, PointMapConfig, PollGroupConfig,
+    RegisterKind, SerialConfig, Transport, WordOrder,
 };
 pub use poller::spawn;
