@@ -88,18 +88,23 @@ fn bus(id: &str, link: &str) -> String {
     BUS.replace("LINK", link).replace("ID-", &format!("{id}-"))
 }
 
-/// A pty pair: the simulator serves RTU on the master; returns the handle
-/// and the slave's path for the daemon. The test does not keep the slave
-/// open, so the poller's closes are real hang-ups of the line.
-fn simulator_on_a_pty(text: &str) -> (SimHandle, String) {
+/// A pty pair: the simulator serves RTU on the master; returns the handle,
+/// the slave's path for the daemon, and the pair's own slave descriptor.
+/// Keep that open for the test: if every slave descriptor closes, the
+/// master reports a hang-up (EPOLLHUP), tokio keeps that "read closed"
+/// readiness for good, and tokio-serial's `poll_read` then loops on EAGAIN
+/// without ever returning Pending: the simulator's task spins on a runtime
+/// thread and tasks queued behind it wait, which shows up as answers
+/// delivered late and out of turn (seen with strace). A UART has no master
+/// side that could hang up.
+fn simulator_on_a_pty(text: &str) -> (SimHandle, String, tokio_serial::SerialStream) {
     use tokio_serial::SerialPort;
     let (master, slave) = tokio_serial::SerialStream::pair().expect("openpty");
     let path = slave.name().expect("the slave side has a path");
-    drop(slave);
     let station =
         Station::from_config_str(text, &SimOptions::default()).expect("simulator reads config");
     let sim = gaswatch_sim::serve_rtu_line(station, master).expect("serves");
-    (sim, path)
+    (sim, path, slave)
 }
 
 fn serial_link(path: &str) -> String {
@@ -132,7 +137,7 @@ fn all_good_values_were_served(run: &Running, sim: &SimHandle, point: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_units_on_a_serial_port_read_exactly_what_was_served_over_one_open_port() {
-    let (sim, path) = simulator_on_a_pty(&bus("pty1", &serial_link("PATH")));
+    let (sim, path, _slave) = simulator_on_a_pty(&bus("pty1", &serial_link("PATH")));
     let text = bus("pty1", &serial_link(&path));
     // Pty numbers are reused by later tests of this binary: count from here.
     let connects = || {
@@ -178,7 +183,7 @@ async fn serial_late_answers_are_never_taken_for_the_next_request() {
         "unit_id = 2\npoll_interval = \"1h\"",
         1,
     );
-    let (sim, path) = simulator_on_a_pty(&text);
+    let (sim, path, _slave) = simulator_on_a_pty(&text);
     let plan = plan_of(&text.replace("PATH", &path));
     let fc = &plan.devices[0];
     assert_eq!(
@@ -238,7 +243,7 @@ async fn serial_late_answers_are_never_taken_for_the_next_request() {
 /// the same port keeps reading, nothing but reads reach the bus.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_faults_on_one_unit_do_not_stop_the_other() {
-    let (sim, path) = simulator_on_a_pty(&bus("pty3", &serial_link("PATH")));
+    let (sim, path, _slave) = simulator_on_a_pty(&bus("pty3", &serial_link("PATH")));
     let run = Running::start(plan_of(&bus("pty3", &serial_link(&path))));
     eventually(DEADLINE, "first good reads", || {
         POINTS.iter().all(|p| run.good_count(p) >= 2)

@@ -266,6 +266,11 @@ pub async fn serve_with(
 /// stream standing for a serial bus (e.g. the master side of a pty whose
 /// slave path the daemon opens). Unit ids must be unique. The handle's
 /// `local_addr` is `0.0.0.0:0` (there is no socket).
+///
+/// A pty master given as a tokio-serial stream must never see all its slave
+/// descriptors closed (keep one open): after that hang-up tokio keeps the
+/// read-closed readiness and tokio-serial's reads spin on EAGAIN, holding a
+/// runtime thread.
 pub fn serve_rtu_line<S>(station: Station, line: S) -> Result<SimHandle, SimError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,

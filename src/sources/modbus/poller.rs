@@ -24,12 +24,13 @@
 //!   request. Serial buses, gateways and small RTUs allow nothing else.
 //! - **RTU has no transaction id.** A late answer on an RTU link can only be
 //!   told from the current one by unit id, function code, length and CRC.
-//!   So after a timeout (or a garbled frame) the port or socket is closed and
-//!   reopened, and then the line is listened to and every byte discarded
-//!   until it has been silent for the link's timeout (libmodbus's
-//!   error-recovery does the same: sleep the response timeout, flush), before
-//!   the next request goes out. On a serial port each request also waits
-//!   for the 3.5-character silence that separates RTU frames.
+//!   So after a timeout (or a garbled frame) the context is dropped (a TCP
+//!   socket is reconnected; a serial port stays open, see `serial.rs`), and
+//!   the line is listened to and every byte discarded until it has been
+//!   silent for the link's timeout (libmodbus's error-recovery does the
+//!   same: sleep the response timeout, flush), before the next request goes
+//!   out. On a serial port each request also waits for the 3.5-character
+//!   silence that separates RTU frames.
 //! - **Every network step is bounded.** tokio-modbus has no timeouts of its
 //!   own (slowtec/tokio-modbus#113, #183), so connecting and every request run
 //!   under `tokio::time::timeout` with the device's `timeout`. A dead unit
@@ -472,6 +473,11 @@ struct EndpointTask {
     /// The next connect follows a failed request: on an RTU link, wait for
     /// silence before sending again (module docs).
     resync: bool,
+    /// The open serial port of a serial link, kept across resyncs.
+    port: Option<super::serial::BusPort>,
+    /// The last failed request was an I/O error of the link itself (not a
+    /// timeout or a garbled answer): reopen the serial port.
+    link_broken: bool,
     devices: Vec<DeviceState>,
     tx: mpsc::Sender<Input>,
     cancel: CancellationToken,
@@ -536,6 +542,8 @@ impl EndpointTask {
             connect_timeout,
             last_frame: None,
             resync: false,
+            port: None,
+            link_broken: false,
             devices,
             tx,
             cancel,
@@ -592,6 +600,8 @@ impl EndpointTask {
                     }
                     Err(error) => {
                         self.connects_err.increment(1);
+                        // A serial port that failed here is opened afresh.
+                        self.port = None;
                         let delay = self.backoff.next_delay();
                         if self.unreachable {
                             debug!(endpoint = %self.name, %error, ?delay, "Modbus connect failed again.");
@@ -646,6 +656,9 @@ impl EndpointTask {
                     // Never reuse a context after a timeout or transport error (#324).
                     ctx = None;
                     self.resync = true;
+                    if std::mem::replace(&mut self.link_broken, false) {
+                        self.port = None;
+                    }
                     // A connection that answered before is dropped to resync,
                     // not because the endpoint is down: reconnect at once so a
                     // dead unit behind a gateway costs the others only its
@@ -681,7 +694,19 @@ impl EndpointTask {
                     }
                 }
             }
-            Link::Serial(line) => Opened::Serial(super::serial::BusPort::open(line)?),
+            Link::Serial(line) => {
+                // The port stays open across resyncs (serial.rs); it is
+                // reopened only after an I/O error dropped it.
+                let port = match &self.port {
+                    Some(p) => {
+                        p.clear_input()?;
+                        p.clone()
+                    }
+                    None => super::serial::BusPort::open(line)?,
+                };
+                self.port = Some(port.clone());
+                Opened::Serial(port)
+            }
         };
         // After a failure a late answer may still be on its way; otherwise
         // only stale bytes already buffered need to go.
@@ -1071,6 +1096,15 @@ impl EndpointTask {
         let result =
             tokio::time::timeout(timeout, ctx.call(read_request(kind, start, count))).await;
         self.last_frame = Some(Instant::now());
+        if let Ok(Err(tokio_modbus::Error::Transport(e))) = &result
+            && !matches!(
+                e.kind(),
+                io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput
+            )
+        {
+            // The port or socket itself failed, not just one answer.
+            self.link_broken = true;
+        }
         let m = &self.devices[index].metrics;
         if matches!(result, Ok(Ok(_))) {
             m.response.record(started.elapsed().as_secs_f64());
