@@ -2,9 +2,10 @@
 //! pseudo-terminal; the simulator serves RTU on its master side) and RTU over
 //! TCP (the simulator behind a "serial-to-Ethernet converter"). Two unit ids
 //! share the bus; values must be exactly what the simulator served, faults
-//! on one unit must not stop the other, the port is reopened and the line
-//! resynchronised after a timeout so a late answer is never taken for the
-//! next one, and only read function codes ever reach the bus.
+//! on one unit must not stop the other, the Modbus session is dropped and
+//! the line resynchronised (waited out until quiet) after a timeout so a
+//! late answer is never taken for the next one, and only read function
+//! codes ever reach the bus.
 //!
 //! Pseudo-terminals here refuse parity (tcsetattr answers EINVAL), so the
 //! serial tests run 19200 baud 8N1; a UART takes any parity.
@@ -173,7 +174,7 @@ async fn two_units_on_a_serial_port_read_exactly_what_was_served_over_one_open_p
 /// length (FT_IN at 0 and PT_IN at 20) and only PT_IN's answers come late;
 /// unit 2 is polled once an hour, so the request after PT_IN's timeout is
 /// FT_IN's. Taking the late answer for it would put PT_IN's value into FT_IN
-/// (and then FT_IN's into PT_IN). The poller must reopen the port and wait
+/// (and then FT_IN's into PT_IN). The poller must drop its session and wait
 /// for silence instead, so every good value is one served for that very
 /// point.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,7 +215,7 @@ async fn serial_late_answers_are_never_taken_for_the_next_request() {
     sim.set_fault(1, Fault::DelayAt(20, Duration::from_millis(320)));
     eventually(
         DEADLINE,
-        "PT_IN timed out 5 times, the port reopened as often, FT_IN read 5 times",
+        "PT_IN timed out 5 times, the session resynced as often, FT_IN read 5 times",
         || {
             run.samples_of("PT_IN")
                 .iter()
