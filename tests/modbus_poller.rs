@@ -117,7 +117,8 @@ impl Collected {
                 Input::Values { .. }
                 | Input::DevicePaused { .. }
                 | Input::Command(_)
-                | Input::Receipt(_) => false,
+                | Input::Receipt(_)
+                | Input::Archive { .. } => false,
             })
             .count()
     }

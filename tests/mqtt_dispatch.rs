@@ -414,3 +414,81 @@ async fn broker_restart_with_records_in_flight_loses_none_and_keeps_first_delive
     );
     h.shutdown().await;
 }
+
+/// Plays the engine for a publisher run: returns the next command and its
+/// receipt from the engine channel.
+async fn next_command(
+    rx: &mut tokio::sync::mpsc::Receiver<gaswatch::model::Input>,
+) -> (String, gaswatch::model::Receipt) {
+    use gaswatch::model::Input;
+    let wait = Duration::from_secs(20);
+    let cmd = match tokio::time::timeout(wait, rx.recv()).await {
+        Ok(Some(Input::Command(c))) => c,
+        other => panic!("expected a command, got {other:?}"),
+    };
+    match tokio::time::timeout(wait, rx.recv()).await {
+        Ok(Some(Input::Receipt(r))) => (cmd.request_id, r),
+        other => panic!("expected the receipt of {}, got {other:?}", cmd.request_id),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_is_acknowledged_to_the_broker_only_after_the_engine_confirms_it() {
+    let broker = Mosquitto::start();
+    let status = "gaswatch/cg01/status";
+    let commands = "gaswatch/cg01/commands";
+    let mut disp = Subscriber::connect(broker.port(), "disp", &[status], false).await;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |n: u32| {
+        let spool = SharedSpool::new(
+            "mqtt",
+            Spool::open(&dir.path().join(format!("run{n}")), &SpoolConfig::default())
+                .expect("spool"),
+        );
+        tokio::spawn(gaswatch::sinks::mqtt::run_with_commands(
+            settings(),
+            config(broker.port()),
+            STATION.to_string(),
+            None,
+            spool,
+            CancellationToken::new(),
+            Some(tx.clone()),
+        ))
+    };
+    let cmd = |id: &str| {
+        serde_json::json!({"v":1,"request_id":id,"alarm_id":"cg01/PT_OUT1/H","operator":"wang","action":"ack"})
+            .to_string()
+    };
+
+    // Run 1 subscribes before it announces itself online (same connection,
+    // in order), so a command published after `online` reaches it.
+    let run1 = run(1);
+    wait_for(&mut disp, status, |v| v["state"] == "online").await;
+    disp.publish(commands, cmd("c1")).await;
+    let (id, _never_confirmed) = next_command(&mut rx).await;
+    assert_eq!(id, "c1");
+    // The daemon dies before the command is journaled: no PUBACK went out,
+    // so the broker delivers c1 again to the persistent session.
+    run1.abort();
+    let _ = run1.await;
+    let run2 = run(2);
+    let (id, receipt) = next_command(&mut rx).await;
+    assert_eq!(id, "c1", "the broker holds an unconfirmed command");
+    // Journaled: confirming sends the PUBACK. c2 arrives and stays unconfirmed.
+    receipt.confirm();
+    disp.publish(commands, cmd("c2")).await;
+    let (id, _c2) = next_command(&mut rx).await;
+    assert_eq!(id, "c2");
+    run2.abort();
+    let _ = run2.await;
+    // Run 3: the broker redelivers c2 (never confirmed), not c1 (acknowledged).
+    let run3 = run(3);
+    let (id, receipt) = next_command(&mut rx).await;
+    assert_eq!(id, "c2", "c1 was acknowledged once confirmed; c2 was not");
+    receipt.confirm();
+    disp.publish(commands, cmd("c3")).await;
+    let (id, _) = next_command(&mut rx).await;
+    assert_eq!(id, "c3");
+    run3.abort();
+}

@@ -10,98 +10,10 @@ mod support;
 use gaswatch::buffer::{SharedSpool, Spool, SpoolConfig};
 use gaswatch::sinks::mqtt::config::{MqttConfig, MqttTlsConfig};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 use support::mosquitto::{Mosquitto, MosquittoOptions, Subscriber};
+use support::pki::make_pki;
 use tokio_util::sync::CancellationToken;
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let st = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("openssl (apt-get install openssl)");
-    assert!(st.success(), "openssl {args:?} failed");
-}
-
-/// CA, server cert for IP 127.0.0.1, client cert; all signed by the CA.
-fn make_pki(dir: &Path) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=gaswatch test CA",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-        ],
-    );
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .expect("ext");
-    std::fs::write(
-        dir.join("client.ext"),
-        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
-    )
-    .expect("ext");
-    for who in ["server", "client"] {
-        openssl(
-            dir,
-            &[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-subj",
-                &format!("/CN=gaswatch-{who}"),
-                "-keyout",
-                &format!("{who}.key"),
-                "-out",
-                &format!("{who}.csr"),
-            ],
-        );
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &format!("{who}.csr"),
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                &format!("{who}.ext"),
-                "-out",
-                &format!("{who}.pem"),
-            ],
-        );
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        for k in ["client.key", "server.key"] {
-            std::fs::set_permissions(dir.join(k), std::fs::Permissions::from_mode(0o600))
-                .expect("chmod");
-        }
-    }
-}
 
 fn mqtt_config(port: u16, pki: &Path, client_cert: bool) -> MqttConfig {
     MqttConfig {

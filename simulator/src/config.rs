@@ -117,10 +117,78 @@ impl std::fmt::Display for Endpoint {
 pub struct StationConfig {
     /// `[station] id`.
     pub station_id: String,
+    /// `[station] kind` as written (`city_gate`, `cng_mother`, `lng`, `lcng`,
+    /// ...); selects the physics profile. Empty when absent.
+    pub kind: String,
     /// `[[devices]]` in file order.
     pub devices: Vec<DeviceConfig>,
     /// `[[meters]]` in file order.
     pub meters: Vec<MeterConfig>,
+    /// `[[mqtt_sources]]` in file order: what the station's MQTT loggers
+    /// and Sparkplug edge nodes publish (the simulator publishes it).
+    pub mqtt_sources: Vec<MqttSourceConfig>,
+}
+
+/// Payload format of an MQTT source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MqttFormat {
+    /// JSON documents; values at JSON Pointers.
+    Json,
+    /// Sparkplug B edge nodes.
+    SparkplugB,
+}
+
+/// How a JSON payload's time is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimestampFormat {
+    Rfc3339,
+    EpochS,
+    EpochMs,
+    EpochNs,
+}
+
+/// One `[[mqtt_sources]]` entry, as the simulator publishes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttSourceConfig {
+    /// Source id.
+    pub id: String,
+    /// Broker host and port as written.
+    pub host: String,
+    pub port: u16,
+    pub format: MqttFormat,
+    /// JSON: topic patterns; the first one is published to, with
+    /// `{station}`, `{device}` and `{point}` filled in.
+    pub topics: Vec<String>,
+    /// JSON: where the time goes and how it is written (absent: no time).
+    pub timestamp: Option<(String, TimestampFormat)>,
+    /// Sparkplug B group id.
+    pub group_id: String,
+    pub points: Vec<MqttPointConfig>,
+}
+
+/// One `[[mqtt_sources.points]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttPointConfig {
+    /// Point name, unique in the station.
+    pub name: String,
+    /// JSON: fills `{device}`; Sparkplug B: the device id (`None`: a node metric).
+    pub device: Option<String>,
+    /// JSON: fills `{point}` (points without it use a pattern without `{point}`).
+    pub topic_point: Option<String>,
+    /// Sparkplug B edge node id.
+    pub node: String,
+    /// JSON Pointer of the value (JSON; "" = the whole payload is the number).
+    pub path: String,
+    /// Metric name (Sparkplug B).
+    pub metric: String,
+    /// Engineering = payload * scale + offset.
+    pub scale: f64,
+    pub offset: f64,
+    pub unit: String,
+    /// How often the value is published at least.
+    pub expected_interval: std::time::Duration,
 }
 
 /// One `[[devices]]` entry.
@@ -132,8 +200,27 @@ pub struct DeviceConfig {
     pub endpoint: Endpoint,
     /// Modbus unit id (slave id) behind that endpoint.
     pub unit_id: u8,
+    /// Enron/Daniel mode: a 32-bit point is ONE register number answering
+    /// two words.
+    pub enron: bool,
     /// Points in file order.
     pub points: Vec<PointConfig>,
+    /// The flow computer's hourly archive (`[devices.archive]`).
+    pub archive: Option<ArchiveConfig>,
+}
+
+/// A device's hourly archive: which meter it integrates and where its
+/// registers are (wire addresses; the map is documented in `archive.rs`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArchiveConfig {
+    /// Index into [`StationConfig::meters`].
+    pub meter: usize,
+    /// Wire address of the header.
+    pub address: u16,
+    /// Wire address of record slot 0.
+    pub records_address: u16,
+    /// Records kept (the ring).
+    pub capacity: u16,
 }
 
 /// One `[[devices.points]]` entry.
@@ -143,7 +230,7 @@ pub struct PointConfig {
     pub name: String,
     /// Register table.
     pub register: RegisterKind,
-    /// 0-based wire address of the first register.
+    /// 0-based wire address of the first register (`address - address_base`).
     pub address: u16,
     /// Wire type.
     pub data_type: DataType,
@@ -183,11 +270,52 @@ struct RawFile {
     point_maps: Vec<RawPointMap>,
     #[serde(default)]
     meters: Vec<RawMeter>,
+    #[serde(default)]
+    mqtt_sources: Vec<RawMqttSource>,
+}
+
+#[derive(Deserialize)]
+struct RawMqttSource {
+    id: String,
+    host: String,
+    port: Option<u16>,
+    format: MqttFormat,
+    #[serde(default)]
+    topics: Vec<String>,
+    timestamp: Option<RawTimestamp>,
+    group_id: Option<String>,
+    #[serde(default)]
+    points: Vec<RawMqttPoint>,
+}
+
+#[derive(Deserialize)]
+struct RawTimestamp {
+    path: String,
+    format: TimestampFormat,
+}
+
+#[derive(Deserialize)]
+struct RawMqttPoint {
+    name: String,
+    device: Option<String>,
+    topic_point: Option<String>,
+    node: Option<String>,
+    #[serde(default)]
+    path: String,
+    metric: Option<String>,
+    scale: Option<f64>,
+    offset: Option<f64>,
+    #[serde(default)]
+    unit: String,
+    #[serde(default, with = "humantime_serde")]
+    expected_interval: Option<std::time::Duration>,
 }
 
 #[derive(Deserialize)]
 struct RawStation {
     id: String,
+    #[serde(default)]
+    kind: String,
 }
 
 #[derive(Deserialize)]
@@ -200,9 +328,22 @@ struct RawDevice {
     serial: Option<RawSerial>,
     unit_id: u8,
     #[serde(default)]
+    enron: bool,
+    #[serde(default)]
+    address_base: u8,
+    #[serde(default)]
     points: Vec<RawPoint>,
     point_map: Option<String>,
     point_prefix: Option<String>,
+    archive: Option<RawArchive>,
+}
+
+#[derive(Deserialize)]
+struct RawArchive {
+    meter: String,
+    address: Option<u16>,
+    records_address: Option<u16>,
+    capacity: Option<u16>,
 }
 
 #[derive(Deserialize)]
@@ -277,6 +418,7 @@ impl StationConfig {
         }
 
         let mut names = BTreeSet::new();
+        let mut archive_meters: Vec<(usize, String)> = Vec::new();
         let mut units_seen: BTreeMap<(Endpoint, u8), usize> = BTreeMap::new();
         let mut devices = Vec::with_capacity(raw.devices.len());
         for (di, d) in raw.devices.into_iter().enumerate() {
@@ -313,10 +455,25 @@ impl StationConfig {
                     ),
                 ));
             }
+            if d.address_base > 1 {
+                return Err(ConfigError::invalid(
+                    format!("devices[{di}].address_base"),
+                    "0 or 1",
+                ));
+            }
+            let base = u16::from(d.address_base);
             let mut used: BTreeMap<(RegisterKind, u16), String> = BTreeMap::new();
             let mut points = Vec::with_capacity(d.points.len());
             for (pi, p) in d.points.into_iter().enumerate() {
                 let key = |k: &str| format!("devices[{di}].points[{pi}].{k}");
+                let Some(address) = p.address.checked_sub(base) else {
+                    return Err(ConfigError::invalid(
+                        key("address"),
+                        format!(
+                            "at least {base} (the device numbers registers from address_base = {base})"
+                        ),
+                    ));
+                };
                 if p.name.trim().is_empty() {
                     return Err(ConfigError::invalid(key("name"), "a non-empty string"));
                 }
@@ -337,8 +494,15 @@ impl StationConfig {
                 if !offset.is_finite() {
                     return Err(ConfigError::invalid(key("offset"), "a finite number"));
                 }
-                let words = p.data_type.words();
-                let last = u32::from(p.address) + u32::from(words) - 1;
+                if d.enron && p.data_type.words() > 2 {
+                    return Err(ConfigError::invalid(
+                        key("type"),
+                        "a 16- or 32-bit type in Enron mode (enron = true)",
+                    ));
+                }
+                // Register numbers the point spans: one for an Enron 32-bit value.
+                let words = if d.enron { 1 } else { p.data_type.words() };
+                let last = u32::from(address) + u32::from(words) - 1;
                 if last > u32::from(u16::MAX) {
                     return Err(ConfigError::invalid(
                         key("address"),
@@ -346,7 +510,7 @@ impl StationConfig {
                     ));
                 }
                 for w in 0..words {
-                    let addr = p.address + w;
+                    let addr = address + w;
                     if let Some(other) = used.insert((p.register, addr), p.name.clone()) {
                         return Err(ConfigError::invalid(
                             key("address"),
@@ -359,7 +523,7 @@ impl StationConfig {
                 points.push(PointConfig {
                     name: p.name,
                     register: p.register,
-                    address: p.address,
+                    address,
                     data_type: p.data_type,
                     order: p.order.unwrap_or_default(),
                     scale,
@@ -373,10 +537,140 @@ impl StationConfig {
                     "a non-empty string",
                 ));
             }
+            let archive = match d.archive {
+                None => None,
+                Some(a) => {
+                    let ak = |k: &str| format!("devices[{di}].archive.{k}");
+                    let address = a.address.unwrap_or(700).checked_sub(base).ok_or_else(|| {
+                        ConfigError::invalid(ak("address"), format!("at least {base}"))
+                    })?;
+                    let records_address = a
+                        .records_address
+                        .unwrap_or(10_000)
+                        .checked_sub(base)
+                        .ok_or_else(|| {
+                            ConfigError::invalid(ak("records_address"), format!("at least {base}"))
+                        })?;
+                    let capacity = a.capacity.unwrap_or(840);
+                    let ring = u32::from(capacity) * u32::from(crate::archive::RECORD_WORDS);
+                    if capacity == 0 || u32::from(records_address) + ring > 0x1_0000 {
+                        return Err(ConfigError::invalid(
+                            ak("capacity"),
+                            "at least 1 record, with the ring ending below register 65536",
+                        ));
+                    }
+                    let header = u32::from(address)..u32::from(address) + 4;
+                    let records = u32::from(records_address)..u32::from(records_address) + ring;
+                    let clash = |r: &std::ops::Range<u32>, a: u32| r.contains(&a);
+                    for ((kind, addr), name) in &used {
+                        if *kind == RegisterKind::Holding
+                            && (clash(&header, u32::from(*addr))
+                                || clash(&records, u32::from(*addr)))
+                        {
+                            return Err(ConfigError::invalid(
+                                ak("address"),
+                                format!(
+                                    "archive registers not shared with a point (register {addr} belongs to `{name}`)"
+                                ),
+                            ));
+                        }
+                    }
+                    if header.start < records.end && records.start < header.end {
+                        return Err(ConfigError::invalid(
+                            ak("records_address"),
+                            "a record ring that does not overlap the 4-register header",
+                        ));
+                    }
+                    archive_meters.push((di, a.meter.clone()));
+                    Some(ArchiveConfig {
+                        meter: usize::MAX,
+                        address,
+                        records_address,
+                        capacity,
+                    })
+                }
+            };
             devices.push(DeviceConfig {
                 id: d.id,
                 endpoint,
                 unit_id: d.unit_id,
+                enron: d.enron,
+                points,
+                archive,
+            });
+        }
+
+        let mut mqtt_sources = Vec::with_capacity(raw.mqtt_sources.len());
+        for (si, src) in raw.mqtt_sources.into_iter().enumerate() {
+            let sk = |k: &str| format!("mqtt_sources[{si}].{k}");
+            if src.format == MqttFormat::Json && src.topics.is_empty() {
+                return Err(ConfigError::invalid(
+                    sk("topics"),
+                    "at least one topic pattern",
+                ));
+            }
+            let group_id = match (src.format, src.group_id) {
+                (MqttFormat::SparkplugB, None) => {
+                    return Err(ConfigError::invalid(
+                        sk("group_id"),
+                        "a Sparkplug B group id",
+                    ));
+                }
+                (_, g) => g.unwrap_or_default(),
+            };
+            let mut points = Vec::with_capacity(src.points.len());
+            for (pi, p) in src.points.into_iter().enumerate() {
+                let key = |k: &str| format!("mqtt_sources[{si}].points[{pi}].{k}");
+                if !names.insert(p.name.clone()) {
+                    return Err(ConfigError::invalid(
+                        key("name"),
+                        format!("a point name unique in the station (`{}` repeats)", p.name),
+                    ));
+                }
+                let scale = p.scale.unwrap_or(1.0);
+                if !scale.is_finite() || scale == 0.0 {
+                    return Err(ConfigError::invalid(
+                        key("scale"),
+                        "a finite, non-zero number",
+                    ));
+                }
+                let offset = p.offset.unwrap_or(0.0);
+                if !offset.is_finite() {
+                    return Err(ConfigError::invalid(key("offset"), "a finite number"));
+                }
+                let (path, metric, node) = match src.format {
+                    MqttFormat::Json => (p.path, String::new(), String::new()),
+                    MqttFormat::SparkplugB => (
+                        String::new(),
+                        p.metric
+                            .ok_or_else(|| ConfigError::invalid(key("metric"), "a metric name"))?,
+                        p.node
+                            .ok_or_else(|| ConfigError::invalid(key("node"), "an edge node id"))?,
+                    ),
+                };
+                points.push(MqttPointConfig {
+                    name: p.name,
+                    device: p.device,
+                    topic_point: p.topic_point,
+                    node,
+                    path,
+                    metric,
+                    scale,
+                    offset,
+                    unit: p.unit,
+                    expected_interval: p
+                        .expected_interval
+                        .unwrap_or(std::time::Duration::from_secs(10)),
+                });
+            }
+            mqtt_sources.push(MqttSourceConfig {
+                id: src.id,
+                host: src.host,
+                port: src.port.unwrap_or(1883),
+                format: src.format,
+                topics: src.topics,
+                timestamp: src.timestamp.map(|t| (t.path, t.format)),
+                group_id,
                 points,
             });
         }
@@ -389,7 +683,9 @@ impl StationConfig {
                 } else {
                     Err(ConfigError::invalid(
                         format!("meters[{mi}].{k}"),
-                        format!("the name of a point in [[devices.points]] (no point `{v}`)"),
+                        format!(
+                            "the name of a point in [[devices.points]] or [[mqtt_sources.points]] (no point `{v}`)"
+                        ),
                     ))
                 }
             };
@@ -409,10 +705,24 @@ impl StationConfig {
             });
         }
 
+        for (di, meter) in archive_meters {
+            let Some(mi) = meters.iter().position(|m| m.name == meter) else {
+                return Err(ConfigError::invalid(
+                    format!("devices[{di}].archive.meter"),
+                    format!("the name of a [[meters]] entry (no meter `{meter}`)"),
+                ));
+            };
+            if let Some(a) = devices[di].archive.as_mut() {
+                a.meter = mi;
+            }
+        }
+
         Ok(Self {
             station_id: raw.station.id,
+            kind: raw.station.kind,
             devices,
             meters,
+            mqtt_sources,
         })
     }
 

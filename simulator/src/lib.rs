@@ -1,10 +1,13 @@
-//! `gaswatch-sim`: a simulated city-gate station (门站) for gaswatch.
+//! `gaswatch-sim`: a simulated gas station for gaswatch: a city gate (门站),
+//! a CNG mother station or an L-CNG station, chosen by `[station] kind`.
 //!
 //! It computes simple but physical station values (supply and regulated
 //! pressure, Joule-Thomson cooling, a daily demand profile, station line pack,
-//! an optional leak, meter errors) and serves them as Modbus registers laid
-//! out as a gaswatch station config describes: Modbus/TCP, RTU over TCP, or
-//! RTU on a byte stream standing for a serial line (a pty in tests). The daemon's `gaswatch demo`
+//! an optional leak, meter errors; trailer filling and compressor cycles;
+//! LNG tank level and vaporiser temperatures) and serves them as Modbus
+//! registers laid out as a gaswatch station config describes: Modbus/TCP,
+//! RTU over TCP, or RTU on a byte stream standing for a serial line (a pty
+//! in tests). The daemon's `gaswatch demo`
 //! and its tests use it as the device on the other end of the wire, and read
 //! back the ground truth ([`SimHandle::served`], [`SimHandle::snapshot`]).
 //!
@@ -16,8 +19,13 @@
 //! - [`config`]: the station TOML, read with lenient serde structs;
 //! - [`mod@encode`]: engineering value -> registers;
 //! - [`physics`]: the pure, deterministic [`Station`] model and register map;
+//! - [`profile`]: the CNG mother and L-CNG models;
+//! - [`mod@archive`]: a flow computer's hourly archive (Enron/Daniel style);
 //! - [`server`]: the hand-written Modbus server (TCP and RTU framing),
-//!   faults, ground-truth logs.
+//!   faults, ground-truth logs;
+//! - [`scenario`]: scenario timelines and ground truth; [`driver`] runs one
+//!   against a served station;
+//! - [`mqtt`]: publishing `[[mqtt_sources]]` over MQTT (JSON, Sparkplug B).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), gaswatch_sim::SimError> {
@@ -30,18 +38,24 @@
 //! # Ok(()) }
 //! ```
 
+pub mod archive;
 pub mod config;
+pub mod driver;
 pub mod encode;
+pub mod mqtt;
 pub mod physics;
+pub mod profile;
 pub mod scenario;
 pub mod server;
 
+pub use archive::{Archive, ArchiveRecord};
 pub use config::{ConfigError, Endpoint, StationConfig, Transport};
 pub use encode::{DataType, Encoded, WordOrder, encode};
 pub use physics::{Leak, PhysicsState, PointOverride, SimOptions, Station};
+pub use profile::{CngModel, LngModel, LngSignal, Profile, ProfileKind};
 pub use server::{
-    Fault, Framing, SERVED_LOG_CAPACITY, Served, SimHandle, StationSnapshot, serve, serve_all,
-    serve_rtu_line, serve_with,
+    Fault, Framing, SERVED_LOG_CAPACITY, Served, SimControl, SimHandle, StationSnapshot, serve,
+    serve_all, serve_rtu_line, serve_with,
 };
 
 /// Errors of the simulator library.

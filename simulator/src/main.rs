@@ -29,6 +29,10 @@ struct Args {
     /// Modbus/TCP, like a serial-to-Ethernet converter in transparent mode.
     #[arg(long, requires = "bind")]
     rtu: bool,
+    /// Publish every [[mqtt_sources]] of the config to this broker instead
+    /// of the source's own host:port.
+    #[arg(long)]
+    mqtt_broker: Option<SocketAddr>,
     /// Seed for every random choice.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -138,6 +142,16 @@ async fn main() -> anyhow::Result<()> {
             percent,
             end_after: args.leak_end,
         }),
+        // The devices' clock (archive hour ends): the scenario's start when
+        // it has one, else now, so served archives line up with live data.
+        clock_start_s: match scenario.as_ref().and_then(|s| s.start.as_deref()) {
+            Some(start) => gaswatch_sim::scenario::parse_start(start)
+                .map_err(anyhow::Error::msg)?
+                .div_euclid(1_000_000_000),
+            None => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64),
+        },
         ..SimOptions::default()
     };
     let mut station = Station::from_config_str(&text, &opts)
@@ -188,85 +202,66 @@ async fn main() -> anyhow::Result<()> {
         "Station loaded."
     );
 
-    let handles = match args.bind {
-        Some(addr) => {
-            let framing = if args.rtu { Framing::Rtu } else { Framing::Tcp };
-            vec![serve_with(station, addr, framing).await?]
-        }
-        None => {
-            let mut addrs = Vec::new();
-            for ep in station.endpoints() {
-                if ep.is_serial() {
-                    tracing::warn!(%ep, "Serial devices are not served by gaswatch-sim; use --bind (with --rtu) and point the config at it.");
-                    continue;
-                }
-                let addr = tokio::net::lookup_host((ep.host.as_str(), ep.port))
-                    .await
-                    .with_context(|| format!("resolving {ep}"))?
-                    .next()
-                    .with_context(|| format!("{ep} resolves to no address"))?;
-                addrs.push((ep, addr));
+    // A station whose points all come over MQTT serves no Modbus listener.
+    let mqtt_only = station.endpoints().is_empty() && !station.mqtt_sources().is_empty();
+    let (control, handles) = if mqtt_only {
+        (gaswatch_sim::SimControl::standalone(station), Vec::new())
+    } else {
+        let handles = match args.bind {
+            Some(addr) => {
+                let framing = if args.rtu { Framing::Rtu } else { Framing::Tcp };
+                vec![serve_with(station, addr, framing).await?]
             }
-            let fallback: SocketAddr = ([127, 0, 0, 1], 0).into();
-            serve_all(station, |ep| {
-                addrs
-                    .iter()
-                    .find(|(e, _)| e == ep)
-                    .map_or(fallback, |(_, a)| *a)
-            })
-            .await?
-            .into_values()
-            .collect()
+            None => {
+                let mut addrs = Vec::new();
+                for ep in station.endpoints() {
+                    if ep.is_serial() {
+                        tracing::warn!(%ep, "Serial devices are not served by gaswatch-sim; use --bind (with --rtu) and point the config at it.");
+                        continue;
+                    }
+                    let addr = tokio::net::lookup_host((ep.host.as_str(), ep.port))
+                        .await
+                        .with_context(|| format!("resolving {ep}"))?
+                        .next()
+                        .with_context(|| format!("{ep} resolves to no address"))?;
+                    addrs.push((ep, addr));
+                }
+                let fallback: SocketAddr = ([127, 0, 0, 1], 0).into();
+                serve_all(station, |ep| {
+                    addrs
+                        .iter()
+                        .find(|(e, _)| e == ep)
+                        .map_or(fallback, |(_, a)| *a)
+                })
+                .await?
+                .into_values()
+                .collect()
+            }
+        };
+        for h in &handles {
+            info!(addr = %h.local_addr(), "Serving Modbus.");
         }
+        let Some(control) = gaswatch_sim::SimControl::of(&handles) else {
+            anyhow::bail!("the config has no devices and no MQTT sources to serve");
+        };
+        (control, handles)
     };
-    for h in &handles {
-        info!(addr = %h.local_addr(), "Serving Modbus.");
-    }
-
-    let Some(first) = handles.first() else {
-        anyhow::bail!("the config has no devices to serve");
-    };
+    // Publish the config's [[mqtt_sources]] (to --mqtt-broker when given).
+    let mqtt = gaswatch_sim::mqtt::serve_mqtt(control.clone(), |src| match &args.mqtt_broker {
+        Some(b) => (b.ip().to_string(), b.port()),
+        None => (src.host.clone(), src.port),
+    })?;
+    let driver = runner.map(|r| {
+        gaswatch_sim::driver::ScenarioDriver::start(
+            control.clone(),
+            r,
+            truth.take(),
+            gaswatch_sim::driver::DEFAULT_TICK,
+        )
+    });
     let mut ticker = (!args.log_every.is_zero()).then(|| tokio::time::interval(args.log_every));
-    // Served mode: apply the scenario every 100 ms of wall time; truth times
-    // are wall-clock ns at sim time 0 plus sim time / speed, the clock the
-    // daemon stamps its samples with.
-    let epoch_ns = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
-        - (first.snapshot().sim_time.as_secs_f64() / opts.speed * 1e9) as i64;
-    let mut scenario_tick = tokio::time::interval(Duration::from_millis(100));
-    let mut next_values = 0.0;
     loop {
         tokio::select! {
-            _ = scenario_tick.tick(), if runner.is_some() => {
-                if let Some(r) = runner.as_mut() {
-                    let every = r.scenario().truth_every.unwrap_or(Duration::from_secs(60)).as_secs_f64();
-                    let (edges, faults, sim_s) = first.with_station(|s| {
-                        let t = s.sim_time().as_secs_f64();
-                        let (e, f) = r.apply(s, t);
-                        (e, f, t)
-                    });
-                    for h in &handles {
-                        for (unit, f) in &faults {
-                            h.set_fault(*unit, *f);
-                        }
-                    }
-                    let t_ns = epoch_ns + (sim_s / opts.speed * 1e9) as i64;
-                    for e in &edges {
-                        info!(id = %e.id, kind = e.kind.as_str(), start = e.start, sim_s, "Scenario event.");
-                    }
-                    if let Some(t) = truth.as_mut() {
-                        for e in &edges {
-                            gaswatch_sim::scenario::write_edge(t.as_mut(), e, t_ns)?;
-                        }
-                        if sim_s >= next_values {
-                            first.with_station(|s| gaswatch_sim::scenario::write_values(t.as_mut(), s, t_ns))?;
-                            next_values = sim_s + every;
-                        }
-                        t.flush()?;
-                    }
-                }
-            }
             r = tokio::signal::ctrl_c() => {
                 r.context("waiting for Ctrl-C")?;
                 break;
@@ -277,7 +272,7 @@ async fn main() -> anyhow::Result<()> {
                     None => std::future::pending::<()>().await,
                 }
             } => {
-                let s = first.snapshot();
+                let s = control.snapshot();
                 let p = s.physics;
                 info!(
                     sim_time_s = s.sim_time.as_secs(),
@@ -291,6 +286,10 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
+    if let Some(d) = driver {
+        d.stop().await.context("writing the ground truth")?;
+    }
+    mqtt.stop().await;
     info!("Stopping.");
     for h in handles {
         h.stop().await;

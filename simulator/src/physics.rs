@@ -30,6 +30,11 @@
 //!   leak is active. Leak times count from when the leak was set (for
 //!   [`SimOptions::leak`], from the start of the simulation).
 //!
+//! Other station kinds (`[station] kind = "cng_mother"`, `"lng"`,
+//! `"lcng"`) run their own model ([`crate::profile`]) for the flows,
+//! pressures and temperatures; meter errors, scenarios, archives and the
+//! register map below work the same for every kind.
+//!
 //! Meter readings (what points serve) add errors to the physical values:
 //! flow and pressure get gaussian noise of `noise_percent` % of reading (one
 //! standard deviation, a new sample each step) and flow an optional fixed bias
@@ -45,8 +50,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::f64::consts::TAU;
 use std::time::Duration;
 
+use crate::archive::{Archive, ArchiveRecord};
 use crate::config::{ConfigError, Endpoint, MeterRole, PointConfig, RegisterKind, StationConfig};
 use crate::encode::{Encoded, encode};
+use crate::profile::{LngSignal, Profile, ProfileKind};
 
 /// Base pressure, kPa absolute.
 const P_BASE_KPA: f64 = 101.325;
@@ -88,6 +95,10 @@ pub struct SimOptions {
     pub pipe_volume_m3: f64,
     /// Pressure noise, % of reading (default: `noise_percent`).
     pub pressure_noise_percent: Option<f64>,
+    /// The devices' clock at simulated time 0, seconds since the epoch
+    /// (default 2026-01-01T00:00:00Z): archive records close on its whole
+    /// hours and carry its time.
+    pub clock_start_s: i64,
 }
 
 impl Default for SimOptions {
@@ -101,6 +112,7 @@ impl Default for SimOptions {
             transients: false,
             pipe_volume_m3: STATION_VOLUME_M3,
             pressure_noise_percent: None,
+            clock_start_s: 1_767_225_600,
         }
     }
 }
@@ -160,6 +172,8 @@ struct Binding {
 struct PointState {
     cfg: PointConfig,
     binding: Option<Binding>,
+    /// L-CNG: the signal an unmetered point serves (by its tag letters).
+    signal: Option<LngSignal>,
     encoded: Encoded,
 }
 
@@ -169,14 +183,21 @@ struct MeterState {
     /// Share of its role's total flow.
     share: f64,
     bias_percent: f64,
+    /// CNG mother station: the filling post this outlet meter measures.
+    post: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct DeviceMap {
+    pub(crate) id: String,
     pub(crate) endpoint: Endpoint,
     pub(crate) unit_id: u8,
-    /// (table, address) -> (point index, word index).
+    /// (table, address) -> (point index, word index). In Enron mode a
+    /// 32-bit point has one entry (word 0) and answers both its words.
     registers: HashMap<(RegisterKind, u16), (usize, u16)>,
+    enron: bool,
+    /// Index into `Station::archives`.
+    archive: Option<usize>,
 }
 
 /// Why a register read cannot be answered: a Modbus exception code.
@@ -203,6 +224,14 @@ pub struct Station {
     state: PhysicsState,
     /// Scenario hook: per point, how the served value departs from physics.
     overrides: HashMap<usize, PointOverride>,
+    /// Flow computers' hourly archives.
+    archives: Vec<Archive>,
+    /// Device clock at sim time 0, s since the epoch.
+    clock_start_s: i64,
+    /// The station kind's model beyond the city gate (CNG, L-CNG).
+    profile: Profile,
+    /// What the station publishes over MQTT.
+    mqtt_sources: Vec<crate::config::MqttSourceConfig>,
 }
 
 /// How a scenario bends one point's served value (see `scenario.rs`):
@@ -267,25 +296,61 @@ impl Station {
         let mut points = Vec::new();
         let mut by_name = HashMap::new();
         let mut devices = Vec::with_capacity(cfg.devices.len());
+        let mut archives = Vec::new();
         for d in &cfg.devices {
             let mut registers = HashMap::new();
             for p in &d.points {
                 let idx = points.len();
-                for w in 0..p.data_type.words() {
+                let numbers = if d.enron { 1 } else { p.data_type.words() };
+                for w in 0..numbers {
                     registers.insert((p.register, p.address + w), (idx, w));
                 }
                 by_name.insert(p.name.clone(), idx);
                 points.push(PointState {
                     cfg: p.clone(),
                     binding: None,
+                    signal: None,
                     encoded: encode(0.0, p.data_type, p.order, p.scale, p.offset),
                 });
             }
+            let archive = d.archive.as_ref().and_then(|a| {
+                let meter = cfg.meters.get(a.meter)?;
+                archives.push(Archive::new(&d.id, &meter.name, a.meter, a));
+                Some(archives.len() - 1)
+            });
             devices.push(DeviceMap {
+                id: d.id.clone(),
                 endpoint: d.endpoint.clone(),
                 unit_id: d.unit_id,
                 registers,
+                enron: d.enron,
+                archive,
             });
+        }
+
+        // MQTT points: values like any other point, served by the MQTT
+        // publisher (`mqtt.rs`), not by a register map. The f64 "encoding"
+        // keeps the payload number (`raw`) and the value it stands for.
+        for src in &cfg.mqtt_sources {
+            for p in &src.points {
+                by_name.insert(p.name.clone(), points.len());
+                let cfg = PointConfig {
+                    name: p.name.clone(),
+                    register: RegisterKind::Holding,
+                    address: 0,
+                    data_type: crate::encode::DataType::F64,
+                    order: crate::encode::WordOrder::Abcd,
+                    scale: p.scale,
+                    offset: p.offset,
+                    unit: p.unit.clone(),
+                };
+                points.push(PointState {
+                    encoded: encode(0.0, cfg.data_type, cfg.order, cfg.scale, cfg.offset),
+                    cfg,
+                    binding: None,
+                    signal: None,
+                });
+            }
         }
 
         let n_in = cfg
@@ -301,6 +366,7 @@ impl Station {
         let mut meters = Vec::with_capacity(cfg.meters.len());
         let mut outlet_seen = 0usize;
         for (mi, m) in cfg.meters.iter().enumerate() {
+            let post = (m.role == MeterRole::Outlet).then_some(outlet_seen);
             let share = match m.role {
                 MeterRole::Inlet => 1.0 / n_in as f64,
                 MeterRole::Outlet => {
@@ -318,6 +384,7 @@ impl Station {
                 role: m.role,
                 share,
                 bias_percent: opts.meter_bias_percent.get(&m.name).copied().unwrap_or(0.0),
+                post,
             });
             let mut bind = |name: &Option<String>, quantity| {
                 if let Some(&idx) = name.as_ref().and_then(|n| by_name.get(n)) {
@@ -334,6 +401,13 @@ impl Station {
             bind(&m.temperature, Quantity::Temperature);
         }
 
+        let kind = ProfileKind::from_station_kind(&cfg.kind);
+        if kind == ProfileKind::Lng {
+            for p in points.iter_mut().filter(|p| p.binding.is_none()) {
+                p.signal = LngSignal::for_point(&p.cfg.name);
+            }
+        }
+        let profile = Profile::new(kind, n_out, opts.seed);
         let mut rng = fastrand::Rng::with_seed(opts.seed);
         let phases = std::array::from_fn(|_| rng.f64() * TAU);
         let mut station = Station {
@@ -354,6 +428,10 @@ impl Station {
             t_s: 0.0,
             state: PhysicsState::default(),
             overrides: HashMap::new(),
+            archives,
+            clock_start_s: opts.clock_start_s,
+            profile,
+            mqtt_sources: cfg.mqtt_sources.clone(),
         };
         station.state.linepack_sm3 = station.physics_at(0.0).linepack_sm3;
         station.advance(0.0);
@@ -428,6 +506,52 @@ impl Station {
             .collect()
     }
 
+    /// Index of device `id` in config order.
+    pub(crate) fn device_index(&self, id: &str) -> Option<usize> {
+        self.devices.iter().position(|d| d.id == id)
+    }
+
+    /// The `[[mqtt_sources]]` the station publishes.
+    pub fn mqtt_sources(&self) -> &[crate::config::MqttSourceConfig] {
+        &self.mqtt_sources
+    }
+
+    /// For an MQTT point: the number its payload carries (`raw`) and the
+    /// engineering value it stands for (`raw * scale + offset`).
+    pub fn mqtt_value(&self, point: &str) -> Option<(f64, f64)> {
+        let p = &self.points[*self.by_name.get(point)?];
+        let w = p.encoded.words();
+        if w.len() != 4 {
+            return None;
+        }
+        let bits = w.iter().fold(0u64, |acc, &x| (acc << 16) | u64::from(x));
+        Some((f64::from_bits(bits), p.encoded.engineering))
+    }
+
+    /// The station kind's model and its state (CNG trailers, LNG tank).
+    pub fn profile(&self) -> &Profile {
+        &self.profile
+    }
+
+    /// The flow computers' hourly archives.
+    pub fn archives(&self) -> &[Archive] {
+        &self.archives
+    }
+
+    /// Records device `device` still holds in its archive, oldest first
+    /// (`None`: no such device or no archive).
+    pub fn archive_records(&self, device: &str) -> Option<Vec<ArchiveRecord>> {
+        self.archives
+            .iter()
+            .find(|a| a.device == device)
+            .map(Archive::records)
+    }
+
+    /// The devices' clock at simulated time 0, s since the epoch.
+    pub fn clock_start_s(&self) -> i64 {
+        self.clock_start_s
+    }
+
     /// Distinct endpoints of the config, first-seen order.
     pub fn endpoints(&self) -> Vec<Endpoint> {
         crate::config::distinct_endpoints(self.devices.iter().map(|d| &d.endpoint))
@@ -452,10 +576,26 @@ impl Station {
         }
         for a in start..=(end - 1) as u16 {
             let Some(&(pi, w)) = dev.registers.get(&(kind, a)) else {
-                return Err(0x02);
+                let archive = (kind == RegisterKind::Holding)
+                    .then(|| dev.archive.and_then(|i| self.archives[i].word(a)))
+                    .flatten();
+                match archive {
+                    Some(word) => {
+                        out.push(word);
+                        continue;
+                    }
+                    None => return Err(0x02),
+                }
             };
-            out.push(self.points[pi].encoded.words()[usize::from(w)]);
             let p = &self.points[pi];
+            let words = p.encoded.words();
+            if dev.enron && words.len() == 2 {
+                // Enron/Daniel: one register number answers the whole value.
+                out.extend_from_slice(words);
+                served(&p.cfg.name, p.encoded.engineering);
+                continue;
+            }
+            out.push(words[usize::from(w)]);
             let last_word = p.cfg.data_type.words() - 1;
             if w == last_word && u32::from(p.cfg.address) >= u32::from(start) {
                 served(&p.cfg.name, p.encoded.engineering);
@@ -542,6 +682,7 @@ impl Station {
 
     fn advance(&mut self, dt_s: f64) {
         let prev_pack = self.state.linepack_sm3;
+        let t_prev = self.t_s;
         self.t_s += dt_s;
         let mut s = self.physics_at(self.t_s);
         s.linepack_rate_sm3_per_h = if dt_s > 0.0 {
@@ -550,6 +691,46 @@ impl Station {
             0.0
         };
         s.inlet_flow_sm3_per_h = s.demand_sm3_per_h + s.leak_sm3_per_h + s.linepack_rate_sm3_per_h;
+        // Other station kinds replace the city gate's flows and pressures.
+        let leak_fraction = if s.demand_sm3_per_h > 0.0 {
+            s.leak_sm3_per_h / s.demand_sm3_per_h
+        } else {
+            0.0
+        };
+        let mut sub = |demand: f64, p_in: f64, t_in: f64, p_out: f64, t_out: f64| {
+            s.demand_sm3_per_h = demand;
+            s.leak_sm3_per_h = leak_fraction * demand;
+            s.linepack_sm3 = 0.0;
+            s.linepack_rate_sm3_per_h = 0.0;
+            s.inlet_flow_sm3_per_h = demand + s.leak_sm3_per_h;
+            s.inlet_pressure_kpa = p_in;
+            s.inlet_temperature_c = t_in;
+            s.outlet_pressure_kpa = p_out;
+            s.outlet_temperature_c = t_out;
+        };
+        match &mut self.profile {
+            Profile::CityGate => {}
+            Profile::Cng(m) => {
+                m.advance(t_prev, self.t_s);
+                sub(
+                    m.total_flow_sm3_per_h(),
+                    m.inlet_kpa,
+                    m.inlet_c,
+                    m.discharge_kpa,
+                    crate::profile::DISCHARGE_C,
+                );
+            }
+            Profile::Lng(m) => {
+                m.advance(t_prev, self.t_s);
+                sub(
+                    m.send_out_sm3_per_h,
+                    m.tank_kpa,
+                    m.ambient_c,
+                    m.header_kpa,
+                    m.vaporiser_out_c,
+                );
+            }
+        }
         self.state = s;
 
         // Sample every meter in config order (fixed draw order = determinism).
@@ -569,15 +750,45 @@ impl Station {
                     s.outlet_temperature_c,
                 ),
             };
-            let flow = total * m.share * (1.0 + m.bias_percent / 100.0);
+            let flow = match (&self.profile, m.post) {
+                (Profile::Cng(c), Some(k)) => c.posts.get(k).map_or(0.0, |p| p.flow_sm3_per_h),
+                _ => total * m.share,
+            };
+            let flow = flow * (1.0 + m.bias_percent / 100.0);
             let flow = flow * (1.0 + k * self.gauss());
             let p = p * (1.0 + self.pressure_noise_percent / 100.0 * self.gauss());
             let t = t + 0.5 * self.noise_percent * self.gauss();
             readings.push((flow, p, t));
         }
+        // Flow computers integrate their own readings into the archive.
+        let clock = self.clock_start_s as f64;
+        for a in &mut self.archives {
+            if let Some(&(f, p, t)) = readings.get(a.meter_index) {
+                a.accumulate(clock + t_prev, clock + self.t_s, f, p, t);
+            }
+        }
+        // L-CNG signals of unmetered points, with meter noise, point order.
+        let mut signals = vec![None; self.points.len()];
+        if let Profile::Lng(m) = &self.profile {
+            let m = m.clone();
+            for (i, sig) in self
+                .points
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| p.signal.map(|s| (i, s)))
+                .collect::<Vec<_>>()
+            {
+                let v = m.signal(sig);
+                signals[i] = Some(if sig.is_relative() {
+                    v * (1.0 + self.pressure_noise_percent / 100.0 * self.gauss())
+                } else {
+                    v + 0.5 * self.noise_percent * self.gauss()
+                });
+            }
+        }
         for (i, p) in self.points.iter_mut().enumerate() {
             let eng = match p.binding {
-                None => 0.0,
+                None => signals[i].unwrap_or(0.0),
                 Some(b) => {
                     let (f, pr, t) = readings[b.meter];
                     match b.quantity {

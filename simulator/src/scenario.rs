@@ -27,8 +27,10 @@
 //! Ground-truth lines: `{"type":"event","id","kind","phase":"start"|"end",
 //! "t_ns","t","sim_s","detect",...}` for every incident edge (`detect` is
 //! what should notice it: `imbalance` or a point name; absent when nothing
-//! should alarm, e.g. a communication outage), and `{"type":"values","t_ns",
-//! "sim_s","physics":{..},"served":{..}}` every `truth_every`.
+//! should alarm, e.g. a communication outage), `{"type":"values","t_ns",
+//! "sim_s","physics":{..},"served":{..}}` every `truth_every`, and one
+//! `{"type":"archive",...}` per hourly archive record as it closes (see
+//! [`write_archive`]).
 
 use crate::config::StationConfig;
 use crate::physics::{Leak, PointOverride, Station};
@@ -280,8 +282,8 @@ pub struct Runner {
     active: Vec<bool>,
     /// Stuck values captured at event start.
     held: BTreeMap<usize, f64>,
-    /// Device id -> unit id.
-    units: BTreeMap<String, u8>,
+    /// Device ids, config order.
+    devices: Vec<String>,
     /// Device id -> its points.
     device_points: BTreeMap<String, Vec<String>>,
 }
@@ -303,11 +305,7 @@ impl Runner {
             active: vec![false; scenario.events.len()],
             ids,
             held: BTreeMap::new(),
-            units: station
-                .devices
-                .iter()
-                .map(|d| (d.id.clone(), d.unit_id))
-                .collect(),
+            devices: station.devices.iter().map(|d| d.id.clone()).collect(),
             device_points: station
                 .devices
                 .iter()
@@ -341,13 +339,20 @@ impl Runner {
 
     /// Brings the station to the scenario's state at simulated time `t_s`:
     /// leak, point overrides. Returns the incident edges crossed since the
-    /// last call and the Modbus fault each unit id should serve now.
-    pub fn apply(&mut self, station: &mut Station, t_s: f64) -> (Vec<Edge>, BTreeMap<u8, Fault>) {
+    /// last call and the Modbus fault each device (by id) should serve now.
+    pub fn apply(
+        &mut self,
+        station: &mut Station,
+        t_s: f64,
+    ) -> (Vec<Edge>, BTreeMap<String, Fault>) {
         let mut edges = Vec::new();
         let mut leak = 0.0;
         let mut overrides: BTreeMap<String, PointOverride> = BTreeMap::new();
-        let mut faults: BTreeMap<u8, Fault> =
-            self.units.values().map(|u| (*u, Fault::None)).collect();
+        let mut faults: BTreeMap<String, Fault> = self
+            .devices
+            .iter()
+            .map(|d| (d.clone(), Fault::None))
+            .collect();
         for (i, e) in self.scenario.events.iter().enumerate() {
             let on = Self::is_on(e, t_s);
             if on != self.active[i] {
@@ -383,7 +388,7 @@ impl Runner {
                     add: 0.0,
                 })
             };
-            let unit = e.device.as_ref().and_then(|d| self.units.get(d)).copied();
+            let unit = e.device.clone().filter(|d| self.devices.contains(d));
             match e.kind {
                 Kind::Leak => leak += e.size_percent.unwrap_or(0.0) * frac,
                 Kind::Rupture => leak += e.size_percent.unwrap_or(50.0),
@@ -510,8 +515,41 @@ pub fn write_values(w: &mut dyn Write, station: &Station, t_ns: i64) -> std::io:
             "outlet_temperature_c": p.outlet_temperature_c,
         },
         "served": station.values(),
+        "profile": station.profile().truth_json(),
     });
     writeln!(w, "{v}")
+}
+
+/// Writes every archive record closed since the last call (per device,
+/// after the index in `written`) as a truth line:
+/// `{"type":"archive","device","meter","index","hour_end_s","t","base_volume_sm3",
+/// "flowing_volume_m3","pressure_kpa","temperature_c"}` (the values served).
+pub fn write_archive(
+    w: &mut dyn Write,
+    station: &Station,
+    written: &mut BTreeMap<String, u32>,
+) -> std::io::Result<()> {
+    for a in station.archives() {
+        let last = written.entry(a.device.clone()).or_insert(0);
+        let from = *last;
+        for r in a.records().iter().filter(|r| r.index > from) {
+            let v = serde_json::json!({
+                "type": "archive",
+                "device": a.device,
+                "meter": a.meter,
+                "index": r.index,
+                "hour_end_s": r.hour_end_s,
+                "t": rfc3339(r.hour_end_s.saturating_mul(1_000_000_000)),
+                "base_volume_sm3": r.base_volume_sm3,
+                "flowing_volume_m3": r.flowing_volume_m3,
+                "pressure_kpa": r.pressure_kpa,
+                "temperature_c": r.temperature_c,
+            });
+            writeln!(w, "{v}")?;
+            *last = r.index;
+        }
+    }
+    Ok(())
 }
 
 fn rfc3339(t_ns: i64) -> String {
@@ -581,6 +619,7 @@ pub fn generate_offline(
     let n = (duration.as_secs_f64() / step_s).floor() as u64;
     let mut next_values = 0.0;
     let mut rows = 0;
+    let mut archived = BTreeMap::new();
     for k in 0..=n {
         let t_s = k as f64 * step_s;
         if k > 0 {
@@ -595,6 +634,7 @@ pub fn generate_offline(
             write_values(truth, station, t_ns)?;
             next_values += every;
         }
+        write_archive(truth, station, &mut archived)?;
         let silent = runner.silent_points(t_s);
         write!(csv, "{}", t_ns / 1_000_000)?;
         for p in &points {

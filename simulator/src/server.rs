@@ -23,7 +23,9 @@
 //!   requests on one connection are answered in order, one at a time.
 //! - Unknown unit id -> exception 0x0B (gateway target failed to respond).
 //! - FC03 / FC04 read holding / input registers, 1..=125 of them, else 0x03;
-//!   any unmapped register in the range -> 0x02.
+//!   any unmapped register in the range -> 0x02. In Enron mode a 32-bit
+//!   register answers two words; an answer over 125 words -> 0x03. A
+//!   device's hourly archive ([`crate::archive`]) is readable with FC03.
 //! - FC01 / FC02 are readable function codes but the config format has no bit
 //!   points, so every bit address answers 0x02 (count outside 1..=2000: 0x03).
 //! - Every other function code, writes included, answers 0x01 (illegal
@@ -163,6 +165,105 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock cannot leave these maps half-updated in a
     // way that matters to a simulator; keep serving.
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A cheap, clonable remote control of a served station across all its
+/// listeners (for scenario drivers and tests): the station itself and the
+/// faults, addressed by device id.
+#[derive(Clone)]
+pub struct SimControl {
+    shared: Arc<Mutex<Shared>>,
+    listeners: Vec<Arc<ListenerState>>,
+}
+
+impl std::fmt::Debug for SimControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimControl")
+            .field("listeners", &self.listeners.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SimControl {
+    /// A station with no Modbus listener (e.g. one that only publishes
+    /// over MQTT); its time runs from now.
+    pub fn standalone(station: Station) -> SimControl {
+        SimControl {
+            shared: Arc::new(Mutex::new(Shared {
+                station,
+                last_wall: Instant::now(),
+                served: VecDeque::new(),
+            })),
+            listeners: Vec::new(),
+        }
+    }
+
+    /// Control of the station behind `handles` (all must serve the same
+    /// station, as [`serve_all`] returns them). `None` without handles.
+    pub fn of<'a>(handles: impl IntoIterator<Item = &'a SimHandle>) -> Option<SimControl> {
+        let mut it = handles.into_iter().peekable();
+        let shared = it.peek()?.shared.clone();
+        Some(SimControl {
+            shared,
+            listeners: it.map(|h| h.listener.clone()).collect(),
+        })
+    }
+
+    /// Runs `f` on the station brought up to the current time.
+    pub fn with_station<R>(&self, f: impl FnOnce(&mut Station) -> R) -> R {
+        let mut s = lock(&self.shared);
+        s.sync();
+        f(&mut s.station)
+    }
+
+    /// Sets the fault of device `device` (by id) on the listener serving
+    /// it (`Fault::None` clears it). False for an unknown device.
+    pub fn set_device_fault(&self, device: &str, fault: Fault) -> bool {
+        let Some(index) = lock(&self.shared).station.device_index(device) else {
+            return false;
+        };
+        for l in &self.listeners {
+            for (&unit, &d) in &l.units {
+                if d == index {
+                    let mut f = lock(&l.faults);
+                    if fault == Fault::None {
+                        f.remove(&unit);
+                    } else {
+                        f.insert(unit, fault);
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// Current values of every point, physical truth and leak state.
+    pub fn snapshot(&self) -> StationSnapshot {
+        lock(&self.shared).snapshot()
+    }
+
+    /// Appends values sent another way (MQTT) to the served-values log, with
+    /// unit id 0.
+    pub(crate) fn note_served(&self, values: &[(String, f64)]) {
+        let mut s = lock(&self.shared);
+        let sim_time = s.station.sim_time();
+        for (point, value) in values {
+            if s.served.len() >= SERVED_LOG_CAPACITY {
+                s.served.pop_front();
+            }
+            s.served.push_back(Served {
+                point: point.clone(),
+                value: *value,
+                sim_time,
+                unit_id: 0,
+            });
+        }
+    }
+
+    /// The served-values log (all listeners and MQTT), oldest first.
+    pub fn served(&self) -> Vec<Served> {
+        lock(&self.shared).served.iter().cloned().collect()
+    }
 }
 
 /// A running listener. See the module docs for what stop and drop do.
@@ -776,6 +877,11 @@ fn handle_pdu(
             });
     if let Err(code) = result {
         return exception(out, code);
+    }
+    if words.len() > 125 {
+        // Enron 32-bit registers answer two words each: more than 62 of
+        // them do not fit in one response.
+        return exception(out, 0x03);
     }
     for entry in served {
         if s.served.len() >= SERVED_LOG_CAPACITY {

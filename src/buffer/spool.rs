@@ -71,9 +71,11 @@
 //!
 //! When the segments of all classes together exceed `max_bytes`, the oldest
 //! telemetry segments are deleted (ERROR with the id range, the time range of
-//! the samples (`first_time`, `last_time`, from the record headers) and the
-//! number of unacknowledged records lost;
-//! `gaswatch_spool_dropped_records_total`). The cap is checked on every
+//! the samples (`first_time`, `last_time`, from the record headers), the
+//! number of unacknowledged records lost and of the samples in them (lines
+//! counted in the dropped segments);
+//! `gaswatch_spool_dropped_records_total`, and
+//! `gaswatch_points_dropped_total{reason="spool_full"}` in samples). The cap is checked on every
 //! append, so the spool exceeds it by at most one record.
 //! Alarm and balance records are never dropped: if only they are left the
 //! spool grows past the cap (WARN, once per episode).
@@ -376,6 +378,22 @@ impl Spool {
         Ok(job)
     }
 
+    /// Hands every buffered record to the operating system without an
+    /// fsync: from then on it survives a crash of this process (`kill -9`),
+    /// though not a power loss. The engine task calls it after routing
+    /// alarms, before it journals them, so the alarm journal never holds an
+    /// alarm that a process crash took out of the spool.
+    pub fn write_out(&mut self) -> Result<(), SpoolError> {
+        for log in &mut self.classes {
+            if let (Some(w), Some(seg)) = (log.writer.as_mut(), log.segments.back())
+                && !w.buffer().is_empty()
+            {
+                w.flush().map_err(io_err(&seg.path))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Copies into `out` up to `max_records` / about `max_bytes` (at least one
     /// record) of the unacknowledged records of `class` whose id is greater
     /// than `after`, oldest first. Does not remove them.
@@ -436,8 +454,14 @@ impl Spool {
         }
         let t = &mut self.classes[idx(RecordClass::Telemetry)];
         let (mut lost, mut first_lost, mut last_lost) = (0u64, None, 0u64);
-        let mut span_lost = None;
+        let (mut span_lost, mut samples_lost) = (None, 0u64);
         while total > self.max_bytes {
+            if t.segments.len() == 1
+                && let Some(w) = t.writer.as_mut()
+            {
+                // The segment being appended to: its buffered records count too.
+                w.flush().map_err(io_err(&t.dir))?;
+            }
             let Some(front) = t.segments.front() else {
                 break;
             };
@@ -447,6 +471,7 @@ impl Spool {
                 last_lost = front.last_id;
                 lost += n;
                 span_lost = widen(span_lost, front.span);
+                samples_lost += count_lines(front, t.acked);
             }
             total -= front.bytes;
             t.remove_front()?;
@@ -466,6 +491,8 @@ impl Spool {
             };
             metrics::counter!("gaswatch_spool_dropped_records_total", "sink" => self.sink.clone(), "class" => "telemetry")
                 .increment(lost);
+            metrics::counter!("gaswatch_points_dropped_total", "reason" => "spool_full")
+                .increment(samples_lost);
             tracing::error!(
                 sink = %self.sink,
                 class = "telemetry",
@@ -474,6 +501,7 @@ impl Spool {
                 %first_time,
                 %last_time,
                 records = lost,
+                samples = samples_lost,
                 max_bytes = self.max_bytes,
                 "Spool over its size cap: dropped the oldest telemetry."
             );
@@ -547,6 +575,30 @@ fn read_frame(r: &mut impl Read, remaining: u64, scratch: &mut Vec<u8>) -> io::R
         crc_ok: crc_of(&hb[8..], scratch) == h.crc,
         span: h.span,
     })
+}
+
+/// Samples in the records of `seg` with an id above `acked`: telemetry
+/// payloads are line protocol, one sample per `\n`-terminated line. Read
+/// only when the size cap drops the segment, so `gaswatch_points_dropped_total`
+/// counts samples, not records. A record that cannot be read counts 0; a
+/// record sent but not yet acknowledged (a batch in flight, live data during
+/// a backfill) counts although it may have arrived: an upper bound.
+fn count_lines(seg: &Segment, acked: u64) -> u64 {
+    let Ok(f) = File::open(&seg.path) else {
+        return 0;
+    };
+    let mut r = BufReader::new(f);
+    let (mut remaining, mut scratch, mut n) = (seg.bytes, Vec::new(), 0u64);
+    while let Ok(Frame::Record {
+        id, len, crc_ok, ..
+    }) = read_frame(&mut r, remaining, &mut scratch)
+    {
+        remaining -= len;
+        if id > acked && crc_ok {
+            n += scratch.iter().filter(|&&b| b == b'\n').count() as u64;
+        }
+    }
+    n
 }
 
 /// The result of scanning one segment on open.

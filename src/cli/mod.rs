@@ -7,5 +7,6 @@
 pub mod gas;
 pub mod leak_scorecard;
 pub mod replay;
+pub mod replay_influx;
 pub mod report;
 pub mod scorecard;

@@ -13,6 +13,9 @@
 //!   `--strict` stops at the first one.
 //! - Events (every alarm transition and every closed balance window) go out
 //!   as JSON lines with a `type` field; the payload is the dispatch JSON v1.
+//! - With `--influx-url`/`--influx-db` every result also goes to InfluxDB
+//!   through the daemon's own sink code, tagged `source=replay`
+//!   (`replay_influx.rs`).
 
 use crate::engine::{Engine, EnginePlan};
 use crate::model::{AlarmAction, AlarmKind, Output, Priority, Timestamp};
@@ -41,6 +44,8 @@ pub enum ReplayCliError {
     },
     #[error("{0}")]
     Sink(String),
+    #[error(transparent)]
+    Influx(#[from] super::replay_influx::InfluxOutError),
     #[error("{path}:{line}: {message}")]
     Truth {
         path: String,
@@ -90,6 +95,24 @@ pub struct ReplayArgs {
     /// No progress bar even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
+    /// Also write the results (telemetry, alarms, balance windows, archive
+    /// records) to this InfluxDB (v1 write API), e.g. http://127.0.0.1:8086,
+    /// each line tagged `source=replay` (see --influx-origin).
+    #[arg(long, requires = "influx_db")]
+    pub influx_url: Option<String>,
+    /// The InfluxDB database for --influx-url.
+    #[arg(long, requires = "influx_url")]
+    pub influx_db: Option<String>,
+    /// Value of the `source` tag on every line written to InfluxDB.
+    #[arg(long, default_value = "replay")]
+    pub influx_origin: String,
+    /// Spool folder for the InfluxDB output (default: a temporary folder,
+    /// removed when everything was delivered).
+    #[arg(long)]
+    pub influx_spool: Option<PathBuf>,
+    /// Stop with an error when InfluxDB accepts nothing for this long.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub influx_stall: Duration,
 }
 
 fn parse_format(s: &str) -> Result<Format, String> {
@@ -162,6 +185,10 @@ pub struct Replayer {
     engine: Engine,
     out: Output,
     router: Option<Router>,
+    /// `--influx-url`: the router also appends to this output's spool.
+    influx: Option<super::replay_influx::InfluxOut>,
+    /// What the InfluxDB output delivered, after [`Replayer::finish`].
+    pub influx_report: Option<super::replay_influx::InfluxReport>,
     events: Option<Box<dyn Write>>,
     /// Tick step for data without explicit ticks (None: captures).
     tick_ns: i64,
@@ -192,11 +219,30 @@ impl Replayer {
             engine: Engine::new(plan, 0),
             out: Output::default(),
             router,
+            influx: None,
+            influx_report: None,
             events,
             tick_ns: i64::try_from(tick.as_nanos()).unwrap_or(i64::MAX).max(1),
             last_tick: None,
             summary: Summary::default(),
         })
+    }
+
+    /// Also sends every result to InfluxDB through `influx` (lines tagged
+    /// `source=<origin>`), beside any `out_dir` files.
+    pub fn with_influx(mut self, influx: super::replay_influx::InfluxOut) -> Self {
+        let plan = Arc::clone(self.engine.plan());
+        let spool = Some(influx.spool());
+        let origin = Some(influx.origin().to_string());
+        self.router = Some(match self.router.take() {
+            Some(mut r) => {
+                r.influx = spool;
+                r.with_origin(origin)
+            }
+            None => Router::new(plan, spool, None, None).with_origin(origin),
+        });
+        self.influx = Some(influx);
+        self
     }
 
     /// Feeds one event. `explicit_ticks`: the source carries its own ticks
@@ -242,12 +288,16 @@ impl Replayer {
         self.last_tick = Some(t.div_euclid(step) * step);
     }
 
-    /// Closes the replay: a last derived tick at the last data time, flush.
+    /// Closes the replay: flushes the outputs and, with an InfluxDB
+    /// output, waits until InfluxDB has everything.
     pub fn finish(&mut self) -> Result<(), ReplayCliError> {
         if let Some(router) = &mut self.router {
             router
                 .flush()
                 .map_err(|e| ReplayCliError::Sink(e.to_string()))?;
+        }
+        if let Some(influx) = self.influx.take() {
+            self.influx_report = Some(influx.finish()?);
         }
         if let Some(w) = &mut self.events {
             w.flush().map_err(|source| ReplayCliError::Output {
@@ -353,6 +403,9 @@ impl Replayer {
                 .map_err(|e| ReplayCliError::Sink(e.to_string()))?;
         }
         self.out.clear();
+        if let Some(influx) = &self.influx {
+            influx.pace()?;
+        }
         Ok(())
     }
 }
@@ -550,6 +603,18 @@ pub fn run(args: &ReplayArgs) -> Result<Summary, anyhow::Error> {
         pb
     };
     let mut replayer = Replayer::new(Arc::clone(&plan), args.tick, events, args.out_dir.clone())?;
+    if let (Some(url), Some(db)) = (&args.influx_url, &args.influx_db) {
+        crate::sinks::tls::ensure_crypto_provider();
+        let influx =
+            super::replay_influx::InfluxOut::start(super::replay_influx::InfluxOutOptions {
+                url: url.clone(),
+                database: db.clone(),
+                origin: args.influx_origin.clone(),
+                spool_dir: args.influx_spool.clone(),
+                stall: args.influx_stall,
+            })?;
+        replayer = replayer.with_influx(influx);
+    }
     let mut shown = 0u32;
     let mut on_bad = |b: &RowError| {
         shown += 1;
@@ -580,6 +645,20 @@ pub fn run(args: &ReplayArgs) -> Result<Summary, anyhow::Error> {
         Box::new(std::io::stdout())
     };
     print_summary(out.as_mut(), &summary)?;
+    if let Some(r) = &replayer.influx_report {
+        writeln!(
+            out,
+            "  influxdb       {} records to {} database {} (source={})",
+            r.records, r.url, r.database, args.influx_origin
+        )?;
+        if let Some(q) = &r.quarantine {
+            writeln!(
+                out,
+                "  influxdb       some lines were refused; they are in {}",
+                q.display()
+            )?;
+        }
+    }
     if let Some(truth) = &args.compare {
         let truth = super::scorecard::load_truth(truth)?;
         let card = super::scorecard::score(&truth, &summary.alarms, args.grace);

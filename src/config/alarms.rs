@@ -63,7 +63,57 @@ pub struct AlarmsConfig {
     #[serde(default = "default_health_interval", with = "humantime_serde")]
     pub health_interval: Duration,
     /// Alarm journal file; default `<spool.dir>/alarms/journal.jsonl`.
+    /// Rotated segments sit beside it as `journal.000001.jsonl`, ...
     pub journal: Option<PathBuf>,
+    /// `[alarms.journal_rotation]`: segment size and age, retention.
+    #[serde(default)]
+    pub journal_rotation: JournalRotation,
+}
+
+/// `[alarms.journal_rotation]`: the journal is cut into numbered segments,
+/// each starting with a snapshot of every alarm's state, so old segments can
+/// be deleted without losing the state a restart restores.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JournalRotation {
+    /// Start a new segment once the current one holds this many bytes
+    /// (default 16 MiB).
+    #[serde(default = "default_segment_bytes")]
+    pub segment_bytes: u64,
+    /// ... or once it is this old (default "1d").
+    #[serde(default = "default_segment_age", with = "humantime_serde")]
+    pub segment_age: Duration,
+    /// Delete segments whose last entry is older than this (default "90d").
+    #[serde(default = "default_retention", with = "humantime_serde")]
+    pub retention: Duration,
+    /// Delete the oldest segments while all of them together are larger than
+    /// this many bytes (default 1 GiB). The current segment is never deleted.
+    #[serde(default = "default_journal_max_bytes")]
+    pub max_bytes: u64,
+}
+
+impl Default for JournalRotation {
+    fn default() -> Self {
+        JournalRotation {
+            segment_bytes: default_segment_bytes(),
+            segment_age: default_segment_age(),
+            retention: default_retention(),
+            max_bytes: default_journal_max_bytes(),
+        }
+    }
+}
+
+fn default_segment_bytes() -> u64 {
+    16 << 20
+}
+fn default_segment_age() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_retention() -> Duration {
+    Duration::from_secs(90 * 24 * 3600)
+}
+fn default_journal_max_bytes() -> u64 {
+    1 << 30
 }
 
 impl Default for AlarmsConfig {
@@ -85,6 +135,7 @@ impl Default for AlarmsConfig {
             comm_loss: true,
             health_interval: default_health_interval(),
             journal: None,
+            journal_rotation: JournalRotation::default(),
         }
     }
 }
@@ -360,6 +411,39 @@ pub(super) fn validate(
             "expected a positive duration".into(),
         );
     }
+    let r = &a.journal_rotation;
+    if r.segment_bytes < 4096 {
+        add(
+            "alarms.journal_rotation.segment_bytes".into(),
+            format!("expected at least 4096 bytes, got {}", r.segment_bytes),
+        );
+    }
+    if r.segment_age < Duration::from_secs(1) {
+        add(
+            "alarms.journal_rotation.segment_age".into(),
+            "expected at least 1s".into(),
+        );
+    }
+    if r.retention < r.segment_age {
+        add(
+            "alarms.journal_rotation.retention".into(),
+            format!(
+                "expected at least segment_age ({}), got {}",
+                humantime::format_duration(r.segment_age),
+                humantime::format_duration(r.retention)
+            ),
+        );
+    }
+    if r.max_bytes < r.segment_bytes.saturating_mul(2) {
+        add(
+            "alarms.journal_rotation.max_bytes".into(),
+            format!(
+                "expected at least twice segment_bytes ({}), got {}",
+                r.segment_bytes.saturating_mul(2),
+                r.max_bytes
+            ),
+        );
+    }
     let d = &a.deadband_percent;
     for (k, v) in [
         ("pressure", d.pressure),
@@ -412,6 +496,44 @@ mod tests {
         assert_eq!(d.percent_for_unit("Sm3/h"), 5.0);
         assert_eq!(d.percent_for_unit("degC"), 1.0);
         assert_eq!(d.percent_for_unit(""), 2.0);
+    }
+
+    #[test]
+    fn journal_rotation_is_validated_with_its_keys() {
+        let a = AlarmsConfig {
+            journal_rotation: JournalRotation {
+                segment_bytes: 100,
+                segment_age: Duration::ZERO,
+                retention: Duration::ZERO,
+                max_bytes: 150,
+            },
+            ..AlarmsConfig::default()
+        };
+        let mut out = Vec::new();
+        validate(&a, &[], &HashSet::new(), &mut out);
+        let keys: Vec<_> = out.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "alarms.journal_rotation.segment_bytes",
+                "alarms.journal_rotation.segment_age",
+                "alarms.journal_rotation.max_bytes"
+            ]
+        );
+        let text = "[journal_rotation]\nsegment_bytes = 8192\nsegment_age = \"6h\"\n";
+        let a: AlarmsConfig = toml::from_str(text).expect("parse");
+        assert_eq!(a.journal_rotation.segment_bytes, 8192);
+        assert_eq!(
+            a.journal_rotation.segment_age,
+            Duration::from_secs(6 * 3600)
+        );
+        assert_eq!(
+            a.journal_rotation.retention,
+            Duration::from_secs(90 * 24 * 3600)
+        );
+        let mut out = Vec::new();
+        validate(&a, &[], &HashSet::new(), &mut out);
+        assert!(out.is_empty(), "{out:?}");
     }
 
     #[test]

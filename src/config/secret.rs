@@ -87,6 +87,18 @@ impl Secret {
         }
         Err("no `env` or `file` given".to_string())
     }
+
+    /// Feeds the secret's current value (or the fact that it cannot be read)
+    /// into `h`, silently: a config reload compares these to notice a secret
+    /// that changed behind an unchanged config (a rotated password file).
+    pub fn hash_current(&self, h: &mut impl std::hash::Hasher) {
+        use std::hash::Hash;
+        if let Some(var) = &self.env {
+            std::env::var_os(var).hash(h);
+        } else if let Some(path) = &self.file {
+            std::fs::read(path).ok().hash(h);
+        }
+    }
 }
 
 /// Logs a WARN when a file holding a secret or a private key can be read by

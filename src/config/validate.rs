@@ -244,6 +244,88 @@ fn shared_links(p: &mut Problems, devices: &[DeviceConfig]) {
     }
 }
 
+/// A flow computer's archive (`[devices.archive]`): the meter it belongs
+/// to, and a register map that fits, reads one record per request at least,
+/// and overlaps neither itself nor the device's holding-register points.
+fn archive(
+    p: &mut Problems,
+    ak: &str,
+    d: &DeviceConfig,
+    a: &crate::sources::modbus::ArchiveConfig,
+    meters: &HashSet<&str>,
+) {
+    use crate::sources::modbus::{ARCHIVE_HEADER_WORDS, ARCHIVE_RECORD_WORDS, RegisterKind};
+    if !meters.contains(a.meter.as_str()) {
+        p.add(
+            format!("{ak}.meter"),
+            format!("expected the name of a [[meters]] entry, got {:?}", a.meter),
+        );
+    }
+    if a.capacity == 0 {
+        p.add(format!("{ak}.capacity"), "expected at least 1 record");
+    }
+    if a.interval < Duration::from_millis(10) {
+        p.add(
+            format!("{ak}.interval"),
+            format!("expected at least 10ms, got {:?}", a.interval),
+        );
+    }
+    if d.max_registers_per_read < ARCHIVE_RECORD_WORDS {
+        p.add(
+            ak.to_string(),
+            format!(
+                "an archive record is {ARCHIVE_RECORD_WORDS} registers but the device reads at most {} per request",
+                d.max_registers_per_read
+            ),
+        );
+    }
+    let base = u32::from(d.address_base);
+    let header = (u32::from(a.address), u32::from(ARCHIVE_HEADER_WORDS));
+    let ring = (u32::from(a.records_address), a.ring_words());
+    for (key, (start, len)) in [("address", header), ("records_address", ring)] {
+        if start < base {
+            p.add(
+                format!("{ak}.{key}"),
+                format!("expected at least {base} because the device numbers registers from address_base = {base}"),
+            );
+        } else if start - base + len > 65536 {
+            p.add(
+                format!("{ak}.{key}"),
+                format!("expected the archive to end at or below register 65535, but {start} + {len} registers passes it"),
+            );
+        }
+    }
+    let overlaps = |(s1, l1): (u32, u32), (s2, l2): (u32, u32)| s1 < s2 + l2 && s2 < s1 + l1;
+    if overlaps(header, ring) {
+        p.add(
+            format!("{ak}.records_address"),
+            format!(
+                "the record ring ({} registers from {}) overlaps the header ({} registers from {})",
+                ring.1, ring.0, header.1, header.0
+            ),
+        );
+    }
+    for pt in d
+        .points
+        .iter()
+        .filter(|pt| pt.register == RegisterKind::Holding)
+    {
+        let span = (
+            u32::from(pt.address),
+            u32::from(pt.register_numbers(d.enron)),
+        );
+        if overlaps(span, header) || overlaps(span, ring) {
+            p.add(
+                ak.to_string(),
+                format!(
+                    "the archive registers overlap holding point {:?} at {}",
+                    pt.name, pt.address
+                ),
+            );
+        }
+    }
+}
+
 pub(super) fn validate(c: &Config) -> Vec<Problem> {
     let mut p = Problems(Vec::new());
     if !is_ident(&c.station.id) {
@@ -439,6 +521,17 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
                     format!("expected the name of a point defined under [[devices.points]], got {point:?}"),
                 );
             }
+        }
+    }
+    for (di, d) in c.devices.iter().enumerate() {
+        if let Some(a) = &d.archive {
+            archive(
+                &mut p,
+                &format!("devices[{di}].archive"),
+                d,
+                a,
+                &meter_names,
+            );
         }
     }
     let inlets = c

@@ -79,10 +79,11 @@ pub enum Applied {
     Ignored(String),
 }
 
-/// One line of the alarm list.
+/// One line of the alarm list (borrowed from the console: a redraw of
+/// hundreds of alarms copies nothing).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Row {
-    pub alarm: AlarmView,
+pub struct Row<'a> {
+    pub alarm: &'a AlarmView,
     /// For a flood row: how many standing alarms are grouped under it.
     pub children: usize,
 }
@@ -162,9 +163,10 @@ impl Console {
             w if w.starts_with("alarms/active/") => {
                 let id = &w["alarms/active/".len()..];
                 if payload.is_empty() {
-                    // Cleared retained state: only if no newer event re-raised it.
-                    self.alarms.remove(id);
-                    self.recount();
+                    // Cleared retained state.
+                    if let Some(old) = self.alarms.remove(id) {
+                        self.uncount(&old.station);
+                    }
                     return Applied::State;
                 }
                 match serde_json::from_slice::<AlarmView>(payload) {
@@ -198,22 +200,24 @@ impl Console {
             self.raise_seq.insert(a.alarm_id.clone(), a.seq);
         }
         let standing = a.action == "raise" || !matches!(a.state.as_str(), "normal" | "");
-        if standing {
-            self.alarms.insert(a.alarm_id.clone(), a);
+        // Station counts follow each change (no recount of every alarm per
+        // message: a late console takes in hundreds at once).
+        let old = if standing {
+            let station = a.station.clone();
+            let old = self.alarms.insert(a.alarm_id.clone(), a);
+            self.stations.entry(station).or_default().alarms += 1;
+            old
         } else {
-            self.alarms.remove(&a.alarm_id);
+            self.alarms.remove(&a.alarm_id)
+        };
+        if let Some(old) = old {
+            self.uncount(&old.station);
         }
-        self.recount();
     }
 
-    fn recount(&mut self) {
-        for s in self.stations.values_mut() {
-            s.alarms = 0;
-        }
-        for a in self.alarms.values() {
-            if let Some(s) = self.stations.get_mut(&a.station) {
-                s.alarms += 1;
-            }
+    fn uncount(&mut self, station: &str) {
+        if let Some(s) = self.stations.get_mut(station) {
+            s.alarms = s.alarms.saturating_sub(1);
         }
     }
 
@@ -228,7 +232,7 @@ impl Console {
     /// The alarm list: priority (critical first), then age (oldest first);
     /// while a flood alarm of a station stands, the alarms raised under it
     /// are collapsed into its row (`children`) unless `expand_floods`.
-    pub fn rows(&self, expand_floods: bool) -> Vec<Row> {
+    pub fn rows(&self, expand_floods: bool) -> Vec<Row<'_>> {
         let floods: HashMap<(&str, u64), &AlarmView> = self
             .alarms
             .values()
@@ -249,7 +253,7 @@ impl Console {
                 continue;
             }
             rows.push(Row {
-                alarm: a.clone(),
+                alarm: a,
                 children: 0,
             });
         }

@@ -1,6 +1,7 @@
-//! The terminal view of the console (ratatui): stations on top, standing
-//! alarms below (priority, age, state, escalation level highlighted, flood
-//! groups collapsed), the last command replies at the bottom.
+//! The terminal view of the console (ratatui): stations on top (wrapped over
+//! as many lines as they need, up to 10), standing alarms below (priority,
+//! age, state, escalation level highlighted, flood groups collapsed; the
+//! selected row marked `>>`), the last command replies at the bottom.
 //! Keys: Up/Down (j/k) select, `a` ack, `s` shelve 1 h, `o` shelve one-shot,
 //! `u` unshelve, `r` reset, `f` expand/collapse floods, `q` quit.
 
@@ -11,7 +12,7 @@ use ratatui::crossterm::event::{self, Event as TermEvent, KeyCode, KeyEventKind}
 use ratatui::layout::{Constraint, Layout};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::Line;
-use ratatui::widgets::{Block, Borders, Paragraph, Row, Table, TableState};
+use ratatui::widgets::{Block, Borders, HighlightSpacing, Paragraph, Row, Table, TableState, Wrap};
 use rumqttc::{AsyncClient, QoS};
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -54,21 +55,10 @@ pub async fn run(
         tokio::select! {
             m = rx.recv() => {
                 let Some(m) = m else { break Ok(()) };
-                if let Applied::Reply(v) = console.apply(&m.topic, &m.payload, Timestamp::now().nanos()) {
-                    log.push_front(format!(
-                        "{} {} {} by {}: {}{}",
-                        v["alarm_id"].as_str().unwrap_or("?"),
-                        v["action"].as_str().unwrap_or("?"),
-                        if v["ok"].as_bool() == Some(true) { "ok" } else { "REFUSED" },
-                        v["operator"].as_str().unwrap_or("?"),
-                        v["error"].as_str().unwrap_or(""),
-                        v["detail"].as_str().map(|d| format!(" {d}")).unwrap_or_default(),
-                    ));
-                    log.truncate(5);
-                }
+                apply(&mut console, &mut log, &m);
                 // Take what else is waiting so a storm redraws once.
                 while let Ok(m) = rx.try_recv() {
-                    console.apply(&m.topic, &m.payload, Timestamp::now().nanos());
+                    apply(&mut console, &mut log, &m);
                 }
             }
             k = keys.recv() => {
@@ -108,6 +98,29 @@ pub async fn run(
     result
 }
 
+/// Applies one message; a command reply also goes to the log pane.
+fn apply(console: &mut Console, log: &mut VecDeque<String>, m: &Message) {
+    if let Applied::Reply(v) = console.apply(&m.topic, &m.payload, Timestamp::now().nanos()) {
+        log.push_front(format!(
+            "{} {} {} by {}: {}{}",
+            v["alarm_id"].as_str().unwrap_or("?"),
+            v["action"].as_str().unwrap_or("?"),
+            if v["ok"].as_bool() == Some(true) {
+                "ok"
+            } else {
+                "REFUSED"
+            },
+            v["operator"].as_str().unwrap_or("?"),
+            v["error"].as_str().unwrap_or(""),
+            v["detail"]
+                .as_str()
+                .map(|d| format!(" {d}"))
+                .unwrap_or_default(),
+        ));
+        log.truncate(5);
+    }
+}
+
 fn draw(
     f: &mut ratatui::Frame,
     c: &Console,
@@ -117,17 +130,13 @@ fn draw(
     now: i64,
     stale_ns: i64,
 ) {
-    let [top, mid, bottom] = Layout::vertical([
-        Constraint::Length(3),
-        Constraint::Min(5),
-        Constraint::Length(7),
-    ])
-    .areas(f.area());
+    let mut online = 0;
     let stations: Vec<String> = c
         .stations
         .iter()
         .map(|(id, s)| {
             let on = c.station_online(id, now, stale_ns);
+            online += usize::from(on);
             format!(
                 "{id}:{}({})",
                 if on { "online" } else { "OFFLINE" },
@@ -135,12 +144,46 @@ fn draw(
             )
         })
         .collect();
+    let text = stations.join("  ");
+    // Lines the list needs inside the borders once wrapped between
+    // stations (at most 10).
+    let inner = usize::from(f.area().width.saturating_sub(2)).max(1);
+    let mut lines = 1u16;
+    let mut used = 0usize;
+    for s in &stations {
+        let w = s.chars().count();
+        if used > 0 && used + 2 + w > inner {
+            lines += 1;
+            used = w;
+        } else {
+            used += if used > 0 { 2 + w } else { w };
+        }
+    }
+    let lines = lines.min(10);
+    let [top, mid, bottom] = Layout::vertical([
+        Constraint::Length(lines + 2),
+        Constraint::Min(5),
+        Constraint::Length(7),
+    ])
+    .areas(f.area());
     f.render_widget(
-        Paragraph::new(stations.join("  "))
-            .block(Block::default().borders(Borders::ALL).title("Stations")),
+        Paragraph::new(text).wrap(Wrap { trim: false }).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(format!("Stations: {} ({online} online)", c.stations.len())),
+        ),
         top,
     );
     let rows_data = c.rows(expand);
+    // Drawing an empty table drops the selection: select the first row
+    // again once there is one, so the row `a` acts on is always marked.
+    match table.selected() {
+        None if !rows_data.is_empty() => table.select(Some(0)),
+        Some(i) if i >= rows_data.len() && !rows_data.is_empty() => {
+            table.select(Some(rows_data.len() - 1))
+        }
+        _ => {}
+    }
     let rows = rows_data.iter().map(|r| {
         let a = &r.alarm;
         let age = (now.saturating_sub(a.ts_ns) / 1_000_000_000).max(0);
@@ -190,6 +233,8 @@ fn draw(
         "priority", "age", "state", "shown", "escalation", "alarm", "message",
     ]))
     .row_highlight_style(Style::default().add_modifier(Modifier::UNDERLINED))
+    .highlight_symbol(">> ")
+    .highlight_spacing(HighlightSpacing::Always)
     .block(Block::default().borders(Borders::ALL).title(format!(
         "Standing alarms: {} (a ack, s shelve 1h, o one-shot, u unshelve, r reset, f floods, q quit)",
         rows_data.len()

@@ -25,7 +25,8 @@ pub mod plan;
 
 pub use alarms::SavedAlarm;
 pub use plan::{
-    AlarmDef, AlarmMgmt, AlarmPolicy, BlockPlan, DevicePlan, EnginePlan, PointDecoder, TagInfo,
+    AlarmDef, AlarmMgmt, AlarmPolicy, ArchivePlan, BlockPlan, DevicePlan, EnginePlan, PointDecoder,
+    TagInfo,
 };
 
 use crate::config::MeterKind;
@@ -68,6 +69,60 @@ struct TagState {
     prev_good: (f64, i64),
     /// Index of the meter whose flow this tag is, if any.
     meter: Option<u32>,
+}
+
+/// What the balance state depends on, with tags by name (their indices
+/// change when points are added): equal shapes mean an open window of one
+/// plan is valid under the other.
+fn balance_shape(plan: &EnginePlan) -> impl PartialEq + use<> {
+    let name = |t: TagId| plan.tag_info(t).name.clone();
+    let stale = |t: TagId| plan.tag_info(t).stale_after_ns;
+    let meters: Vec<_> = plan
+        .meters
+        .iter()
+        .map(|m| {
+            (
+                m.name.clone(),
+                m.role,
+                m.kind,
+                name(m.flow),
+                stale(m.flow),
+                m.pressure.map(name),
+                m.temperature.map(name),
+                m.pressure_gauge,
+                m.rollover,
+                m.uncertainty_percent,
+            )
+        })
+        .collect();
+    let windows: Vec<_> = plan
+        .windows
+        .iter()
+        .map(|w| (w.label.clone(), w.window_ns, w.offset_ns))
+        .collect();
+    let linepack: Vec<_> = plan
+        .linepack
+        .iter()
+        .map(|l| {
+            (
+                l.name.clone(),
+                l.volume_m3,
+                name(l.pressure),
+                stale(l.pressure),
+                name(l.temperature),
+                stale(l.temperature),
+                l.pressure_gauge,
+                l.uncertainty_percent,
+            )
+        })
+        .collect();
+    (
+        meters,
+        windows,
+        linepack,
+        plan.balance_min_coverage,
+        plan.gas.clone(),
+    )
 }
 
 /// The station engine. Create once per plan; feed it inputs and ticks.
@@ -289,6 +344,57 @@ impl Engine {
         carried
     }
 
+    /// Config reload: takes over everything of `old` that still means the
+    /// same under the new plan, so a reload neither forgets nor invents
+    /// anything: the alarm states ([`Engine::carry_alarms_from`]); per tag
+    /// (by name) its last value, quality and time, so staleness and rate of
+    /// change continue; per device (by id) its last good read, for the
+    /// communication-loss alarm; and, when the balance is unchanged (same
+    /// meters on the same points, windows, line pack, coverage rule and gas
+    /// model), the open balance windows, totaliser readings and line-pack
+    /// pressures, so the window around the reload is complete instead of
+    /// starting again midway, plus the leak detectors when their tuning is
+    /// unchanged too. Returns the number of active alarms carried over.
+    pub fn carry_state_from(&mut self, old: &Engine) -> usize {
+        let carried = self.carry_alarms_from(old);
+        for (i, info) in self.plan.tags.iter().enumerate() {
+            let Some(j) = old.plan.tag(&info.name) else {
+                continue;
+            };
+            let j = j.0 as usize;
+            if let (Some(t), Some(o)) = (self.tags.get_mut(i), old.tags.get(j)) {
+                t.last_ts = o.last_ts;
+                t.quality = o.quality;
+                t.value = o.value;
+                t.prev_good = o.prev_good;
+            }
+            if let (Some(t), Some(o)) = (self.texts.get_mut(i), old.texts.get(j))
+                && !o.0.is_empty()
+            {
+                t.0.clone_from(&o.0);
+                t.1 = o.1;
+                t.2 = o.2;
+            }
+        }
+        for (i, d) in self.plan.devices.iter().enumerate() {
+            if let Some(j) = old.plan.devices.iter().position(|o| o.id == d.id) {
+                self.device_last_good[i] = old.device_last_good[j];
+            }
+        }
+        if balance_shape(&self.plan) == balance_shape(&old.plan) {
+            self.balances.clone_from(&old.balances);
+            self.meters.clone_from(&old.meters);
+            self.last_pressure.clone_from(&old.last_pressure);
+            self.counters = old.counters;
+            if self.plan.leak == old.plan.leak
+                && self.plan.leak_alarm.is_some() == old.plan.leak_alarm.is_some()
+            {
+                self.leaks.clone_from(&old.leaks);
+            }
+        }
+        carried
+    }
+
     /// Processes one input, appending what it produced to `out`.
     pub fn process(&mut self, input: &Input, out: &mut Output) {
         match input {
@@ -367,6 +473,21 @@ impl Engine {
                     &mut out.alarms,
                 );
                 out.replies.push(reply);
+            }
+            // Archive records carry their own hour-end times; they are
+            // history, so they feed neither alarms nor the live balance.
+            Input::Archive {
+                device, records, ..
+            } => {
+                for r in records {
+                    let (quality, reason) = r.quality();
+                    out.archives.push(crate::model::ArchiveSample {
+                        device: *device,
+                        record: *r,
+                        quality,
+                        reason,
+                    });
+                }
             }
             // Delivery bookkeeping for the engine task; no data.
             Input::Receipt(_) => {}

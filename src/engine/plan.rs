@@ -80,9 +80,28 @@ pub struct DevicePlan {
     pub pause_for: Duration,
     /// Retry period of a request refused with exception 01/02/03.
     pub config_error_retry: Duration,
+    /// The flow computer's hourly archive, when configured.
+    pub archive: Option<ArchivePlan>,
 }
 
-/// Static facts about a tag.
+/// How the poller reads a device's hourly archive (see
+/// [`crate::sources::modbus::ArchiveConfig`] for the register map).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArchivePlan {
+    /// Meter run the records belong to (tags the output).
+    pub meter: String,
+    /// Wire address of the header (after `address_base`).
+    pub header_start: u16,
+    /// Wire address of record slot 0.
+    pub records_start: u16,
+    pub capacity: u16,
+    pub interval: Duration,
+    /// Records per request (the device's `max_registers_per_read` / 12, at least 1).
+    pub records_per_request: u16,
+    /// Where the index of the last record stored is kept across restarts:
+    /// `<spool dir>/archive/<device id>.json`.
+    pub state_path: std::path::PathBuf,
+}
 #[derive(Debug, Clone, PartialEq)]
 pub struct TagInfo {
     pub name: String,
@@ -316,6 +335,24 @@ impl EnginePlan {
                 pause_after_failed_cycles: d.pause_after_failed_cycles,
                 pause_for: d.pause_for,
                 config_error_retry: d.config_error_retry,
+                archive: d.archive.as_ref().map(|a| {
+                    let base = u16::from(d.address_base);
+                    ArchivePlan {
+                        meter: a.meter.clone(),
+                        header_start: a.address.saturating_sub(base),
+                        records_start: a.records_address.saturating_sub(base),
+                        capacity: a.capacity,
+                        interval: a.interval,
+                        records_per_request: (d.max_registers_per_read.min(125)
+                            / crate::sources::modbus::ARCHIVE_RECORD_WORDS)
+                            .max(1),
+                        state_path: config
+                            .spool
+                            .dir
+                            .join("archive")
+                            .join(format!("{}.json", d.id)),
+                    }
+                }),
             });
         }
 
@@ -346,6 +383,7 @@ impl EnginePlan {
                             pause_after_failed_cycles: 0,
                             pause_for: Duration::ZERO,
                             config_error_retry: Duration::ZERO,
+                            archive: None,
                         });
                         devices.len() - 1
                     }

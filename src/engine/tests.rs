@@ -322,3 +322,58 @@ fn an_alarm_on_delay_does_not_hold_back_the_imbalance_alarm_of_a_closed_window()
     }
     assert_eq!(raised.first(), Some(&180), "{raised:?}");
 }
+
+#[test]
+fn reload_carries_the_open_balance_window_and_last_values() {
+    // One run without a reload, one with a reload (new limit, same balance)
+    // in the middle of a window: the same balance results, full coverage.
+    let run = |reload_at: Option<i64>| {
+        let mut e = engine();
+        let mut out = Output::default();
+        let mut balances = Vec::new();
+        for t in 0..200 {
+            if Some(t) == reload_at {
+                let text = STATION.replace("hh = 1750.0", "hh = 1750.0\nl = 100.0");
+                let c = Config::from_str_named(&text, Path::new("new.toml")).expect("config");
+                let mut new = Engine::new(Arc::new(EnginePlan::compile(&c)), e.alarm_seq());
+                new.carry_state_from(&e);
+                assert_eq!(
+                    new.current(TagId(0)),
+                    e.current(TagId(0)),
+                    "last value kept"
+                );
+                e = new;
+            }
+            out.clear();
+            poll(&mut e, t * S, regs(1000.0, 1500.0, 990.0), &mut out);
+            balances.extend(out.balances.iter().map(|b| (b.start, b.end, b.coverage)));
+        }
+        balances
+    };
+    let plain = run(None);
+    assert!(plain.len() >= 2, "{plain:?}");
+    assert_eq!(run(Some(90)), plain, "a reload at 90 s changed the windows");
+    assert!(plain[1..].iter().all(|b| b.2 >= 0.999), "{plain:?}");
+
+    // A changed balance (another window length) starts afresh: the 30 s
+    // window joined at 100 s is partly covered.
+    let mut e = engine();
+    let mut out = Output::default();
+    for t in 0..100 {
+        poll(&mut e, t * S, regs(1000.0, 1500.0, 990.0), &mut out);
+    }
+    let text = STATION.replace("window = \"60s\"", "window = \"30s\"");
+    let c = Config::from_str_named(&text, Path::new("new.toml")).expect("config");
+    let mut new = Engine::new(Arc::new(EnginePlan::compile(&c)), e.alarm_seq());
+    new.carry_state_from(&e);
+    out.clear();
+    for t in 100..125 {
+        poll(&mut new, t * S, regs(1000.0, 1500.0, 990.0), &mut out);
+    }
+    let first = out.balances.first().expect("a window closed");
+    assert_eq!(
+        (first.start, first.end),
+        (Timestamp(90 * S), Timestamp(120 * S))
+    );
+    assert!(first.coverage < 0.999, "{first:?}");
+}

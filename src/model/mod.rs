@@ -192,10 +192,65 @@ pub enum Input {
     /// An operator command on an alarm (from the dispatch centre). Commands
     /// are inputs so a replay of the input stream reproduces the alarm states.
     Command(AlarmCommand),
+    /// Hourly archive records a flow computer kept and the poller read back
+    /// (after an outage: every record missed), oldest first. Each carries
+    /// its own hour-end time from the device.
+    Archive {
+        device: DeviceId,
+        /// When the records were read (not their hour-end times).
+        ts: Timestamp,
+        records: Vec<ArchiveRecord>,
+    },
     /// A marker after a source's inputs: the engine ignores it; the engine
     /// task confirms it once the output of every input before it is in the
     /// sink spools (MQTT acknowledges the message only then).
     Receipt(Receipt),
+}
+
+/// One hourly record of a flow computer's archive (Enron/Daniel style), as
+/// the device computed it: volumes over the hour and averages of P and T.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ArchiveRecord {
+    /// The device's record number (1, 2, ...; increases by one per hour).
+    pub index: u32,
+    /// End of the hour the record covers (device clock, UTC).
+    pub hour_end: Timestamp,
+    /// Volume at base conditions over the hour, Sm³.
+    pub base_volume_sm3: f64,
+    /// Volume at flowing (line) conditions over the hour, m³.
+    pub flowing_volume_m3: f64,
+    /// Time-weighted average pressure over the hour (the meter's unit, kPa).
+    pub pressure_kpa: f64,
+    /// Time-weighted average temperature over the hour, degC.
+    pub temperature_c: f64,
+}
+
+impl ArchiveRecord {
+    /// Good when every number is finite and the volumes are not negative.
+    pub fn quality(&self) -> (Quality, Reason) {
+        let all = [
+            self.base_volume_sm3,
+            self.flowing_volume_m3,
+            self.pressure_kpa,
+            self.temperature_c,
+        ];
+        if all.iter().any(|v| !v.is_finite()) {
+            (Quality::Bad, Reason::NotFinite)
+        } else if self.base_volume_sm3 < 0.0 || self.flowing_volume_m3 < 0.0 {
+            (Quality::Bad, Reason::OutOfRange)
+        } else {
+            (Quality::Good, Reason::None)
+        }
+    }
+}
+
+/// An archive record on its way to the sinks, with the device it came from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ArchiveSample {
+    pub device: DeviceId,
+    pub record: ArchiveRecord,
+    pub quality: Quality,
+    pub reason: Reason,
 }
 
 /// What an operator asks of an alarm.
@@ -648,6 +703,8 @@ pub struct Output {
     pub replies: Vec<CommandReply>,
     /// Alarm-system health, when due.
     pub health: Vec<AlarmHealth>,
+    /// Flow-computer archive records read back (hourly volumes).
+    pub archives: Vec<ArchiveSample>,
 }
 
 impl Output {
@@ -658,6 +715,7 @@ impl Output {
         self.leaks.clear();
         self.replies.clear();
         self.health.clear();
+        self.archives.clear();
     }
 
     pub fn is_empty(&self) -> bool {
@@ -667,5 +725,6 @@ impl Output {
             && self.leaks.is_empty()
             && self.replies.is_empty()
             && self.health.is_empty()
+            && self.archives.is_empty()
     }
 }

@@ -98,7 +98,8 @@ struct Inner {
     generation: u64,
     loaded_at: Timestamp,
     running: bool,
-    route_ok: bool,
+    /// Sinks that could not store the last batch routed to them.
+    failing: Vec<String>,
     devices: Vec<DeviceHealth>,
     sinks: Vec<SinkEntry>,
 }
@@ -116,7 +117,7 @@ impl Default for Health {
                 generation: 0,
                 loaded_at: Timestamp(0),
                 running: false,
-                route_ok: true,
+                failing: Vec::new(),
                 devices: Vec::new(),
                 sinks: Vec::new(),
             }),
@@ -161,9 +162,13 @@ impl Health {
         self.lock().running = running;
     }
 
-    /// Whether the last attempt to store engine output succeeded.
-    pub fn set_route_ok(&self, ok: bool) {
-        self.lock().route_ok = ok;
+    /// The sinks that could not store the last batch of engine output
+    /// (empty when every sink took it).
+    pub fn set_failing(&self, sinks: &[String]) {
+        let mut i = self.lock();
+        if i.failing != sinks {
+            i.failing = sinks.to_vec();
+        }
     }
 
     /// Copies the engine task's device tracker.
@@ -194,10 +199,10 @@ impl Health {
                         dropped += st.dropped;
                     }
                 }
-                let state = if !i.route_ok {
+                let state = if i.failing.contains(&s.name) {
                     "failing"
                 } else if s.spool.is_none() {
-                    // The file sink writes synchronously; a failure shows as route_ok = false.
+                    // The file sink writes synchronously; a failure shows as failing.
                     "reachable"
                 } else {
                     match sink_reachable(&s.name) {
@@ -246,12 +251,46 @@ struct DeviceState {
     connected: Option<bool>,
     last_good: Option<Timestamp>,
     last_error: Option<&'static str>,
+    /// Time of the last input of any kind about the device.
+    last_seen: Option<Timestamp>,
+    /// Silence after which the device counts as not connected, ns.
+    silent_after_ns: i64,
 }
 
 impl DeviceTracker {
     pub fn new(plan: &EnginePlan) -> Self {
         DeviceTracker {
-            devices: vec![DeviceState::default(); plan.devices.len()],
+            devices: plan
+                .devices
+                .iter()
+                .map(|d| {
+                    // Inputs come at least once per cycle of its fastest block.
+                    let every = d.blocks.iter().map(|b| b.every.max(1)).min().unwrap_or(1);
+                    let cycle = d.poll_interval.saturating_mul(every);
+                    let silent = cycle.saturating_mul(3).saturating_add(d.timeout);
+                    DeviceState {
+                        silent_after_ns: i64::try_from(silent.as_nanos()).unwrap_or(i64::MAX),
+                        ..DeviceState::default()
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// A device not heard of for three of its cycles plus its timeout is
+    /// not connected (`no_response`). The poller sends nothing while it
+    /// cannot connect, so without this a device whose endpoint went away
+    /// after a good read would show connected for ever (seen for the
+    /// devices sharing an endpoint with the one whose read failed).
+    pub fn tick(&mut self, now: Timestamp) {
+        for d in &mut self.devices {
+            if let Some(seen) = d.last_seen
+                && d.connected == Some(true)
+                && now.0.saturating_sub(seen.0) > d.silent_after_ns
+            {
+                d.connected = Some(false);
+                d.last_error = Some("no_response");
+            }
         }
     }
 
@@ -263,12 +302,18 @@ impl DeviceTracker {
                 if let Some(d) = self.devices.get_mut(device.0 as usize) {
                     d.connected = Some(true);
                     d.last_good = Some(*ts);
+                    d.last_seen = Some(*ts);
                     d.last_error = None;
                 }
             }
-            Input::ReadFailed { device, error, .. }
-            | Input::ReadFailedPart { device, error, .. } => {
+            Input::ReadFailed {
+                device, error, ts, ..
+            }
+            | Input::ReadFailedPart {
+                device, error, ts, ..
+            } => {
                 if let Some(d) = self.devices.get_mut(device.0 as usize) {
+                    d.last_seen = Some(*ts);
                     use crate::model::ReadError;
                     d.connected = Some(matches!(
                         error,
@@ -289,7 +334,10 @@ impl DeviceTracker {
                     d.last_error = Some("paused");
                 }
             }
-            Input::Values { .. } | Input::Command(_) | Input::Receipt(_) => {}
+            Input::Values { .. }
+            | Input::Command(_)
+            | Input::Receipt(_)
+            | Input::Archive { .. } => {}
         }
     }
 }

@@ -25,7 +25,19 @@ pub enum LogFormat {
 /// Installs the global subscriber. `RUST_LOG` overrides the default level
 /// (`info`). With `file`, logs are appended there instead of stderr.
 pub fn init_logging(format: LogFormat, file: Option<&Path>) -> std::io::Result<()> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Libraries that log, at ERROR and without naming the sink, a failure
+    // the sink itself logs with its name (a TLS certificate the InfluxDB
+    // writer reports as "invalid peer certificate: ..."). Named in RUST_LOG,
+    // they log as asked.
+    let asked = std::env::var("RUST_LOG").unwrap_or_default();
+    for (target, directive) in [("rustls_platform_verifier", "rustls_platform_verifier=off")] {
+        if !asked.contains(target)
+            && let Ok(d) = directive.parse()
+        {
+            filter = filter.add_directive(d);
+        }
+    }
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let result = match (format, file) {
         (LogFormat::Text, None) => builder.with_writer(std::io::stderr).try_init(),

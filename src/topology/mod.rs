@@ -4,13 +4,19 @@
 //! sinks make a last delivery attempt and stop).
 //!
 //! Reload (SIGHUP, see `signals.rs`): a new, already validated config is
-//! applied at a quiet point of the engine task: the old sources stop, what
-//! they sent is processed by the old engine and made durable, then the new
-//! plan starts with the alarm states carried over by id
-//! ([`Engine::carry_alarms_from`]). Sinks restart only when `[sinks]` or
-//! `[spool]` changed; their spools are on disk, so nothing queued is lost.
-//! If the new sinks cannot start, the old ones are restarted and the old
-//! config is kept.
+//! applied in two steps. First, when `[sinks]`, `[spool]`, a secret or a TLS
+//! file changed (secrets and TLS files are re-read on every SIGHUP, so a
+//! rotated password file is picked up with the config text unchanged), the
+//! sinks restart while the old sources keep polling into the channel: a
+//! sink that needs its grace period to stop costs no poll cycle. Their
+//! spools are on disk, so nothing queued is lost; if the new sinks cannot
+//! start, the old ones are restarted and the old config is kept. Then, at a
+//! quiet point of the engine task, the old sources stop, what they sent is
+//! processed by the old engine and made durable, and the new plan starts
+//! with the engine state carried over by name ([`Engine::carry_state_from`]:
+//! alarm states, last values, open balance windows).
+//! `[spool] dir` cannot change by reload (the backlog is in the running
+//! folder); `[http]` changes wait for a restart.
 
 pub mod live;
 pub mod route;
@@ -213,6 +219,18 @@ impl Sinks {
         Ok((sinks, file))
     }
 
+    /// No sink (the placeholder while sinks restart).
+    fn none() -> Sinks {
+        Sinks {
+            cancel: CancellationToken::new(),
+            tasks: Vec::new(),
+            influx: None,
+            mqtt: None,
+            file: false,
+            edge: None,
+        }
+    }
+
     /// Names and spools for `/health` and the spool gauges.
     fn entries(&self) -> Vec<(String, Option<Arc<SharedSpool>>)> {
         let mut v = Vec::new();
@@ -228,16 +246,22 @@ impl Sinks {
         v
     }
 
-    /// Last delivery attempt, then stop; the spools keep what is left.
+    /// Last delivery attempt, then stop; the spools keep what is left. A
+    /// task still running after the grace period is aborted, so it never
+    /// shares its spool with the sink that replaces it (a record it sent
+    /// but did not acknowledge is sent again; InfluxDB overwrites it, MQTT
+    /// delivery is at least once).
     async fn stop(self) {
         self.cancel.cancel();
-        for (sink, t) in self.tasks {
-            if tokio::time::timeout(SINK_STOP_GRACE, t).await.is_err() {
+        for (sink, mut t) in self.tasks {
+            if tokio::time::timeout(SINK_STOP_GRACE, &mut t).await.is_err() {
                 warn!(
                     sink,
                     grace_s = SINK_STOP_GRACE.as_secs(),
-                    "A sink did not stop within its grace period; its spool keeps the rest."
+                    "A sink did not stop within its grace period; stopped, its spool keeps the rest."
                 );
+                t.abort();
+                let _ = t.await;
             }
         }
     }
@@ -271,6 +295,9 @@ pub async fn run_reloadable(
     }
 
     let (tx, mut rx) = mpsc::channel::<Input>(CHANNEL_CAPACITY);
+    // What the sinks and sources read beyond the config text, as loaded.
+    let mut sink_fp = sink_material(&config);
+    let mut source_fp = source_material(&config);
     let prep = prepare_sinks(&config)?;
     let (mut sinks, file) = Sinks::start(&config, prep, &tx)?;
     health.set_sinks(sinks.entries());
@@ -295,13 +322,17 @@ pub async fn run_reloadable(
         .journal
         .clone()
         .unwrap_or_else(|| crate::journal::default_path(&config.spool.dir));
-    let (journal, recovered) = crate::journal::Journal::open(&journal_path)
-        .map_err(|e| StartError::Sink(e.to_string()))?;
+    let (journal, recovered) = crate::journal::Journal::open_with(
+        &journal_path,
+        crate::journal::Rotation::from_config(&config.alarms.journal_rotation),
+        Timestamp::now(),
+    )
+    .map_err(|e| StartError::Sink(e.to_string()))?;
     if recovered.skipped > 0 {
         warn!(path = %journal_path.display(), skipped = recovered.skipped, "Alarm journal: unreadable or torn lines skipped.");
     }
     engine.restore_alarms(recovered.seq, &recovered.for_plan(&plan));
-    info!(path = %journal_path.display(), seq = recovered.seq, alarms = recovered.alarms.len(), "Alarm journal opened.");
+    info!(path = %journal_path.display(), seq = recovered.seq, alarms = recovered.alarms.len(), segments = recovered.segments, "Alarm journal opened.");
     let mut router = Router::new(
         Arc::clone(&plan),
         sinks.influx.clone(),
@@ -321,6 +352,7 @@ pub async fn run_reloadable(
         health: Arc::clone(&health),
         backlog_since: Vec::new(),
         journal,
+        store_failures: 0,
     };
     let mut config = config;
     // MQTT receipts seen in the current batch (see `Input::Receipt`).
@@ -347,6 +379,11 @@ pub async fn run_reloadable(
                 if let Err(e) = emitter.journal.sync() {
                     error!(error = %e, "Cannot sync the alarm journal.");
                 }
+                match emitter.journal.maintain(Timestamp::now()) {
+                    Ok(true) => info!(path = %emitter.journal.path().display(), segments = emitter.journal.archives().len() + 1, "Alarm journal: new segment started."),
+                    Ok(false) => {}
+                    Err(e) => error!(error = %e, "Alarm journal rotation or retention failed; appending to the current segment."),
+                }
                 emitter.spool_gauges(&sinks);
             }
             done = sync_done(&mut syncing) => {
@@ -357,13 +394,18 @@ pub async fn run_reloadable(
             }
             input = rx.recv() => {
                 let Some(input) = input else { break };
-                recorder.input(&input);
-                tracker.observe(&input);
-                take(&mut engine, input, &mut out, &mut receipts);
+                if !redelivered(&input, &mut emitter.journal) {
+                    recorder.input(&input);
+                    tracker.observe(&input);
+                    take(&mut engine, input, &mut out, &mut receipts);
+                }
                 // Take what else is waiting so a burst is routed as one batch.
                 for _ in 0..256 {
                     match rx.try_recv() {
                         Ok(input) => {
+                            if redelivered(&input, &mut emitter.journal) {
+                                continue;
+                            }
                             recorder.input(&input);
                             tracker.observe(&input);
                             take(&mut engine, input, &mut out, &mut receipts);
@@ -380,28 +422,93 @@ pub async fn run_reloadable(
                         receipts.clear();
                     }
                 }
-                confirm(stored, &mut receipts, &mut router);
+                confirm(stored, &mut receipts, &mut router, &mut emitter.journal);
             }
             _ = tick.tick() => {
                 let now = Timestamp::now();
                 recorder.tick(now);
                 engine.tick(now, &mut out);
                 emitter.emit(&mut out, &mut router, &engine);
+                tracker.tick(now);
                 health.update_devices(&tracker);
                 point_gauges.update(&engine);
             }
             Some(new) = reloads.recv() => {
-                if new == config {
-                    info!("Configuration unchanged; nothing to reload.");
+                let new_sink_fp = sink_material(&new);
+                let new_source_fp = source_material(&new);
+                let secrets_changed = new_sink_fp != sink_fp;
+                if new == config && !secrets_changed && new_source_fp == source_fp {
+                    info!("Configuration unchanged (secrets and TLS files too); nothing to reload.");
                     continue;
                 }
-                // 1. Stop the old sources; what they sent goes through the old
-                //    engine and into the spools before anything changes.
+                if new.spool.dir != config.spool.dir {
+                    // The backlog is in the old folder: a new one would strand it.
+                    error!(running = %config.spool.dir.display(), new = %new.spool.dir.display(),
+                        "Reload rejected: [spool] dir cannot change while running (the spooled data is in the running folder); keeping the running configuration.");
+                    metrics::counter!("gaswatch_config_reloads_total", "result" => "rejected").increment(1);
+                    continue;
+                }
+                // 1. Sinks first, when they changed, while the old sources keep
+                //    polling: their inputs wait in the channel, so a sink that
+                //    takes its grace period to stop costs no poll cycle.
+                // The Sparkplug NBIRTH lists the points: any change needs a new birth.
+                let sinks_changed = new.sinks != config.sinks
+                    || new.spool != config.spool
+                    || new.sinks.sparkplug.is_some()
+                    || secrets_changed;
+                if sinks_changed {
+                    let prep = match prepare_sinks(&new) {
+                        Ok(prep) => prep,
+                        Err(e) => {
+                            error!(error = %e, "Reload rejected: the new sinks cannot start; keeping the running configuration.");
+                            metrics::counter!("gaswatch_config_reloads_total", "result" => "rejected").increment(1);
+                            continue;
+                        }
+                    };
+                    // The running fsyncs first: their handles are the old spools' files.
+                    if let Err(e) = finish_sync(&mut syncing).await {
+                        error!(error = %e, "Cannot flush the spool to disk before the reload.");
+                    }
+                    if let Err(e) = router.flush() {
+                        error!(error = %e, "Cannot flush the spool to disk before the reload.");
+                    }
+                    // The router lets go of the old spools and files before
+                    // the new ones open on the same folders.
+                    let old_plan = Arc::clone(&router.plan);
+                    drop((router.influx.take(), router.mqtt.take(), router.file.take()));
+                    // The old engine's last output has no place in a new birth.
+                    emitter.edge = None;
+                    std::mem::replace(&mut sinks, Sinks::none()).stop().await;
+                    let started = Sinks::start(&new, prep, &tx);
+                    let ok = started.is_ok();
+                    let (s, f) = match started {
+                        Ok(v) => v,
+                        Err(e) => {
+                            error!(error = %e, "Reload rejected: the new sinks cannot start; restarting the old ones.");
+                            Sinks::start(&config, prepare_sinks(&config)?, &tx)?
+                        }
+                    };
+                    sinks = s;
+                    router = Router::new(old_plan, sinks.influx.clone(), sinks.mqtt.clone(), f);
+                    health.set_sinks(sinks.entries());
+                    if !ok {
+                        emitter.edge = sinks.edge.clone();
+                        metrics::counter!("gaswatch_config_reloads_total", "result" => "rejected").increment(1);
+                        continue;
+                    }
+                    sink_fp = new_sink_fp;
+                }
+                // 2. Sources and engine switch at a quiet point: the old
+                //    sources stop, what they sent goes through the old engine
+                //    and into the spools, then the new plan starts.
                 sources_cancel.cancel();
                 for t in source_tasks.drain(..) {
                     let _ = t.await;
                 }
                 while let Ok(input) = rx.try_recv() {
+                    if redelivered(&input, &mut emitter.journal) {
+                        continue;
+                    }
                     recorder.input(&input);
                     tracker.observe(&input);
                     take(&mut engine, input, &mut out, &mut receipts);
@@ -416,64 +523,32 @@ pub async fn run_reloadable(
                 if let Err(e) = router.flush() {
                     error!(error = %e, "Cannot flush the spool to disk before the reload.");
                 }
-                // 2. Sinks: restart only when they changed.
-                // The Sparkplug NBIRTH lists the points: any change needs a new birth.
-                let sinks_changed = new.sinks != config.sinks
-                    || new.spool != config.spool
-                    || new.sinks.sparkplug.is_some();
-                let mut applied = true;
-                let mut file_sink = router.file.take();
-                if sinks_changed {
-                    match prepare_sinks(&new) {
-                        Err(e) => {
-                            error!(error = %e, "Reload rejected: the new sinks cannot start; keeping the running configuration.");
-                            applied = false;
-                        }
-                        Ok(prep) => {
-                            drop(file_sink.take());
-                            let old = std::mem::replace(&mut sinks, Sinks { cancel: CancellationToken::new(), tasks: Vec::new(), influx: None, mqtt: None, file: false, edge: None });
-                            old.stop().await;
-                            match Sinks::start(&new, prep, &tx) {
-                                Ok((s, f)) => {
-                                    sinks = s;
-                                    file_sink = f;
-                                }
-                                Err(e) => {
-                                    error!(error = %e, "Reload rejected: the new sinks cannot start; restarting the old ones.");
-                                    applied = false;
-                                    let (s, f) = Sinks::start(&config, prepare_sinks(&config)?, &tx)?;
-                                    sinks = s;
-                                    file_sink = f;
-                                }
-                            }
-                            health.set_sinks(sinks.entries());
-                            emitter.edge = sinks.edge.clone();
-                        }
-                    }
+                if new.http != config.http {
+                    warn!("[http] changes take effect at the next restart.");
+                }
+                if new.spool.flush_interval != config.spool.flush_interval {
+                    flush = tokio::time::interval(new.spool.flush_interval);
+                    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
                 }
                 // 3. The new plan, with alarm states carried over by id.
-                let mut carried = 0;
-                if applied {
-                    if new.http != config.http {
-                        warn!("[http] changes take effect at the next restart.");
-                    }
-                    let new_plan = Arc::new(EnginePlan::compile(&new));
-                    let mut new_engine = Engine::new(Arc::clone(&new_plan), engine.alarm_seq());
-                    carried = new_engine.carry_alarms_from(&engine);
-                    // A capture replays with one plan and a fresh engine.
-                    recorder.stop("a configuration reload changed the engine plan");
-                    engine = new_engine;
-                    plan = new_plan;
-                    tracker = DeviceTracker::new(&plan);
-                    point_gauges.clear();
-                    point_gauges = DevicePointGauges::new(&plan);
-                    health.config_loaded(&plan, Timestamp::now());
-                    if let Some(live) = &emitter.live && let Ok(mut l) = live.lock() {
-                        *l = LiveState::new(&plan);
-                    }
-                    config = new;
+                let new_plan = Arc::new(EnginePlan::compile(&new));
+                let mut new_engine = Engine::new(Arc::clone(&new_plan), engine.alarm_seq());
+                let carried = new_engine.carry_state_from(&engine);
+                // A capture replays with one plan and a fresh engine.
+                recorder.stop("a configuration reload changed the engine plan");
+                engine = new_engine;
+                plan = new_plan;
+                tracker = DeviceTracker::new(&plan);
+                point_gauges.clear();
+                point_gauges = DevicePointGauges::new(&plan);
+                health.config_loaded(&plan, Timestamp::now());
+                if let Some(live) = &emitter.live && let Ok(mut l) = live.lock() {
+                    *l = LiveState::new(&plan);
                 }
-                router = Router::new(Arc::clone(&plan), sinks.influx.clone(), sinks.mqtt.clone(), file_sink);
+                emitter.edge = sinks.edge.clone();
+                config = new;
+                source_fp = new_source_fp;
+                router = Router::new(Arc::clone(&plan), sinks.influx.clone(), sinks.mqtt.clone(), router.file.take());
                 sources_cancel = cancel.child_token();
                 source_tasks = match spawn_sources(&plan, &config, &tx, &sources_cancel) {
                     Ok(t) => t,
@@ -482,20 +557,16 @@ pub async fn run_reloadable(
                         modbus::poller::spawn(Arc::clone(&plan), tx.clone(), sources_cancel.clone())
                     }
                 };
-                if applied {
-                    metrics::counter!("gaswatch_config_reloads_total", "result" => "applied").increment(1);
-                    info!(
-                        station = %plan.station_id,
-                        devices = plan.devices.len(),
-                        points = plan.tags.len(),
-                        alarms = plan.alarms.len(),
-                        active_alarms_carried = carried,
-                        sinks_restarted = sinks_changed,
-                        "Configuration reloaded."
-                    );
-                } else {
-                    metrics::counter!("gaswatch_config_reloads_total", "result" => "rejected").increment(1);
-                }
+                metrics::counter!("gaswatch_config_reloads_total", "result" => "applied").increment(1);
+                info!(
+                    station = %plan.station_id,
+                    devices = plan.devices.len(),
+                    points = plan.tags.len(),
+                    alarms = plan.alarms.len(),
+                    active_alarms_carried = carried,
+                    sinks_restarted = sinks_changed,
+                    "Configuration reloaded."
+                );
             }
         }
     }
@@ -507,6 +578,9 @@ pub async fn run_reloadable(
         let _ = t.await;
     }
     while let Ok(input) = rx.try_recv() {
+        if redelivered(&input, &mut emitter.journal) {
+            continue;
+        }
         recorder.input(&input);
         take(&mut engine, input, &mut out, &mut receipts);
     }
@@ -542,32 +616,61 @@ struct Emitter {
     health: Arc<Health>,
     /// Per sink: since when its spool has not been empty.
     backlog_since: Vec<(String, Option<std::time::Instant>)>,
-    /// The alarm journal, written before the sinks (write-ahead).
+    /// The alarm journal, written right after the sink spools (see `emit`).
     journal: crate::journal::Journal,
+    /// Batches in a row some sink could not store (0: all fine).
+    store_failures: u64,
 }
 
 impl Emitter {
-    /// Returns whether the output is stored (MQTT receipts are confirmed only then).
+    /// Routes `out` to the sinks, then appends its alarm events and command
+    /// replies to the journal. In that order: the router hands alarms to the
+    /// OS before returning, so a crash can leave the journal one batch
+    /// behind the spools (a restart then raises those alarms again: a
+    /// duplicate) but never ahead of them (an alarm journaled as raised that
+    /// no sink ever received, and that the restored state would never raise
+    /// again). Returns whether the output is stored in the spools and the
+    /// journal (MQTT receipts are confirmed only then).
     fn emit(&mut self, out: &mut Output, router: &mut Router, engine: &Engine) -> bool {
         if out.is_empty() {
             return true;
         }
-        if let Err(e) = self.journal.append(&router.plan, out) {
-            metrics::counter!("gaswatch_journal_errors_total").increment(1);
-            error!(error = %e, alarms = out.alarms.len(), "Cannot write the alarm journal; alarms still go to the sinks.");
-        }
         let stored = match router.route(out) {
             Ok(()) => {
-                self.health.set_route_ok(true);
+                self.health.set_failing(&[]);
+                if self.store_failures > 0 {
+                    info!(
+                        failed_batches = self.store_failures,
+                        "Engine output is stored in every sink again."
+                    );
+                    self.store_failures = 0;
+                }
                 true
             }
-            Err(e) => {
-                self.health.set_route_ok(false);
+            Err(f) => {
+                self.health.set_failing(&f.sinks);
                 metrics::counter!("gaswatch_route_errors_total").increment(1);
-                let lost = (out.samples.len() + out.alarms.len() + out.balances.len()) as u64;
+                let lost = (out.samples.len()
+                    + out.alarms.len()
+                    + out.balances.len()
+                    + out.archives.len()) as u64;
                 metrics::counter!("gaswatch_points_dropped_total", "reason" => "store_failed")
                     .increment(lost);
-                error!(error = %e, samples = out.samples.len(), alarms = out.alarms.len(), "Cannot store engine output; these results are lost.");
+                // Once per episode (a batch can come every few ms); the
+                // counter has every one.
+                if self.store_failures == 0 {
+                    error!(sinks = ?f.sinks, error = %f.error, samples = out.samples.len(), alarms = out.alarms.len(),
+                        "Cannot store engine output in these sinks; the others got it. What they cannot take is lost for them (counted as points dropped, reason store_failed).");
+                }
+                self.store_failures += 1;
+                false
+            }
+        };
+        let journaled = match self.journal.append(&router.plan, out) {
+            Ok(()) => true,
+            Err(e) => {
+                metrics::counter!("gaswatch_journal_errors_total").increment(1);
+                error!(error = %e, alarms = out.alarms.len(), "Cannot write the alarm journal; these alarms are in the sinks, but a restart will not restore their state.");
                 false
             }
         };
@@ -581,7 +684,7 @@ impl Emitter {
             l.update(out);
         }
         out.clear();
-        stored
+        stored && journaled
     }
 
     /// Spool depth, size and backlog age per sink and class.
@@ -620,7 +723,7 @@ impl Emitter {
 
 /// Per-batch metrics of engine output: samples by quality, non-good
 /// samples by reason, alarm transitions and active alarms by priority, and
-/// the balance (输差) of each closed window.
+/// the balance (输差) of each closed window, per window length.
 fn record_output(out: &Output, engine: &Engine) {
     let mut by_quality = [0u64; 4];
     for s in &out.samples {
@@ -665,14 +768,42 @@ fn record_output(out: &Output, engine: &Engine) {
         for (p, n) in active {
             metrics::gauge!("gaswatch_alarms_active", "priority" => p).set(f64::from(n));
         }
+        // Alarms by ISA-18.2 state (every state listed, zeros included).
+        use crate::model::AlarmState;
+        let states = [
+            AlarmState::Normal,
+            AlarmState::Unacked,
+            AlarmState::Acked,
+            AlarmState::RtnUnacked,
+            AlarmState::Latched,
+        ];
+        let mut by_state = [0u32; 5];
+        for i in 0..plan.alarms.len() {
+            let st = engine.alarm_state(i as u32);
+            if let Some(k) = states.iter().position(|s| *s == st) {
+                by_state[k] += 1;
+            }
+        }
+        for (st, n) in states.iter().zip(by_state) {
+            metrics::gauge!("gaswatch_alarms", "state" => st.as_str()).set(f64::from(n));
+        }
     }
     for b in &out.balances {
-        metrics::counter!("gaswatch_balance_windows_total", "quality" => b.quality.as_str())
+        // Each window length (5m, 1h, gas day) is its own series: one gauge
+        // for all would show whichever window closed last.
+        let len = b.end.0.saturating_sub(b.start.0);
+        let window = plan
+            .windows
+            .iter()
+            .find(|w| w.window_ns == len)
+            .map_or("other", |w| w.label.as_str())
+            .to_string();
+        metrics::counter!("gaswatch_balance_windows_total", "window" => window.clone(), "quality" => b.quality.as_str())
             .increment(1);
         if b.imbalance_percent.is_finite() && b.quality != Quality::Bad {
-            metrics::gauge!("gaswatch_balance_imbalance_percent", "station" => plan.station_id.clone())
+            metrics::gauge!("gaswatch_balance_imbalance_percent", "station" => plan.station_id.clone(), "window" => window.clone())
                 .set(b.imbalance_percent);
-            metrics::gauge!("gaswatch_balance_imbalance_sm3", "station" => plan.station_id.clone())
+            metrics::gauge!("gaswatch_balance_imbalance_sm3", "station" => plan.station_id.clone(), "window" => window)
                 .set(b.imbalance_sm3);
         }
     }
@@ -752,20 +883,96 @@ async fn finish_sync(
     sync_done(syncing).await
 }
 
-/// Confirms the batch's receipts once its output is stored and synced:
-/// durable before acknowledged.
-fn confirm(stored: bool, receipts: &mut Vec<Receipt>, router: &mut Router) {
+/// Confirms the batch's receipts once its output is stored and synced (the
+/// spools, then the alarm journal): durable before acknowledged. A source's
+/// message or a dispatcher's command whose receipt is not confirmed stays
+/// with the broker, which delivers it again on the next connection.
+fn confirm(
+    stored: bool,
+    receipts: &mut Vec<Receipt>,
+    router: &mut Router,
+    journal: &mut crate::journal::Journal,
+) {
     if receipts.is_empty() {
         return;
     }
-    match router.flush() {
+    let synced = match router.flush() {
+        Ok(()) => journal.sync().map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match synced {
         Ok(()) if stored => receipts.drain(..).for_each(Receipt::confirm),
         Ok(()) => receipts.clear(),
-        Err(e) => {
-            error!(error = %e, "Cannot flush the spool to disk; MQTT messages stay unacknowledged.");
+        Err(error) => {
+            error!(%error, "Cannot sync the spool or the alarm journal to disk; MQTT messages stay unacknowledged.");
             receipts.clear();
         }
     }
+}
+
+/// A dispatcher's command the journal already holds (the broker delivered
+/// it again after a reconnect or a crash before its PUBACK): it is not
+/// applied twice. Its receipt, which follows, still confirms it.
+fn redelivered(input: &Input, journal: &mut crate::journal::Journal) -> bool {
+    let Input::Command(c) = input else {
+        return false;
+    };
+    if journal.first_delivery(&c.request_id) {
+        return false;
+    }
+    metrics::counter!("gaswatch_mqtt_commands_total", "result" => "duplicate").increment(1);
+    info!(request_id = %c.request_id, alarm = %c.alarm_id, operator = %c.operator, "Command delivered again; already applied and journaled, not applied twice.");
+    true
+}
+
+/// A digest of what the sinks read from outside the config text: secrets
+/// (environment or file) and TLS files. A SIGHUP with an unchanged config
+/// still restarts the sinks when it changed (a rotated password file, a
+/// renewed certificate at the same path). Never logged.
+fn sink_material(config: &Config) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let secret = |h: &mut std::collections::hash_map::DefaultHasher,
+                  s: Option<&crate::config::Secret>| {
+        s.is_some().hash(h);
+        if let Some(s) = s {
+            s.hash_current(h);
+        }
+    };
+    let file = |h: &mut std::collections::hash_map::DefaultHasher,
+                p: Option<&std::path::PathBuf>| {
+        p.map(|p| std::fs::read(p).ok()).hash(h);
+    };
+    if let Some(i) = &config.sinks.influxdb {
+        secret(&mut h, i.password.as_ref());
+        secret(&mut h, i.token.as_ref());
+        file(&mut h, i.tls_ca_file.as_ref());
+    }
+    if let Some(m) = &config.sinks.mqtt {
+        secret(&mut h, m.password.as_ref());
+        if let Some(t) = &m.tls {
+            file(&mut h, t.ca_file.as_ref());
+            file(&mut h, t.client_cert_file.as_ref());
+            file(&mut h, t.client_key_file.as_ref());
+        }
+    }
+    if let Some(sp) = &config.sinks.sparkplug {
+        secret(&mut h, sp.password.as_ref());
+    }
+    h.finish()
+}
+
+/// The same for the sources: MQTT source passwords.
+fn source_material(config: &Config) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for src in &config.mqtt_sources {
+        src.password.is_some().hash(&mut h);
+        if let Some(s) = &src.password {
+            s.hash_current(&mut h);
+        }
+    }
+    h.finish()
 }
 
 fn resolve(

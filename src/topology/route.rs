@@ -16,6 +16,10 @@ pub struct Router {
     pub influx: Option<Arc<SharedSpool>>,
     pub mqtt: Option<(Arc<SharedSpool>, mqtt::payload::Topics)>,
     pub file: Option<FileSink>,
+    /// Tag `source=<origin>` on every InfluxDB line (`gaswatch replay`
+    /// writes `source=replay`); the daemon writes none.
+    origin: Option<String>,
+    /// Every tag's measurement and tags, escaped once (with the origin).
     prefixes: influxdb::SamplePrefixes,
     lines: Vec<u8>,
     scratch: Vec<u8>,
@@ -27,6 +31,51 @@ pub enum RouteError {
     Spool(#[from] SpoolError),
     #[error("file sink: {0}")]
     File(String),
+}
+
+/// Some sinks could not take (part of) a batch; the others got it.
+#[derive(Debug, thiserror::Error)]
+#[error("sink {}: {error}", sinks.join(", "))]
+pub struct RouteFailure {
+    /// Names of the sinks that failed (`influxdb`, `mqtt`, `file`).
+    pub sinks: Vec<String>,
+    /// The first error.
+    pub error: RouteError,
+}
+
+#[derive(Default)]
+struct Failed(Option<RouteFailure>);
+
+impl Failed {
+    fn note(&mut self, sink: &str, error: RouteError) {
+        match &mut self.0 {
+            None => {
+                self.0 = Some(RouteFailure {
+                    sinks: vec![sink.to_string()],
+                    error,
+                })
+            }
+            Some(f) => {
+                if !f.sinks.iter().any(|s| s == sink) {
+                    f.sinks.push(sink.to_string());
+                }
+            }
+        }
+    }
+
+    /// Keeps the first error of a spool append.
+    fn spool(&mut self, sp: &SharedSpool, r: Result<u64, SpoolError>) {
+        if let Err(e) = r {
+            self.note(sp.name(), RouteError::Spool(e));
+        }
+    }
+
+    /// Keeps the first error of a file-sink write.
+    fn file(&mut self, r: Result<(), crate::sinks::file::writer::FileSinkError>) {
+        if let Err(e) = r {
+            self.note("file", RouteError::File(e.to_string()));
+        }
+    }
 }
 
 impl Router {
@@ -42,15 +91,28 @@ impl Router {
             influx,
             mqtt,
             file,
+            origin: None,
             lines: Vec::with_capacity(64 * 1024),
             scratch: Vec::with_capacity(1024),
         }
     }
 
-    /// Appends everything in `out` to the spools and files.
-    pub fn route(&mut self, out: &Output) -> Result<(), RouteError> {
+    /// Tags every InfluxDB line with `source=<origin>` (see
+    /// [`influxdb::line::encode_alarm_from`] for alarm lines).
+    pub fn with_origin(mut self, origin: Option<String>) -> Self {
+        self.prefixes = influxdb::SamplePrefixes::with_origin(&self.plan, origin.as_deref());
+        self.origin = origin;
+        self
+    }
+
+    /// Appends everything in `out` to the spools and files. A sink that
+    /// fails does not keep the others from getting the output: every append
+    /// is tried; the failing sinks and the first error are returned.
+    pub fn route(&mut self, out: &Output) -> Result<(), RouteFailure> {
+        let mut failed = Failed::default();
         let plan = &*self.plan;
         let station = plan.station_id.as_str();
+        let origin = self.origin.as_deref();
         if !out.samples.is_empty() && (self.influx.is_some() || self.file.is_some()) {
             self.lines.clear();
             let (mut first_ns, mut last_ns) = (i64::MAX, i64::MIN);
@@ -61,12 +123,14 @@ impl Router {
             }
             if let Some(sp) = &self.influx {
                 let span = TimeSpan { first_ns, last_ns };
-                sp.lock()
-                    .append_spanning(RecordClass::Telemetry, &self.lines, Some(span))?;
+                failed.spool(
+                    sp,
+                    sp.lock()
+                        .append_spanning(RecordClass::Telemetry, &self.lines, Some(span)),
+                );
             }
             if let Some(f) = &mut self.file {
-                f.write_telemetry(&self.lines)
-                    .map_err(|e| RouteError::File(e.to_string()))?;
+                failed.file(f.write_telemetry(&self.lines));
             }
         }
         for e in &out.alarms {
@@ -77,42 +141,84 @@ impl Router {
                 .unwrap_or("%");
             if let Some(sp) = &self.influx {
                 self.scratch.clear();
-                influxdb::line::encode_alarm(&mut self.scratch, station, &def.id, &def.source, e);
-                sp.lock().append(RecordClass::Alarm, &self.scratch)?;
+                influxdb::line::encode_alarm_from(
+                    &mut self.scratch,
+                    station,
+                    &def.id,
+                    &def.source,
+                    e,
+                    origin,
+                );
+                failed.spool(sp, sp.lock().append(RecordClass::Alarm, &self.scratch));
             }
             let level = plan.alarm_policy.level_name(e.detail.level);
             if let Some((sp, topics)) = &self.mqtt {
                 let mut spool = sp.lock();
                 for rec in mqtt::payload::alarm_records_with(topics, station, def, e, unit, level) {
-                    spool.append(RecordClass::Alarm, &rec)?;
+                    failed.spool(sp, spool.append(RecordClass::Alarm, &rec));
                 }
             }
             if let Some(f) = &mut self.file {
                 let json = mqtt::payload::encode_alarm_with(station, def, e, unit, level);
-                f.write_alarm(&json)
-                    .map_err(|e| RouteError::File(e.to_string()))?;
+                failed.file(f.write_alarm(&json));
             }
         }
         for b in &out.balances {
             if let Some(sp) = &self.influx {
                 self.scratch.clear();
-                influxdb::line::encode_balance(&mut self.scratch, station, b);
-                sp.lock().append(RecordClass::Balance, &self.scratch)?;
+                influxdb::line::encode_balance_from(&mut self.scratch, station, b, origin);
+                failed.spool(sp, sp.lock().append(RecordClass::Balance, &self.scratch));
             }
             if let Some((sp, topics)) = &self.mqtt {
                 let rec = mqtt::payload::balance_record(topics, station, b);
-                sp.lock().append(RecordClass::Balance, &rec)?;
+                failed.spool(sp, sp.lock().append(RecordClass::Balance, &rec));
             }
             if let Some(f) = &mut self.file {
                 let json = mqtt::payload::encode_balance(station, b);
-                f.write_balance(&json)
-                    .map_err(|e| RouteError::File(e.to_string()))?;
+                failed.file(f.write_balance(&json));
+            }
+        }
+        // Archive records: history the flow computer kept, never dropped
+        // (balance class), one line each at its hour end.
+        if !out.archives.is_empty() && (self.influx.is_some() || self.file.is_some()) {
+            self.scratch.clear();
+            for a in &out.archives {
+                let device = plan.device(a.device);
+                let meter = device.archive.as_ref().map_or("", |p| p.meter.as_str());
+                influxdb::line::encode_archive(
+                    &mut self.scratch,
+                    station,
+                    &device.id,
+                    meter,
+                    a,
+                    origin,
+                );
+            }
+            if let Some(sp) = &self.influx {
+                failed.spool(sp, sp.lock().append(RecordClass::Balance, &self.scratch));
+            }
+            if let Some(f) = &mut self.file {
+                failed.file(f.write_telemetry(&self.scratch));
             }
         }
         for r in &out.replies {
             if let Some((sp, topics)) = &self.mqtt {
                 let rec = mqtt::payload::reply_record(topics, station, r);
-                sp.lock().append(RecordClass::Alarm, &rec)?;
+                failed.spool(sp, sp.lock().append(RecordClass::Alarm, &rec));
+            }
+        }
+        if !out.alarms.is_empty() || !out.replies.is_empty() {
+            // Alarms and replies reach the OS now: the journal, written
+            // next, must never be ahead of them after a process crash.
+            if let Some(sp) = &self.influx
+                && let Err(e) = sp.lock().write_out()
+            {
+                failed.note(sp.name(), RouteError::Spool(e));
+            }
+            if let Some((sp, _)) = &self.mqtt
+                && let Err(e) = sp.lock().write_out()
+            {
+                failed.note(sp.name(), RouteError::Spool(e));
             }
         }
         for h in &out.health {
@@ -125,13 +231,13 @@ impl Router {
             metrics::gauge!("gaswatch_alarm_max_unacked_seconds").set(h.max_unacked_s);
             if let Some(sp) = &self.influx {
                 self.scratch.clear();
-                encode_health_line(&mut self.scratch, station, h);
-                sp.lock().append(RecordClass::Balance, &self.scratch)?;
+                encode_health_line_from(&mut self.scratch, station, h, origin);
+                failed.spool(sp, sp.lock().append(RecordClass::Balance, &self.scratch));
             }
             if let Some((sp, topics)) = &self.mqtt {
                 let json = mqtt::payload::encode_health(station, h);
                 let rec = mqtt::payload::encode_record(&topics.health(), &json, true);
-                sp.lock().append(RecordClass::Balance, &rec)?;
+                failed.spool(sp, sp.lock().append(RecordClass::Balance, &rec));
             }
         }
         if let Some(sp) = &self.influx {
@@ -140,7 +246,7 @@ impl Router {
         if let Some((sp, _)) = &self.mqtt {
             sp.notify();
         }
-        Ok(())
+        failed.0.map_or(Ok(()), Err)
     }
 
     /// Makes everything routed so far durable (spool fsync, file flush).
@@ -172,7 +278,23 @@ impl Router {
 /// `alarm_health,station=<id> alarms_per_10min=<n>i,flood=<b>,chattering=<n>i,standing=<n>i,unacked=<n>i,shelved=<n>i,max_unacked_s=<f>,activations_total=<n>i <ts>`
 /// (station ids are validated identifiers, so no escaping is needed).
 pub fn encode_health_line(buf: &mut Vec<u8>, station: &str, h: &crate::model::AlarmHealth) {
+    encode_health_line_from(buf, station, h, None);
+}
+
+/// [`encode_health_line`] with `source=<origin>` before the station tag
+/// (origins are fixed identifiers such as `replay`).
+pub fn encode_health_line_from(
+    buf: &mut Vec<u8>,
+    station: &str,
+    h: &crate::model::AlarmHealth,
+    origin: Option<&str>,
+) {
     use std::io::Write;
+    if let Some(o) = origin {
+        let _ = write!(buf, "alarm_health,source={o},station={station} ");
+    } else {
+        let _ = write!(buf, "alarm_health,station={station} ");
+    }
     let max = if h.max_unacked_s.is_finite() {
         h.max_unacked_s
     } else {
@@ -181,7 +303,7 @@ pub fn encode_health_line(buf: &mut Vec<u8>, station: &str, h: &crate::model::Al
     // Writing into a Vec cannot fail.
     let _ = writeln!(
         buf,
-        "alarm_health,station={station} alarms_per_10min={}i,flood={},chattering={}i,standing={}i,unacked={}i,shelved={}i,max_unacked_s={max},activations_total={}i {}",
+        "alarms_per_10min={}i,flood={},chattering={}i,standing={}i,unacked={}i,shelved={}i,max_unacked_s={max},activations_total={}i {}",
         h.alarms_per_10min,
         h.flood,
         h.chattering,

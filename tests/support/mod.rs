@@ -4,9 +4,11 @@
 //! and stop them on drop, and the Modbus poller + engine runner (`modbus`). Each integration test file uses `mod support;`.
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod influxdb;
 pub mod modbus;
 pub mod mosquitto;
+pub mod pki;
 pub mod pymodbus;
 pub mod station;
 

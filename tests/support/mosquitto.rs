@@ -254,6 +254,29 @@ impl Subscriber {
         }
     }
 
+    /// Publishes at QoS 1 from this client (e.g. a dispatcher's command);
+    /// returns once queued (the broker acknowledges it asynchronously).
+    pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client
+            .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload.into())
+            .await
+            .expect("publish queued");
+    }
+
+    /// Publishes a retained message at QoS 1 (an empty payload deletes the
+    /// retained message of the topic).
+    pub async fn publish_retained(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client
+            .publish(topic, rumqttc::QoS::AtLeastOnce, true, payload.into())
+            .await
+            .expect("publish queued");
+    }
+
+    /// A message already received, without waiting.
+    pub fn try_next(&mut self) -> Option<Received> {
+        self.rx.try_recv().ok()
+    }
+
     /// The next message, or `None` after `timeout`.
     pub async fn next(&mut self, timeout: Duration) -> Option<Received> {
         tokio::time::timeout(timeout, self.rx.recv())

@@ -44,7 +44,7 @@ fn dedupes_sorts_by_priority_then_age_and_tracks_stations() {
     let ids: Vec<String> = c
         .rows(false)
         .into_iter()
-        .map(|r| r.alarm.alarm_id)
+        .map(|r| r.alarm.alarm_id.clone())
         .collect();
     assert_eq!(ids, ["s1/P/HH", "s1/P/H", "s2/D/DOOR"]);
     assert_eq!(c.stations["s1"].alarms, 2);
@@ -141,4 +141,36 @@ fn bad_payloads_are_ignored_not_fatal() {
         Applied::Ignored(_)
     ));
     assert_eq!(c.ignored, 2);
+}
+
+#[test]
+fn station_counts_follow_every_change() {
+    let mut c = Console::new("gw");
+    let mut seq = 0;
+    // Raise, ack, clear (rtn -> normal), retained delete, re-raise, in a
+    // deterministic shuffle over 3 stations x 4 alarms.
+    for step in 0..200u64 {
+        let st = format!("s{}", step % 3);
+        let id = format!("{st}/P{}/H", (step * 7) % 4);
+        seq += 1;
+        let (action, state) = match (step * 5) % 4 {
+            0 => ("raise", "unacked"),
+            1 => ("ack", "acked"),
+            2 => ("clear", "normal"),
+            _ => ("clear", "rtn_unacked"),
+        };
+        let e = ev(&st, &id, "H", "high", action, state, seq, seq as i64);
+        if step % 11 == 0 {
+            c.apply(&format!("gw/{st}/alarms/active/{id}"), b"", 0);
+        } else if step % 2 == 0 {
+            c.apply(&format!("gw/{st}/alarms/events"), &e, 0);
+        } else {
+            c.apply(&format!("gw/{st}/alarms/active/{id}"), &e, 0);
+        }
+        for (name, v) in &c.stations {
+            let want = c.alarms.values().filter(|a| &a.station == name).count();
+            assert_eq!(v.alarms, want, "step {step}, station {name}");
+        }
+    }
+    assert!(!c.alarms.is_empty());
 }

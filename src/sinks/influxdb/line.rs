@@ -17,7 +17,7 @@
 //! `-3.0`, `1e-7`), which InfluxDB parses back to the same `f64`.
 
 use crate::engine::TagInfo;
-use crate::model::{AlarmEvent, BalanceResult, Reason, Sample};
+use crate::model::{AlarmEvent, ArchiveSample, BalanceResult, Reason, Sample};
 
 fn escape_into(buf: &mut Vec<u8>, s: &str, special: &[u8]) {
     // Fast path: station, device, point and unit names almost never hold a
@@ -124,17 +124,42 @@ pub fn encode_sample(
     device_id: &str,
     s: &Sample,
 ) {
-    sample_prefix(buf, station, tag_info, device_id);
+    sample_prefix(buf, station, tag_info, device_id, None);
+    encode_sample_after_prefix(buf, s);
+}
+
+/// [`encode_sample`] with an origin tag `source=<origin>` when given (for
+/// example `source=replay` for `gaswatch replay --influx-url`), so results
+/// of different origins sit side by side in one database.
+pub fn encode_sample_from(
+    buf: &mut Vec<u8>,
+    station: &str,
+    tag_info: &TagInfo,
+    device_id: &str,
+    s: &Sample,
+    origin: Option<&str>,
+) {
+    sample_prefix(buf, station, tag_info, device_id, origin);
     encode_sample_after_prefix(buf, s);
 }
 
 /// The part of a sample's line that is the same for every sample of a tag:
-/// measurement and escaped tags (`telemetry,device=..,unit=..`). The router
-/// builds it once per tag and reuses it ([`SamplePrefixes`]).
-pub fn sample_prefix(buf: &mut Vec<u8>, station: &str, tag_info: &TagInfo, device_id: &str) {
+/// measurement and escaped tags (`telemetry,device=..,unit=..`, with
+/// `source=<origin>` when given). The router builds it once per tag and
+/// reuses it ([`SamplePrefixes`]).
+pub fn sample_prefix(
+    buf: &mut Vec<u8>,
+    station: &str,
+    tag_info: &TagInfo,
+    device_id: &str,
+    origin: Option<&str>,
+) {
     measurement(buf, "telemetry");
     tag(buf, "device", device_id);
     tag(buf, "point", &tag_info.name);
+    if let Some(o) = origin {
+        tag(buf, "source", o);
+    }
     tag(buf, "station", station);
     tag(buf, "unit", &tag_info.unit);
 }
@@ -164,16 +189,32 @@ pub struct SamplePrefixes {
 
 impl SamplePrefixes {
     pub fn new(plan: &crate::engine::EnginePlan) -> Self {
+        Self::with_origin(plan, None)
+    }
+
+    /// Prefixes carrying `source=<origin>` when given.
+    pub fn with_origin(plan: &crate::engine::EnginePlan, origin: Option<&str>) -> Self {
         let mut p = SamplePrefixes::default();
         for tag in &plan.tags {
-            p.push(&plan.station_id, tag, &plan.device(tag.device).id);
+            p.push_from(&plan.station_id, tag, &plan.device(tag.device).id, origin);
         }
         p
     }
 
     /// Adds the prefix of the next tag id (the plan's tags, in order).
     pub fn push(&mut self, station: &str, tag: &TagInfo, device_id: &str) {
-        sample_prefix(&mut self.bytes, station, tag, device_id);
+        self.push_from(station, tag, device_id, None);
+    }
+
+    /// [`SamplePrefixes::push`] with an origin tag.
+    pub fn push_from(
+        &mut self,
+        station: &str,
+        tag: &TagInfo,
+        device_id: &str,
+        origin: Option<&str>,
+    ) {
+        sample_prefix(&mut self.bytes, station, tag, device_id, origin);
         self.ends.push(self.bytes.len());
     }
 
@@ -202,11 +243,35 @@ pub fn encode_alarm(
     source: &str,
     e: &AlarmEvent,
 ) {
+    encode_alarm_from(buf, station, alarm_id, source, e, None);
+}
+
+/// [`encode_alarm`] with an origin. The `source` tag of an alarm line names
+/// the point (or balance) the alarm watches; with an origin, that name moves
+/// to the `point` tag and `source` holds the origin, so every measurement
+/// carries the origin under the same key (`alarm_id` still names the alarm).
+pub fn encode_alarm_from(
+    buf: &mut Vec<u8>,
+    station: &str,
+    alarm_id: &str,
+    source: &str,
+    e: &AlarmEvent,
+    origin: Option<&str>,
+) {
     measurement(buf, "alarm");
     tag(buf, "alarm_id", alarm_id);
     tag(buf, "kind", e.kind.code());
-    tag(buf, "priority", e.priority.as_str());
-    tag(buf, "source", source);
+    match origin {
+        Some(o) => {
+            tag(buf, "point", source);
+            tag(buf, "priority", e.priority.as_str());
+            tag(buf, "source", o);
+        }
+        None => {
+            tag(buf, "priority", e.priority.as_str());
+            tag(buf, "source", source);
+        }
+    }
     tag(buf, "station", station);
     let mut f = Fields::new(buf);
     f.string("action", e.action.as_str());
@@ -220,7 +285,20 @@ pub fn encode_alarm(
 ///
 /// `imbalance_percent` (and any other non-finite number) is left out when NaN.
 pub fn encode_balance(buf: &mut Vec<u8>, station: &str, b: &BalanceResult) {
+    encode_balance_from(buf, station, b, None);
+}
+
+/// [`encode_balance`] with an origin tag `source=<origin>` when given.
+pub fn encode_balance_from(
+    buf: &mut Vec<u8>,
+    station: &str,
+    b: &BalanceResult,
+    origin: Option<&str>,
+) {
     measurement(buf, "balance");
+    if let Some(o) = origin {
+        tag(buf, "source", o);
+    }
     tag(buf, "station", station);
     let window_s = b.end.since(b.start) / 1_000_000_000;
     tag(buf, "window_s", itoa::Buffer::new().format(window_s));
@@ -234,6 +312,40 @@ pub fn encode_balance(buf: &mut Vec<u8>, station: &str, b: &BalanceResult) {
     f.float("coverage", b.coverage);
     f.string("quality", b.quality.as_str());
     f.end(b.end.nanos());
+}
+
+/// `archive_hourly,device=,meter=,station= base_volume_sm3=,flowing_volume_m3=,pressure_kpa=,temperature_c=,record=<n>i,quality="",reason="" <hour end>`.
+///
+/// One flow-computer archive record, at the end of the hour it covers (the
+/// device's time), so reading a record again overwrites it in InfluxDB.
+/// Non-finite numbers are left out; `reason` only when not good.
+pub fn encode_archive(
+    buf: &mut Vec<u8>,
+    station: &str,
+    device_id: &str,
+    meter: &str,
+    a: &ArchiveSample,
+    origin: Option<&str>,
+) {
+    measurement(buf, "archive_hourly");
+    tag(buf, "device", device_id);
+    tag(buf, "meter", meter);
+    if let Some(o) = origin {
+        tag(buf, "source", o);
+    }
+    tag(buf, "station", station);
+    let r = &a.record;
+    let mut f = Fields::new(buf);
+    f.float("base_volume_sm3", r.base_volume_sm3);
+    f.float("flowing_volume_m3", r.flowing_volume_m3);
+    f.float("pressure_kpa", r.pressure_kpa);
+    f.float("temperature_c", r.temperature_c);
+    f.uint("record", u64::from(r.index));
+    f.string("quality", a.quality.as_str());
+    if a.reason != Reason::None {
+        f.string("reason", a.reason.as_str());
+    }
+    f.end(r.hour_end.nanos());
 }
 
 #[cfg(test)]
@@ -399,6 +511,64 @@ mod tests {
         buf.clear();
         encode_balance(&mut buf, "cg01", &b);
         assert!(s(&buf).contains("linepack_change_sm3=-3.5,imbalance_sm3=-12.25,imbalance_percent=0.5,uncertainty_percent=1.25,"));
+    }
+
+    #[test]
+    fn origin_tag_sits_in_key_order_and_alarm_point_moves_to_point() {
+        let mut buf = Vec::new();
+        encode_sample_from(
+            &mut buf,
+            "cg01",
+            &info("PT_IN1", "kPa"),
+            "rtu1",
+            &sample(1.5, Quality::Good, Reason::None),
+            Some("replay"),
+        );
+        assert_eq!(
+            s(&buf),
+            "telemetry,device=rtu1,point=PT_IN1,source=replay,station=cg01,unit=kPa value=1.5,quality=\"good\" 1700000000123456789\n"
+        );
+        let e = AlarmEvent {
+            alarm: 0,
+            kind: AlarmKind::High,
+            action: AlarmAction::Clear,
+            priority: Priority::Medium,
+            value: 1.0,
+            limit: 2.0,
+            ts: Timestamp(5),
+            seq: 1,
+            detail: Default::default(),
+        };
+        buf.clear();
+        encode_alarm_from(&mut buf, "cg01", "cg01/P/H", "P", &e, Some("replay"));
+        assert_eq!(
+            s(&buf),
+            "alarm,alarm_id=cg01/P/H,kind=H,point=P,priority=medium,source=replay,station=cg01 action=\"clear\",value=1.0,limit=2.0,seq=1i 5\n"
+        );
+    }
+
+    #[test]
+    fn archive_line_at_hour_end() {
+        use crate::model::{ArchiveRecord, ArchiveSample};
+        let a = ArchiveSample {
+            device: DeviceId(0),
+            record: ArchiveRecord {
+                index: 7,
+                hour_end: Timestamp::from_secs(1_767_229_200),
+                base_volume_sm3: 30_000.5,
+                flowing_volume_m3: 2_000.25,
+                pressure_kpa: 3_500.0,
+                temperature_c: f64::NAN,
+            },
+            quality: Quality::Bad,
+            reason: Reason::NotFinite,
+        };
+        let mut buf = Vec::new();
+        encode_archive(&mut buf, "cg01", "fc-in", "IN1", &a, None);
+        assert_eq!(
+            s(&buf),
+            "archive_hourly,device=fc-in,meter=IN1,station=cg01 base_volume_sm3=30000.5,flowing_volume_m3=2000.25,pressure_kpa=3500.0,record=7i,quality=\"bad\",reason=\"not_finite\" 1767229200000000000\n"
+        );
     }
 
     #[test]

@@ -666,6 +666,8 @@ impl Writer {
                 reason = self.first_reason.as_deref().unwrap_or(""), "InfluxDB rejected lines; they were quarantined.");
             metrics::counter!("gaswatch_influx_quarantined_lines_total")
                 .increment(self.quarantined);
+            metrics::counter!("gaswatch_points_dropped_total", "reason" => "influxdb_rejected")
+                .increment(self.quarantined);
         }
         self.finish_batch();
         if recovered {

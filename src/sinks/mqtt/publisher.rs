@@ -25,15 +25,28 @@
 //! - Reconnects back off (capped exponential with jitter): rumqttc reconnects
 //!   on the next `poll()` without any delay (rumqtt#918).
 //! - Alarm records go before balance records; each class in id order.
+//! - Commands are acknowledged to the broker only once applied and
+//!   journaled (manual acks): each valid QoS 1 command goes to the engine as
+//!   `Input::Command` followed by an `Input::Receipt`; the engine task
+//!   confirms the receipt after the journal entry and the reply are synced
+//!   to disk, and only then is the PUBACK sent (`client.try_ack`). A crash
+//!   before that leaves the command with the broker, which delivers it again
+//!   to the persistent session; the engine task recognises a command it
+//!   already journaled by its `request_id` and does not apply it twice.
+//!   Receipts of an older connection are dropped (their packet ids mean
+//!   nothing on the new one; the broker redelivers those commands).
+//!   A payload that does not parse is answered `bad_command` and
+//!   acknowledged at once (it would fail again on every redelivery).
 
 use super::config::MqttConfig;
 use super::payload::{Topics, decode_command, decode_record, encode_status};
 use crate::buffer::{Record, RecordClass, SharedSpool};
 use crate::config::SecretString;
-use crate::model::Input;
 use crate::model::Timestamp;
+use crate::model::{AlarmCommand, Input, Receipt};
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
+    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet,
+    Publish, QoS,
 };
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -122,6 +135,8 @@ pub fn mqtt_options(
     };
     o.set_keep_alive(keep_alive)
         .set_clean_session(false)
+        // Commands are acknowledged once journaled, not on arrival.
+        .set_manual_acks(true)
         .set_max_packet_size(settings.max_packet_bytes, settings.max_packet_bytes)
         .set_inflight(settings.inflight.max(1))
         .set_last_will(LastWill::new(
@@ -156,8 +171,10 @@ pub async fn run_with(
 
 /// [`run_with`], also subscribing to `<prefix>/<station>/commands` (when
 /// `commands` is given and `cfg.accept_commands`) and handing each valid
-/// command to the engine as [`Input::Command`]. A payload that does not
-/// parse is answered at once on `replies` with `ok:false` and counted.
+/// command to the engine as [`Input::Command`] followed by an
+/// [`Input::Receipt`]; the command's PUBACK goes out when the receipt is
+/// confirmed. A payload that does not parse is answered at once on
+/// `replies` with `ok:false`, acknowledged and counted.
 pub async fn run_with_commands(
     settings: PublisherSettings,
     cfg: MqttConfig,
@@ -189,6 +206,29 @@ pub async fn run_with_commands(
         }
     }
     let (client, mut eventloop) = AsyncClient::new(options, usize::from(settings.inflight) + 8);
+    // Receipts confirmed by the engine task come back here as sequence numbers.
+    let (confirm_tx, mut confirmed) = mpsc::unbounded_channel::<u64>();
+    let confirm: Arc<dyn Fn(u64) + Send + Sync> = Arc::new(move |seq| {
+        let _ = confirm_tx.send(seq);
+    });
+    // Commands wait here for room in the engine channel, so the event loop
+    // never waits on the engine (one forwarder keeps them in order).
+    let forward = commands.map(|tx| {
+        let (fwd_tx, mut fwd_rx) = mpsc::unbounded_channel::<(AlarmCommand, Option<Receipt>)>();
+        tokio::spawn(async move {
+            while let Some((cmd, receipt)) = fwd_rx.recv().await {
+                if tx.send(Input::Command(cmd)).await.is_err() {
+                    break;
+                }
+                if let Some(r) = receipt
+                    && tx.send(Input::Receipt(r)).await.is_err()
+                {
+                    break;
+                }
+            }
+        });
+        fwd_tx
+    });
     let mut p = Publisher {
         topics: Topics::new(&cfg.topic_prefix, &station),
         broker: format!("{}:{}", cfg.host, cfg.port),
@@ -203,7 +243,11 @@ pub async fn run_with_commands(
         attempt: 0,
         shutdown: Shutdown::Running,
         buf: Vec::new(),
-        commands,
+        commands: forward,
+        confirm,
+        unacked_commands: HashMap::new(),
+        next_receipt: 0,
+        epoch: 0,
     };
     metrics::gauge!("gaswatch_mqtt_connected").set(0.0);
     loop {
@@ -226,6 +270,7 @@ pub async fn run_with_commands(
                         }
                     }
                     _ = p.spool.notified(), if p.can_publish() => p.fill(),
+                    Some(seq) = confirmed.recv() => p.on_confirmed(seq),
                     _ = heartbeat.tick(), if p.can_publish() && !cfg.heartbeat.is_zero() => {
                         p.publish_status(true);
                     }
@@ -296,7 +341,15 @@ struct Publisher {
     attempt: u32,
     shutdown: Shutdown,
     buf: Vec<Record>,
-    commands: Option<mpsc::Sender<Input>>,
+    /// To the forwarder task (`None`: commands not accepted).
+    commands: Option<mpsc::UnboundedSender<(AlarmCommand, Option<Receipt>)>>,
+    /// Given to each receipt: reports its confirmation to this task.
+    confirm: Arc<dyn Fn(u64) + Send + Sync>,
+    /// Receipt seq -> (connection epoch, the command's PUBLISH to acknowledge).
+    unacked_commands: HashMap<u64, (u64, Publish)>,
+    next_receipt: u64,
+    /// Counts ConnAcks: packet ids are only valid within one connection.
+    epoch: u64,
 }
 
 impl Publisher {
@@ -319,6 +372,10 @@ impl Publisher {
                 self.ever_connected = true;
                 info!(broker = %self.broker, station = %self.station, session_present = ack.session_present, "MQTT connected.");
                 self.tracker.reset();
+                // Commands of the last connection not yet acknowledged: the
+                // broker delivers them again on this one.
+                self.epoch += 1;
+                self.unacked_commands.clear();
                 if self.commands.is_some()
                     && let Err(error) = self
                         .client
@@ -329,8 +386,15 @@ impl Publisher {
                 self.publish_status(true);
                 self.fill();
             }
-            Event::Incoming(Packet::Publish(msg)) if msg.topic == self.topics.commands() => {
-                self.on_command(&msg.payload);
+            Event::Incoming(Packet::Publish(msg)) => {
+                if self.commands.is_some() && msg.topic == self.topics.commands() {
+                    self.on_command(msg);
+                } else {
+                    // Nothing else is subscribed (a session from a run that
+                    // accepted commands may still deliver them): acknowledge
+                    // so the broker does not hold them for ever.
+                    self.ack(&msg);
+                }
             }
             Event::Outgoing(Outgoing::Publish(pkid)) => {
                 if let Some(class) = self.tracker.on_outgoing(pkid) {
@@ -383,20 +447,35 @@ impl Publisher {
         }
     }
 
-    /// A command arrived: parse it and hand it to the engine, or answer the
-    /// refusal directly (nothing reached the engine, so nothing to journal).
-    fn on_command(&mut self, payload: &[u8]) {
-        let Some(tx) = &self.commands else { return };
+    /// A command arrived: parse it and hand it to the engine with a receipt
+    /// (acknowledged when the receipt is confirmed), or answer the refusal
+    /// directly and acknowledge it (nothing reached the engine, nothing to journal).
+    fn on_command(&mut self, mut msg: Publish) {
+        let Some(fwd) = &self.commands else { return };
         let now = Timestamp::now();
-        let refusal = match decode_command(payload, now) {
-            Ok(cmd) => match tx.try_send(Input::Command(cmd)) {
-                Ok(()) => {
-                    metrics::counter!("gaswatch_mqtt_commands_total", "result" => "accepted")
-                        .increment(1);
+        let refusal = match decode_command(&msg.payload, now) {
+            Ok(cmd) => {
+                let receipt = if msg.qos == QoS::AtMostOnce {
+                    None
+                } else {
+                    self.next_receipt += 1;
+                    Some(Receipt::new(self.next_receipt, Arc::clone(&self.confirm)))
+                };
+                if fwd.send((cmd, receipt)).is_err() {
+                    // The engine is gone (shutting down): no PUBACK, the
+                    // broker keeps the command for the next run.
+                    debug!(station = %self.station, "MQTT command not passed on: the engine stopped.");
                     return;
                 }
-                Err(_) => "engine busy or stopping; send again".to_string(),
-            },
+                metrics::counter!("gaswatch_mqtt_commands_total", "result" => "accepted")
+                    .increment(1);
+                if msg.qos != QoS::AtMostOnce {
+                    msg.payload = Default::default();
+                    self.unacked_commands
+                        .insert(self.next_receipt, (self.epoch, msg));
+                }
+                return;
+            }
             Err(e) => e.to_string(),
         };
         metrics::counter!("gaswatch_mqtt_commands_total", "result" => "refused").increment(1);
@@ -404,7 +483,7 @@ impl Publisher {
         let reply = serde_json::json!({
             "v": 1, "station": self.station, "ok": false, "error": "bad_command",
             "detail": refusal, "ts": now.to_rfc3339(), "ts_ns": now.nanos(),
-            "request_id": serde_json::from_slice::<serde_json::Value>(payload).ok()
+            "request_id": serde_json::from_slice::<serde_json::Value>(&msg.payload).ok()
                 .and_then(|v| v.get("request_id").cloned()),
         });
         match self.client.try_publish(
@@ -415,6 +494,25 @@ impl Publisher {
         ) {
             Ok(()) => self.tracker.sent_untracked(),
             Err(error) => debug!(%error, "MQTT reply not queued."),
+        }
+        self.ack(&msg);
+    }
+
+    /// The engine task confirmed a command's receipt: it is applied and
+    /// journaled, so the broker may forget it now.
+    fn on_confirmed(&mut self, seq: u64) {
+        if let Some((epoch, msg)) = self.unacked_commands.remove(&seq)
+            && epoch == self.epoch
+        {
+            self.ack(&msg);
+        }
+    }
+
+    /// Queues the PUBACK of an incoming QoS 1 message (nothing for QoS 0).
+    fn ack(&self, msg: &Publish) {
+        if let Err(error) = self.client.try_ack(msg) {
+            // Not lost: the broker delivers it again on the next connection.
+            warn!(station = %self.station, %error, "Cannot queue a PUBACK; the broker will deliver the message again.");
         }
     }
 

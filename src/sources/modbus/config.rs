@@ -96,6 +96,84 @@ pub struct DeviceConfig {
     /// id and a dot (`rtu07.PT1`).
     #[serde(default)]
     pub point_prefix: Option<String>,
+    /// Hourly archive of a flow computer (`[devices.archive]`): records are
+    /// read back from the last one received, so an outage loses no hourly
+    /// volume. Absent: no archive is read.
+    #[serde(default)]
+    pub archive: Option<ArchiveConfig>,
+}
+
+/// Words in one archive record (see [`ArchiveConfig`]).
+pub const ARCHIVE_RECORD_WORDS: u16 = 12;
+/// Words in the archive header.
+pub const ARCHIVE_HEADER_WORDS: u16 = 4;
+
+/// The hourly archive of a flow computer, read with FC03 only.
+///
+/// Register map (holding registers, numbered like the device's points, so
+/// `address_base` applies; every multi-word value is big-endian ABCD, whatever
+/// `enron` says: the archive is a table of 16-bit words):
+///
+/// ```text
+/// address + 0       u16  capacity: records the device keeps (its ring)
+/// address + 1       u16  words per record (12)
+/// address + 2..3    u32  index of the latest closed record (1, 2, ...; 0 = none yet)
+/// records_address + 12 * slot, slot = (index - 1) % capacity:
+///   +0..1  u32  record index (so a reader sees a slot that was overwritten)
+///   +2..3  u32  hour end, seconds since 1970-01-01T00:00:00Z (device clock)
+///   +4..5  f32  volume at base conditions over the hour, Sm3
+///   +6..7  f32  volume at flowing conditions over the hour, m3
+///   +8..9  f32  average pressure over the hour, kPa
+///   +10..11 f32 average temperature over the hour, degC
+/// ```
+///
+/// Real Enron/Daniel devices serve an archive record when register 700-799
+/// is read with the record index in the quantity field. That is not a valid
+/// Modbus request (the quantity is not a register count) and no standard
+/// client can send it; the ring above keeps the same information readable
+/// with plain FC03 requests, and nothing is ever written to the device
+/// (no "record pointer" register to set).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveConfig {
+    /// The `[[meters]]` run whose hourly records the device keeps; tags the
+    /// output (`archive_hourly,meter=...`).
+    pub meter: String,
+    /// Address of the archive header (default 700).
+    #[serde(default = "default_archive_address")]
+    pub address: u16,
+    /// Address of record slot 0 (default 10000, above the Enron ranges
+    /// 1001-7999); slot `i` starts at `records_address + 12 * i`.
+    #[serde(default = "default_records_address")]
+    pub records_address: u16,
+    /// Records the device keeps (default 840: 35 days of hours). The header
+    /// must say the same, else the archive is not read (WARN once).
+    #[serde(default = "default_archive_capacity")]
+    pub capacity: u16,
+    /// How often the header is read for new records, e.g. "1m". After a
+    /// failed archive read the next poll cycle tries again.
+    #[serde(default = "default_archive_interval", with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl ArchiveConfig {
+    /// Words the record ring occupies.
+    pub fn ring_words(&self) -> u32 {
+        u32::from(self.capacity) * u32::from(ARCHIVE_RECORD_WORDS)
+    }
+}
+
+fn default_archive_address() -> u16 {
+    700
+}
+fn default_records_address() -> u16 {
+    10_000
+}
+fn default_archive_capacity() -> u16 {
+    840
+}
+fn default_archive_interval() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// A register map shared by identical devices (`[[point_maps]]`): 500 RTUs

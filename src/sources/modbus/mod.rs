@@ -2,6 +2,7 @@
 //! link polls its devices and hands raw registers to the engine. Wiring
 //! only; see `config.rs`, `poller.rs` and `serial.rs`.
 
+pub mod archive;
 pub mod config;
 pub mod poller;
 pub mod probe;
@@ -11,7 +12,8 @@ mod serial;
 mod tests;
 
 pub use config::{
-    DataType, DeviceConfig, Link, Parity, PointConfig, PointMapConfig, PollGroupConfig,
-    RegisterKind, SerialConfig, Transport, WordOrder,
+    ARCHIVE_HEADER_WORDS, ARCHIVE_RECORD_WORDS, ArchiveConfig, DataType, DeviceConfig, Link,
+    Parity, PointConfig, PointMapConfig, PollGroupConfig, RegisterKind, SerialConfig, Transport,
+    WordOrder,
 };
 pub use poller::spawn;

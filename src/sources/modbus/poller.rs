@@ -85,7 +85,8 @@
 //!   would panic on such a peer in debug builds.)
 
 use crate::engine::{BlockPlan, DevicePlan, EnginePlan};
-use crate::model::{BlockId, DeviceId, Input, ReadError, Reason, Timestamp};
+use crate::model::{BlockId, DeviceId, Input, ReadError, Reason, Receipt, Timestamp};
+use crate::sources::modbus::archive::{self, ArchiveStore};
 use crate::sources::modbus::{Link, RegisterKind};
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use std::collections::{BTreeMap, HashMap};
@@ -102,7 +103,7 @@ use tokio_modbus::client::{Client, Context, rtu, tcp};
 use tokio_modbus::slave::SlaveContext;
 use tokio_modbus::{ProtocolError, Request, Response, Slave};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// First reconnect delay.
 const BACKOFF_BASE: Duration = Duration::from_millis(250);
@@ -418,6 +419,45 @@ impl DeviceMetrics {
     }
 }
 
+/// Counts the points of a dropped input in
+/// `gaswatch_points_dropped_total{reason="channel_full"}` (the inputs
+/// themselves are `gaswatch_source_dropped_total`).
+fn points_dropped(device: &DevicePlan, input: &Input) {
+    let in_range = |block: BlockId, first: u16, words: u16| -> u64 {
+        device.blocks.get(block.0 as usize).map_or(0, |b| {
+            b.points
+                .iter()
+                .filter(|p| {
+                    // `first` is a word offset into the block's answer, like `p.offset`.
+                    let (lo, hi) = (u32::from(first), u32::from(first) + u32::from(words));
+                    (lo..hi).contains(&u32::from(p.offset))
+                })
+                .count() as u64
+        })
+    };
+    let n = match input {
+        Input::Registers { block, .. } | Input::ReadFailed { block, .. } => device
+            .blocks
+            .get(block.0 as usize)
+            .map_or(0, |b| b.points.len() as u64),
+        Input::RegistersPart {
+            block, first, regs, ..
+        } => in_range(
+            *block,
+            *first,
+            u16::try_from(regs.len()).unwrap_or(u16::MAX),
+        ),
+        Input::ReadFailedPart {
+            block,
+            first,
+            words,
+            ..
+        } => in_range(*block, *first, *words),
+        _ => 0,
+    };
+    counter!("gaswatch_points_dropped_total", "reason" => "channel_full").increment(n);
+}
+
 /// Poll state of one device.
 struct DeviceState {
     id: DeviceId,
@@ -448,6 +488,57 @@ struct DeviceState {
     /// cycle): the ticks missed while disconnected are not overruns.
     resumed: Option<Instant>,
     metrics: DeviceMetrics,
+    /// The flow computer's hourly archive, when the device has one.
+    archive: Option<ArchiveState>,
+}
+
+/// Most archive records read in one poll cycle: a long backfill is spread
+/// over cycles so the device's points keep their poll rate.
+const ARCHIVE_RECORDS_PER_CYCLE: u32 = 40;
+
+/// Poll state of a device's hourly archive (see `archive.rs`).
+struct ArchiveState {
+    store: Arc<ArchiveStore>,
+    /// Confirms a stored index to `store` (the receipt callback).
+    confirm: Arc<dyn Fn(u64) + Send + Sync>,
+    /// Highest record index handed to the engine (`None`: none yet, the
+    /// whole ring is read).
+    last: Option<u32>,
+    /// When the header is read next.
+    due: Instant,
+    /// The problem logged last, so each is logged once per episode.
+    problem: Option<String>,
+    records: Counter,
+    lost: Counter,
+    latest: Gauge,
+}
+
+impl ArchiveState {
+    fn open(plan: &crate::engine::ArchivePlan, device: &str) -> ArchiveState {
+        let (store, last, problem) = ArchiveStore::open(&plan.state_path, device);
+        if let Some(error) = problem {
+            warn!(device, %error, "Archive mark unreadable.");
+        }
+        let store = Arc::new(store);
+        let s = Arc::clone(&store);
+        let dev = device.to_string();
+        let confirm: Arc<dyn Fn(u64) + Send + Sync> = Arc::new(move |seq| {
+            if let Err(error) = s.confirm(u32::try_from(seq).unwrap_or(u32::MAX)) {
+                // Not data loss: the records are stored; a restart reads them again.
+                warn!(device = %dev, %error, "Cannot save the archive mark; records may be read again after a restart.");
+            }
+        });
+        ArchiveState {
+            store,
+            confirm,
+            last,
+            due: Instant::now(),
+            problem: None,
+            records: counter!("gaswatch_archive_records_total", "device" => device.to_string()),
+            lost: counter!("gaswatch_archive_records_lost_total", "device" => device.to_string()),
+            latest: gauge!("gaswatch_archive_last_index", "device" => device.to_string()),
+        }
+    }
 }
 
 /// Why a poll cycle ended early.
@@ -521,6 +612,7 @@ impl EndpointTask {
                     cycle_dead: false,
                     resumed: None,
                     metrics: DeviceMetrics::new(&d.id),
+                    archive: d.archive.as_ref().map(|a| ArchiveState::open(a, &d.id)),
                 }
             })
             .collect();
@@ -833,6 +925,7 @@ impl EndpointTask {
         ctx.set_slave(Slave(device.unit_id));
         let mut dropping = false;
         let cycle = self.devices[index].cycle;
+        let was_failing = self.devices[index].failed_cycles > 0 || self.devices[index].degraded;
         for (bi, block) in device.blocks.iter().enumerate() {
             let block_id = BlockId(bi as u32);
             let due_at = &mut self.devices[index].block_due[bi];
@@ -972,6 +1065,268 @@ impl EndpointTask {
             }
             self.note_block(index, device, bi, block_state);
         }
+        let st = &mut self.devices[index];
+        if was_failing
+            && st.cycle_ok
+            && let Some(a) = st.archive.as_mut()
+        {
+            // The unit answers again after an outage: fetch what it archived
+            // meanwhile now, not at the next archive interval.
+            a.due = Instant::now();
+        }
+        if dropping {
+            return CycleEnd::Done;
+        }
+        self.poll_archive(ctx, index).await
+    }
+
+    /// Notes an archive problem once per episode (WARN; `error` when records are lost).
+    fn archive_problem(&mut self, index: usize, device: &DevicePlan, problem: Option<String>) {
+        let Some(a) = self.devices[index].archive.as_mut() else {
+            return;
+        };
+        if a.problem == problem {
+            return;
+        }
+        match (std::mem::replace(&mut a.problem, problem.clone()), problem) {
+            (_, Some(problem)) => {
+                warn!(device = %device.id, unit_id = device.unit_id, %problem, "Archive read failed.")
+            }
+            (Some(_), None) => info!(device = %device.id, "Archive reads good again."),
+            (None, None) => {}
+        }
+    }
+
+    /// Book-keeping of one archive read; `Err` ends the archive step (with
+    /// the cycle's end when the connection must go).
+    fn archive_outcome(
+        &mut self,
+        index: usize,
+        device: &DevicePlan,
+        outcome: Outcome,
+    ) -> Result<Vec<u16>, Option<CycleEnd>> {
+        let now = Instant::now();
+        match outcome {
+            Outcome::Registers(words) => {
+                self.backoff.reset();
+                self.link_ok = true;
+                self.devices[index].cycle_ok = true;
+                Ok(words)
+            }
+            Outcome::Failed { error, reconnect } => {
+                if !reconnect {
+                    self.backoff.reset();
+                    self.link_ok = true;
+                }
+                let st = &mut self.devices[index];
+                st.metrics.error(error);
+                let retry = if is_config_error(error) {
+                    device.config_error_retry
+                } else if is_busy(error) {
+                    device.poll_interval * 3
+                } else {
+                    st.cycle_dead = true;
+                    Duration::ZERO
+                };
+                if let Some(a) = st.archive.as_mut() {
+                    a.due = now + retry;
+                }
+                self.archive_problem(index, device, Some(format!("{error:?}")));
+                Err(reconnect.then_some(CycleEnd::Reconnect))
+            }
+        }
+    }
+
+    /// Reads the device's archive when due: the header, then every record
+    /// after the last one handed on (at most [`ARCHIVE_RECORDS_PER_CYCLE`]
+    /// per cycle), each batch followed by a receipt that moves the mark on
+    /// disk once the batch is stored.
+    async fn poll_archive(&mut self, ctx: &mut Context, index: usize) -> CycleEnd {
+        let plan = Arc::clone(&self.plan);
+        let device_id = self.devices[index].id;
+        let device = plan.device(device_id);
+        let (Some(ap), Some(a)) = (
+            device.archive.as_ref(),
+            self.devices[index].archive.as_ref(),
+        ) else {
+            return CycleEnd::Done;
+        };
+        if Instant::now() < a.due {
+            return CycleEnd::Done;
+        }
+        let hw = crate::sources::modbus::ARCHIVE_HEADER_WORDS;
+        let outcome = self
+            .read(
+                ctx,
+                index,
+                device.timeout,
+                RegisterKind::Holding,
+                ap.header_start,
+                hw,
+                hw,
+            )
+            .await;
+        let words = match self.archive_outcome(index, device, outcome) {
+            Ok(w) => w,
+            Err(end) => return end.unwrap_or(CycleEnd::Done),
+        };
+        let header = archive::parse_header(&words);
+        let rw = crate::sources::modbus::ARCHIVE_RECORD_WORDS;
+        let header = match header {
+            Some(h) if h.capacity == ap.capacity && h.record_words == rw => h,
+            other => {
+                if let Some(a) = self.devices[index].archive.as_mut() {
+                    a.due = Instant::now() + device.config_error_retry;
+                }
+                let problem = match other {
+                    Some(h) => format!(
+                        "the archive header says {} records of {} words; the config expects {} of {rw} (check [devices.archive] against the manual)",
+                        h.capacity, h.record_words, ap.capacity
+                    ),
+                    None => "the archive header is not 4 words".to_string(),
+                };
+                self.archive_problem(index, device, Some(problem));
+                return CycleEnd::Done;
+            }
+        };
+        let Some(a) = self.devices[index].archive.as_mut() else {
+            return CycleEnd::Done;
+        };
+        a.latest.set(f64::from(header.latest));
+        if a.last.is_some_and(|l| l > header.latest) {
+            warn!(device = %device.id, last = a.last, latest = header.latest,
+                "The archive's record numbers went back (device reset or replaced); reading its whole archive again.");
+            a.last = None;
+            if let Err(error) = a.store.reset(0) {
+                warn!(device = %device.id, %error, "Cannot reset the archive mark.");
+            }
+        }
+        let Some(todo) = archive::backlog(a.last, header.latest, header.capacity) else {
+            a.due = Instant::now() + ap.interval;
+            self.archive_problem(index, device, None);
+            return CycleEnd::Done;
+        };
+        if todo.lost > 0 {
+            a.lost.increment(u64::from(todo.lost));
+            error!(device = %device.id, lost = todo.lost, first_kept = todo.first,
+                "Archive records were overwritten by the device before they could be read; those hours are lost.");
+        }
+        let per_request = u32::from(ap.records_per_request);
+        let mut next = todo.first;
+        let mut read = 0u32;
+        while next <= todo.latest && read < ARCHIVE_RECORDS_PER_CYCLE {
+            let n = archive::chunk(
+                next,
+                todo.latest,
+                header.capacity,
+                per_request.min(ARCHIVE_RECORDS_PER_CYCLE - read),
+            );
+            let Ok(addr) = u16::try_from(archive::record_address(ap, next)) else {
+                self.archive_problem(
+                    index,
+                    device,
+                    Some("the record ring passes register 65535".into()),
+                );
+                return CycleEnd::Done;
+            };
+            let words = (n * u32::from(rw)) as u16;
+            let outcome = self
+                .read(
+                    ctx,
+                    index,
+                    device.timeout,
+                    RegisterKind::Holding,
+                    addr,
+                    words,
+                    words,
+                )
+                .await;
+            let words = match self.archive_outcome(index, device, outcome) {
+                Ok(w) => w,
+                Err(end) => return end.unwrap_or(CycleEnd::Done),
+            };
+            let mut records = Vec::with_capacity(n as usize);
+            let mut overwritten = 0u32;
+            let mut mismatch = None;
+            for (i, w) in words.chunks(usize::from(rw)).enumerate() {
+                let expected = next + i as u32;
+                match archive::parse_record(w) {
+                    Some(r) if r.index == expected => records.push(r),
+                    // The device moved on since the header was read and
+                    // this slot already holds a newer hour.
+                    Some(r)
+                        if r.index > expected
+                            && r.index - expected >= u32::from(header.capacity) =>
+                    {
+                        overwritten += 1
+                    }
+                    other => {
+                        mismatch = Some((expected, other.map(|r| r.index)));
+                        break;
+                    }
+                }
+            }
+            let taken = records.len() as u32 + overwritten;
+            if !records.is_empty() || overwritten > 0 {
+                let last = next + taken - 1;
+                let input = Input::Archive {
+                    device: device_id,
+                    ts: Timestamp::now(),
+                    records,
+                };
+                let count = match &input {
+                    Input::Archive { records, .. } => records.len() as u64,
+                    _ => 0,
+                };
+                match self.tx.try_send(input) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) => {
+                        // Not lost: read again next cycle.
+                        debug!(device = %device.id, "Engine channel full; archive records are read again next cycle.");
+                        return CycleEnd::Done;
+                    }
+                    Err(TrySendError::Closed(_)) => return CycleEnd::Closed,
+                }
+                let Some(a) = self.devices[index].archive.as_mut() else {
+                    return CycleEnd::Done;
+                };
+                a.records.increment(count);
+                if overwritten > 0 {
+                    a.lost.increment(u64::from(overwritten));
+                    error!(device = %device.id, lost = overwritten,
+                        "Archive records were overwritten by the device while they were read; those hours are lost.");
+                }
+                a.last = Some(last);
+                // Moves the mark on disk once this batch is stored. A full
+                // channel only delays the mark to the next batch.
+                let receipt = Receipt::new(u64::from(last), Arc::clone(&a.confirm));
+                if let Err(TrySendError::Closed(_)) = self.tx.try_send(Input::Receipt(receipt)) {
+                    return CycleEnd::Closed;
+                }
+            }
+            if let Some((expected, found)) = mismatch {
+                if let Some(a) = self.devices[index].archive.as_mut() {
+                    a.due = Instant::now() + ap.interval;
+                }
+                let found = found.map_or("an unreadable record".to_string(), |f| {
+                    format!("record {f}")
+                });
+                self.archive_problem(index, device, Some(format!(
+                    "slot of record {expected} holds {found}; check records_address against the manual"
+                )));
+                return CycleEnd::Done;
+            }
+            next += taken;
+            read += taken;
+        }
+        self.archive_problem(index, device, None);
+        if let Some(a) = self.devices[index].archive.as_mut() {
+            a.due = if next > todo.latest {
+                Instant::now() + ap.interval
+            } else {
+                Instant::now()
+            };
+        }
         CycleEnd::Done
     }
 
@@ -1050,6 +1405,7 @@ impl EndpointTask {
     ) -> Result<(), CycleEnd> {
         if *dropping {
             self.devices[index].metrics.dropped.increment(1);
+            points_dropped(device, &input);
             return Ok(());
         }
         match self.tx.try_send(input) {
@@ -1059,9 +1415,10 @@ impl EndpointTask {
                     self.channel_full = false;
                 }
             }
-            Err(TrySendError::Full(_)) => {
+            Err(TrySendError::Full(input)) => {
                 *dropping = true;
                 self.devices[index].metrics.dropped.increment(1);
+                points_dropped(device, &input);
                 if !self.channel_full {
                     warn!(device = %device.id, "Engine channel full; dropping this poll cycle.");
                     self.channel_full = true;

@@ -23,7 +23,11 @@
 //! kind 7 paused     body = device:u32                (the poller paused a failing unit)
 //! kind 8 command    body = action:u8 duration_ns:i64 sent_flag:u8 sent:i64 then four strings
 //!                   (request_id, alarm_id, operator) each as len:u16 + UTF-8   (a dispatcher's alarm command)
+//! kind 9 archive    body = device:u32 n:u32 (index:u32 hour_end:i64 base_volume:f64 flowing_volume:f64
+//!                   pressure:f64 temperature:f64)*n   (flow-computer archive records read back)
 //! ```
+//! Kind 9 was added without a version change: older readers stop at it with
+//! "unknown record kind 9", and no older file contains it.
 //! Device, block and tag numbers are indices into the compiled plan, so a
 //! capture is only meaningful with the station config it was recorded with:
 //! the header holds a fingerprint of everything in the plan that affects the
@@ -37,7 +41,8 @@
 use super::{EventReader, ReplayError, ReplayEvent, RowError};
 use crate::engine::EnginePlan;
 use crate::model::{
-    AlarmCommand, BlockId, CommandAction, DeviceId, Input, Quality, ReadError, TagId, Timestamp,
+    AlarmCommand, ArchiveRecord, BlockId, CommandAction, DeviceId, Input, Quality, ReadError,
+    TagId, Timestamp,
 };
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
@@ -55,6 +60,7 @@ const KIND_REGISTERS_PART: u8 = 5;
 const KIND_FAILED_PART: u8 = 6;
 const KIND_DEVICE_PAUSED: u8 = 7;
 const KIND_COMMAND: u8 = 8;
+const KIND_ARCHIVE: u8 = 9;
 /// Larger records are refused as corrupt (a Modbus block is at most 250 bytes).
 const MAX_RECORD: u32 = 16 * 1024 * 1024;
 
@@ -231,6 +237,29 @@ impl CaptureWriter {
                     let n = u16::try_from(bytes.len()).unwrap_or(u16::MAX);
                     self.payload.extend_from_slice(&n.to_le_bytes());
                     self.payload.extend_from_slice(&bytes[..usize::from(n)]);
+                }
+            }
+            Input::Archive {
+                device,
+                ts,
+                records,
+            } => {
+                self.begin(KIND_ARCHIVE, *ts);
+                self.payload.extend_from_slice(&device.0.to_le_bytes());
+                self.payload
+                    .extend_from_slice(&(records.len() as u32).to_le_bytes());
+                for r in records {
+                    self.payload.extend_from_slice(&r.index.to_le_bytes());
+                    self.payload
+                        .extend_from_slice(&r.hour_end.nanos().to_le_bytes());
+                    for v in [
+                        r.base_volume_sm3,
+                        r.flowing_volume_m3,
+                        r.pressure_kpa,
+                        r.temperature_c,
+                    ] {
+                        self.payload.extend_from_slice(&v.to_bits().to_le_bytes());
+                    }
                 }
             }
             Input::Values { ts, values } => {
@@ -451,6 +480,26 @@ fn decode(payload: &[u8]) -> Result<ReplayEvent, String> {
                 values.push((tag, v, q));
             }
             Input::Values { ts, values }
+        }
+        KIND_ARCHIVE => {
+            let device = DeviceId(c.u32().ok_or_else(short)?);
+            let n = c.u32().ok_or_else(short)?;
+            let mut records = Vec::with_capacity(n.min(4096) as usize);
+            for _ in 0..n {
+                records.push(ArchiveRecord {
+                    index: c.u32().ok_or_else(short)?,
+                    hour_end: Timestamp(c.i64().ok_or_else(short)?),
+                    base_volume_sm3: c.f64().ok_or_else(short)?,
+                    flowing_volume_m3: c.f64().ok_or_else(short)?,
+                    pressure_kpa: c.f64().ok_or_else(short)?,
+                    temperature_c: c.f64().ok_or_else(short)?,
+                });
+            }
+            Input::Archive {
+                device,
+                ts,
+                records,
+            }
         }
         KIND_TICK => return Ok(ReplayEvent::Tick(ts)),
         other => return Err(format!("unknown record kind {other}")),
@@ -686,6 +735,18 @@ mod tests {
             Input::Values {
                 ts,
                 values: vec![(TagId(3), 1.5, Quality::Uncertain)],
+            },
+            Input::Archive {
+                device: d,
+                ts,
+                records: vec![crate::model::ArchiveRecord {
+                    index: 17,
+                    hour_end: Timestamp::from_secs(1_767_229_200),
+                    base_volume_sm3: 30_123.5,
+                    flowing_volume_m3: 2_012.25,
+                    pressure_kpa: 3_501.0,
+                    temperature_c: -1.5,
+                }],
             },
         ];
         let mut w = CaptureWriter::create(&path, &plan).expect("create");

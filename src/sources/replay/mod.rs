@@ -45,7 +45,8 @@ impl ReplayEvent {
             | ReplayEvent::Input(Input::RegistersPart { ts, .. })
             | ReplayEvent::Input(Input::ReadFailedPart { ts, .. })
             | ReplayEvent::Input(Input::DevicePaused { ts, .. })
-            | ReplayEvent::Input(Input::Values { ts, .. }) => *ts,
+            | ReplayEvent::Input(Input::Values { ts, .. })
+            | ReplayEvent::Input(Input::Archive { ts, .. }) => *ts,
             ReplayEvent::Input(Input::Command(c)) => c.ts,
             // Receipts are never recorded or replayed; they carry no time.
             ReplayEvent::Input(Input::Receipt(_)) => Timestamp(0),
