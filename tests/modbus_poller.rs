@@ -11,11 +11,11 @@ use gaswatch::config::Config;
 use gaswatch::engine::EnginePlan;
 use gaswatch::model::{BlockId, DeviceId, Input, ReadError};
 use gaswatch::sources::modbus;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::modbus::{metric_value as counter_value, metrics};
 use support::pymodbus::{PymodbusServer, Unit};
 use support::{free_port, wait_until_async};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -27,34 +27,6 @@ use tokio_util::sync::CancellationToken;
 const DEADLINE: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------- helpers
-
-/// One process-wide Prometheus recorder, so tests can read the poller's
-/// metrics. Labels carry the per-test device ids and ports, so tests running
-/// in parallel do not see each other's numbers.
-fn metrics() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new().build_recorder();
-        let handle = recorder.handle();
-        metrics::set_global_recorder(recorder).expect("no other recorder in this test binary");
-        handle
-    })
-}
-
-/// Value of the counter `name` whose labels include all of `labels` (0 if absent).
-fn counter_value(name: &str, labels: &[(&str, &str)]) -> f64 {
-    metrics()
-        .render()
-        .lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
-        .filter(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 /// A device section of the station config.
 struct Dev<'a> {

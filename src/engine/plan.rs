@@ -17,7 +17,7 @@
 
 use crate::config::{Config, MeterKind, MeterRole};
 use crate::model::{BlockId, DeviceId, Priority, TagId};
-use crate::sources::modbus::{DataType, RegisterKind, WordOrder};
+use crate::sources::modbus::{DataType, Link, RegisterKind, WordOrder};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -68,6 +68,9 @@ pub struct DevicePlan {
     pub id: String,
     pub host: String,
     pub port: u16,
+    /// The connection or serial port the device shares with others (the
+    /// poller runs one task per link). MQTT devices: their broker.
+    pub link: Link,
     pub unit_id: u8,
     pub poll_interval: Duration,
     pub timeout: Duration,
@@ -324,6 +327,7 @@ impl EnginePlan {
                 id: d.id.clone(),
                 host: d.host.clone(),
                 port: d.port,
+                link: d.link(),
                 unit_id: d.unit_id,
                 poll_interval: d.poll_interval,
                 timeout: d.timeout,
@@ -367,6 +371,10 @@ impl EnginePlan {
                             id: dev_id.to_string(),
                             host: src.host.clone(),
                             port: src.port,
+                            link: Link::Tcp {
+                                host: src.host.clone(),
+                                port: src.port,
+                            },
                             unit_id: 0,
                             poll_interval: pt.expected_interval,
                             timeout: Duration::ZERO,
