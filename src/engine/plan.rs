@@ -80,6 +80,9 @@ pub struct DevicePlan {
     pub pause_for: Duration,
     /// Retry period of a request refused with exception 01/02/03.
     pub config_error_retry: Duration,
+    /// Silence between requests on the device's link; wait after connect.
+    pub pause_between_requests: Duration,
+    pub pause_after_connect: Duration,
     /// The flow computer's hourly archive, when configured.
     pub archive: Option<ArchivePlan>,
 }
@@ -335,6 +338,8 @@ impl EnginePlan {
                 pause_after_failed_cycles: d.pause_after_failed_cycles,
                 pause_for: d.pause_for,
                 config_error_retry: d.config_error_retry,
+                pause_between_requests: d.pause_between_requests,
+                pause_after_connect: d.pause_after_connect,
                 archive: d.archive.as_ref().map(|a| {
                     let base = u16::from(d.address_base);
                     ArchivePlan {
@@ -383,6 +388,8 @@ impl EnginePlan {
                             pause_after_failed_cycles: 0,
                             pause_for: Duration::ZERO,
                             config_error_retry: Duration::ZERO,
+                            pause_between_requests: Duration::ZERO,
+                            pause_after_connect: Duration::ZERO,
                             archive: None,
                         });
                         devices.len() - 1

@@ -79,6 +79,17 @@ pub struct DeviceConfig {
     /// change its mind) the request is retried only this often.
     #[serde(default = "default_config_error_retry", with = "humantime_serde")]
     pub config_error_retry: Duration,
+    /// Silence kept between the end of one request and the next on this
+    /// device's connection or bus (slow serial gateways, PLCs that choke on
+    /// back-to-back requests). Default 0. Devices sharing a link: the
+    /// longest of theirs applies to the link.
+    #[serde(default, with = "humantime_serde")]
+    pub pause_between_requests: Duration,
+    /// Wait after a connection is made before the first request (gateways
+    /// that drop requests sent right after accept). Default 0; the longest
+    /// of the link's devices applies.
+    #[serde(default, with = "humantime_serde")]
+    pub pause_after_connect: Duration,
     /// Poll groups: points with `group = NAME` are read every `interval`
     /// (a multiple of `poll_interval`) instead of every cycle, e.g. slow
     /// totals beside fast pressures. Blocks of a group are staggered over

@@ -557,8 +557,14 @@ struct EndpointTask {
     /// The longest timeout of the link's devices: for connecting, and the
     /// silence awaited before reusing an RTU link after a failure.
     connect_timeout: Duration,
-    /// Silence before each request (RTU on a serial port: 3.5 characters).
+    /// Silence before each request: RTU on a serial port needs 3.5
+    /// characters; `pause_between_requests` (the longest of the link's
+    /// devices) may ask for more.
     frame_gap: Duration,
+    /// `pause_after_connect` (the longest of the link's devices).
+    pause_after_connect: Duration,
+    /// No request before this (set on connect by `pause_after_connect`).
+    not_before: Option<Instant>,
     /// When the last answer (or timeout) ended, for `frame_gap`.
     last_frame: Option<Instant>,
     /// The next connect follows a failed request: on an RTU link, wait for
@@ -621,6 +627,15 @@ impl EndpointTask {
             .map(|s| plan.device(s.id).timeout)
             .max()
             .unwrap_or(Duration::from_secs(1));
+        let longest = |f: fn(&DevicePlan) -> Duration| {
+            devices
+                .iter()
+                .map(|s| f(plan.device(s.id)))
+                .max()
+                .unwrap_or(Duration::ZERO)
+        };
+        let pause_between = longest(|d| d.pause_between_requests);
+        let pause_after_connect = longest(|d| d.pause_after_connect);
         EndpointTask {
             connects_ok: counter!("gaswatch_modbus_connects_total", "endpoint" => name.clone(), "result" => "ok"),
             connects_err: counter!("gaswatch_modbus_connects_total", "endpoint" => name.clone(), "result" => "error"),
@@ -629,7 +644,10 @@ impl EndpointTask {
             frame_gap: match &link {
                 Link::Serial(s) => s.frame_gap(),
                 Link::Tcp { .. } | Link::RtuOverTcp { .. } => Duration::ZERO,
-            },
+            }
+            .max(pause_between),
+            pause_after_connect,
+            not_before: None,
             link,
             connect_timeout,
             last_frame: None,
@@ -689,6 +707,8 @@ impl EndpointTask {
                         }
                         ctx = Some(c);
                         self.link_ok = false;
+                        self.not_before = (!self.pause_after_connect.is_zero())
+                            .then(|| Instant::now() + self.pause_after_connect);
                     }
                     Err(error) => {
                         self.connects_err.increment(1);
@@ -1444,8 +1464,13 @@ impl EndpointTask {
         if !self.frame_gap.is_zero()
             && let Some(last) = self.last_frame
         {
-            // RTU frames are delimited by silence: leave the gap before talking.
+            // RTU frames are delimited by silence, and some devices need a
+            // pause between requests: leave the gap before talking.
             tokio::time::sleep_until(last + self.frame_gap).await;
+        }
+        if let Some(at) = self.not_before.take() {
+            // The first request after connecting waits `pause_after_connect`.
+            tokio::time::sleep_until(at).await;
         }
         let m = &self.devices[index].metrics;
         m.requests.increment(1);
