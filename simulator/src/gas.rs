@@ -232,6 +232,15 @@ impl Gas {
         }
     }
 
+    /// Line volume per base volume at a gauge pressure (kPa) and a
+    /// temperature (degC): AGA 7 inverted,
+    /// `V_f / V_b = (P_b / P_f) (T_f / T_b) (Z_f / Z_b)`.
+    pub fn line_per_base(&mut self, p_gauge_kpa: f64, t_c: f64) -> f64 {
+        let p = p_gauge_kpa + self.atmospheric_kpa;
+        let t = t_c + 273.15;
+        (self.base_pressure_kpa / p) * (t / self.base_temperature_k) * self.z(p, t) / self.z_base
+    }
+
     /// Gas held at base conditions (Sm³) by `volume_m3` at a gauge pressure
     /// (kPa) and a temperature (degC).
     pub fn linepack_sm3(&mut self, volume_m3: f64, p_gauge_kpa: f64, t_c: f64) -> f64 {

@@ -418,6 +418,19 @@ mod tests {
             let ideal = PIPE_M3 * (p + 101.325) / 101.325 * 293.15 / (t + 273.15);
             assert!(sim / ideal > 1.02, "{sim} vs ideal {ideal}");
         }
+        // Line-flow meters: the simulator's line volume per base volume is
+        // the inverse of the engine's conversion factor (same Z).
+        let sim_cfg =
+            gaswatch_sim::StationConfig::from_toml_str(&station_text()).expect("sim config");
+        let mut sim_gas =
+            gaswatch_sim::gas::Gas::from_section(sim_cfg.gas.as_ref()).expect("sim gas");
+        for (p, t) in [(1500.0, 5.0), (3500.0, 12.0)] {
+            let engine = gas
+                .conversion_factor(gas.absolute_kpa(p, true), t + 273.15)
+                .expect("in range");
+            let product = engine * sim_gas.line_per_base(p, t);
+            assert!((product - 1.0).abs() < 1e-12, "{product}");
+        }
     }
 
     /// A small scorecard: one seed, a 5 % leak under transients is found
