@@ -24,7 +24,7 @@ use crate::model::Receipt;
 use std::fs::File;
 use std::path::PathBuf;
 use tokio::task::JoinHandle;
-use tracing::{error, warn};
+use tracing::error;
 
 /// What a sync job reports back.
 struct Outcome {
@@ -45,6 +45,8 @@ pub struct DiskSync {
     wanted: bool,
     /// The last sync did not make the journal's handed-over entries durable.
     journal_unsynced: bool,
+    /// A capture file handed over while a sync ran: synced by the next one.
+    capture: Option<(File, PathBuf)>,
 }
 
 impl DiskSync {
@@ -77,10 +79,9 @@ impl DiskSync {
             self.start(router, journal, capture);
         } else {
             self.wanted = true;
-            if let Some((f, path)) = capture {
-                // Rare (recording on); a capture is a diagnostic.
-                drop(f);
-                warn!(path = %path.display(), "Capture sync skipped this flush interval (a disk sync is still running).");
+            if capture.is_some() {
+                // A newer handle of the same file covers everything before it.
+                self.capture = capture;
             }
         }
     }
@@ -94,6 +95,8 @@ impl DiskSync {
     ) {
         debug_assert!(self.idle());
         self.wanted = false;
+        let older = self.capture.take();
+        let capture = capture.or(older);
         let job = match router.begin_flush() {
             Ok(job) => job,
             Err(e) => {
