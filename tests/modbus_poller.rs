@@ -11,11 +11,11 @@ use gaswatch::config::Config;
 use gaswatch::engine::EnginePlan;
 use gaswatch::model::{BlockId, DeviceId, Input, ReadError};
 use gaswatch::sources::modbus;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::modbus::{metric_value as counter_value, metrics};
 use support::pymodbus::{PymodbusServer, Unit};
 use support::{free_port, wait_until_async};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -27,34 +27,6 @@ use tokio_util::sync::CancellationToken;
 const DEADLINE: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------- helpers
-
-/// One process-wide Prometheus recorder, so tests can read the poller's
-/// metrics. Labels carry the per-test device ids and ports, so tests running
-/// in parallel do not see each other's numbers.
-fn metrics() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new().build_recorder();
-        let handle = recorder.handle();
-        metrics::set_global_recorder(recorder).expect("no other recorder in this test binary");
-        handle
-    })
-}
-
-/// Value of the counter `name` whose labels include all of `labels` (0 if absent).
-fn counter_value(name: &str, labels: &[(&str, &str)]) -> f64 {
-    metrics()
-        .render()
-        .lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
-        .filter(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 /// A device section of the station config.
 struct Dev<'a> {
@@ -784,4 +756,89 @@ async fn full_channel_drops_and_counts_cycles_without_blocking_the_poller() {
             .expect("stops")
             .expect("no panic");
     }
+}
+
+// ---------------------------------------------------------------- pauses
+
+/// What a patient peer saw: when it accepted, when each request arrived and
+/// when each answer went out.
+#[derive(Default)]
+struct Timeline {
+    accepted: Option<std::time::Instant>,
+    requests: Vec<std::time::Instant>,
+    answered: Vec<std::time::Instant>,
+    units: Vec<u8>,
+}
+
+/// A well-behaved device that records the timing of everything.
+async fn recording_peer(listener: TcpListener, seen: Arc<std::sync::Mutex<Timeline>>) {
+    let Ok((mut s, _)) = listener.accept().await else {
+        return;
+    };
+    seen.lock().expect("lock").accepted = Some(std::time::Instant::now());
+    while let Some(req) = read_request(&mut s).await {
+        {
+            let mut t = seen.lock().expect("lock");
+            t.requests.push(std::time::Instant::now());
+            t.units.push(req[6]);
+        }
+        let n = u16::from_be_bytes([req[10], req[11]]);
+        if s.write_all(&response(&req, n)).await.is_err() {
+            return;
+        }
+        seen.lock()
+            .expect("lock")
+            .answered
+            .push(std::time::Instant::now());
+    }
+}
+
+/// `pause_after_connect` and `pause_between_requests` hold on the shared
+/// link: the longest of its devices applies, to requests of every unit.
+/// (Lower bounds only: a loaded machine makes gaps longer, never shorter.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pauses_after_connect_and_between_requests_hold_on_the_shared_link() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let seen = Arc::new(std::sync::Mutex::new(Timeline::default()));
+    let peer = tokio::spawn(recording_peer(listener, Arc::clone(&seen)));
+    let text = format!(
+        "[station]\nid = \"t01\"\nkind = \"city_gate\"\n\
+         [[devices]]\nid = \"slow-plc\"\nhost = \"127.0.0.1\"\nport = {port}\nunit_id = 1\n\
+         poll_interval = \"100ms\"\ntimeout = \"1s\"\npause_between_requests = \"150ms\"\npause_after_connect = \"300ms\"\n\
+         [[devices.points]]\nname = \"A\"\nregister = \"holding\"\naddress = 0\ntype = \"u16\"\n\
+         [[devices]]\nid = \"rtu\"\nhost = \"127.0.0.1\"\nport = {port}\nunit_id = 2\n\
+         poll_interval = \"100ms\"\ntimeout = \"1s\"\n\
+         [[devices.points]]\nname = \"B\"\nregister = \"holding\"\naddress = 0\ntype = \"u16\"\n\
+         [sinks.file]\ndir = \"unused-by-this-test\"\n"
+    );
+    let run = support::modbus::Running::start(support::modbus::plan_of(&text));
+    let enough = wait_until_async(DEADLINE, || {
+        let s = Arc::clone(&seen);
+        async move { s.lock().expect("lock").answered.len() >= 8 }
+    })
+    .await;
+    assert!(enough, "8 answered requests");
+    run.stop().await;
+    peer.abort();
+    let t = seen.lock().expect("lock");
+    let accepted = t.accepted.expect("connected");
+    let first = t.requests[0].duration_since(accepted);
+    assert!(
+        first >= Duration::from_millis(290),
+        "first request {first:?} after connect"
+    );
+    for (i, (req, prev_answer)) in t.requests[1..].iter().zip(&t.answered).enumerate() {
+        let gap = req.duration_since(*prev_answer);
+        assert!(
+            gap >= Duration::from_millis(140),
+            "request {} came {gap:?} after the previous answer",
+            i + 1
+        );
+    }
+    assert!(
+        t.units.contains(&1) && t.units.contains(&2),
+        "the pause holds for both units of the link: {:?}",
+        t.units
+    );
 }

@@ -6,18 +6,13 @@
 
 mod support;
 
-use gaswatch::config::Config;
-use gaswatch::engine::{Engine, EnginePlan};
-use gaswatch::model::{Input, Output, Quality, Reason, Sample};
-use gaswatch::sources::modbus;
+use gaswatch::engine::EnginePlan;
+use gaswatch::model::{Input, Quality, Reason};
 use gaswatch_sim::{Fault, SimHandle, SimOptions, Station};
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
-use support::wait_until_async;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use support::modbus::{Running, plan_of};
 
 const DEADLINE: Duration = Duration::from_secs(15);
 
@@ -128,82 +123,11 @@ async fn simulator(text: &str) -> SimHandle {
 }
 
 fn plan_for(text: &str, port: u16) -> Arc<EnginePlan> {
-    let text = text.replace("port = 502", &format!("port = {port}"));
-    let config = Config::from_str_named(&text, Path::new("modbus_sim_test.toml"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    Arc::new(EnginePlan::compile(&config))
-}
-
-/// Poller -> engine, every sample recorded.
-struct Running {
-    plan: Arc<EnginePlan>,
-    cancel: CancellationToken,
-    samples: Arc<Mutex<Vec<Sample>>>,
-    inputs: Arc<Mutex<Vec<Input>>>,
-}
-
-impl Running {
-    fn start(plan: Arc<EnginePlan>) -> Running {
-        let (tx, mut rx) = mpsc::channel::<Input>(4096);
-        let cancel = CancellationToken::new();
-        let _handles = modbus::spawn(Arc::clone(&plan), tx, cancel.clone());
-        let samples = Arc::new(Mutex::new(Vec::new()));
-        let inputs = Arc::new(Mutex::new(Vec::new()));
-        let (s, i) = (Arc::clone(&samples), Arc::clone(&inputs));
-        let mut engine = Engine::new(Arc::clone(&plan), 0);
-        tokio::spawn(async move {
-            let mut out = Output::default();
-            while let Some(input) = rx.recv().await {
-                out.clear();
-                engine.process(&input, &mut out);
-                s.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .extend_from_slice(&out.samples);
-                i.lock().unwrap_or_else(|p| p.into_inner()).push(input);
-            }
-        });
-        Running {
-            plan,
-            cancel,
-            samples,
-            inputs,
-        }
-    }
-
-    fn samples_of(&self, name: &str) -> Vec<Sample> {
-        let tag = self.plan.tag(name).expect("known point");
-        self.samples
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .filter(|s| s.tag == tag)
-            .copied()
-            .collect()
-    }
-
-    fn good_count(&self, name: &str) -> usize {
-        self.samples_of(name)
-            .iter()
-            .filter(|s| s.quality == Quality::Good)
-            .count()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-    }
+    plan_of(&text.replace("port = 502", &format!("port = {port}")))
 }
 
 async fn eventually(what: &str, cond: impl Fn() -> bool) {
-    assert!(
-        wait_until_async(DEADLINE, || {
-            let ok = cond();
-            async move { ok }
-        })
-        .await,
-        "timed out waiting for: {what}"
-    );
+    support::modbus::eventually(DEADLINE, what, cond).await;
 }
 
 const TYPE_POINTS: [&str; 9] = [
@@ -312,7 +236,7 @@ dir = "unused"
     }
     // The split is remembered: after the first cycle no whole-block read is
     // sent to the engine any more, only parts.
-    let inputs = run.inputs.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let inputs = run.inputs();
     assert!(
         inputs.iter().all(|i| matches!(
             i,
@@ -409,9 +333,7 @@ fn with_unit2(extra_device_keys: &str) -> String {
 
 /// Inputs about device index 1 (rtu2) that are reads (not pauses).
 fn unit2_reads(run: &Running) -> usize {
-    run.inputs
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+    run.inputs()
         .iter()
         .filter(|i| {
             matches!(i, Input::Registers { device, .. } | Input::ReadFailed { device, .. }
@@ -526,7 +448,7 @@ dir = "unused"
         .iter()
         .position(|b| b.every == 1)
         .expect("fast block");
-    let inputs = run.inputs.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let inputs = run.inputs();
     let mut cycles: Vec<Vec<u32>> = Vec::new();
     for i in &inputs {
         if let Input::Registers { block, .. } = i {
@@ -552,5 +474,106 @@ dir = "unused"
         "{slow_reads} slow reads in {} cycles, expected about {expected}",
         complete.len()
     );
+    sim.stop().await;
+}
+
+/// Overruns: a slow poll group whose block takes 2.5 poll intervals to
+/// answer. The cycle that reads it overruns; the two grid ticks it covered
+/// are skipped and counted (`gaswatch_modbus_overruns_total`), never run
+/// back to back to catch up, so the fast point's reads are never closer
+/// than its interval; the slow group stays on its own 4-tick grid. Runs on
+/// tokio's paused clock (the simulator's delay is a tokio sleep), so the
+/// counts and spacings are exact, not timing-dependent.
+#[tokio::test(start_paused = true)]
+async fn overrunning_cycles_are_skipped_and_counted_never_bunched() {
+    let text = r#"
+[station]
+id = "overrun"
+kind = "city_gate"
+[[devices]]
+id = "ovr-plc"
+host = "127.0.0.1"
+port = 502
+unit_id = 1
+poll_interval = "100ms"
+timeout = "1s"
+[[devices.groups]]
+name = "totals"
+interval = "400ms"
+[[devices.points]]
+name = "F"
+register = "holding"
+address = 0
+type = "u16"
+[[devices.points]]
+name = "S"
+register = "holding"
+address = 40
+type = "u32"
+group = "totals"
+[sinks.file]
+dir = "unused"
+"#;
+    let sim = simulator(text).await;
+    sim.set_fault(1, Fault::DelayAt(40, Duration::from_millis(250)));
+    let plan = plan_for(text, sim.local_addr().port());
+    let block_of = |point: &str| {
+        let tag = plan.tag(point).expect("tag");
+        plan.devices[0]
+            .blocks
+            .iter()
+            .position(|b| b.points.iter().any(|p| p.tag == tag))
+            .expect("block") as u32
+    };
+    let (f_block, s_block) = (block_of("F"), block_of("S"));
+    assert_ne!(f_block, s_block);
+    let run = Running::start(Arc::clone(&plan));
+    let reads = |block: u32| -> Vec<tokio::time::Instant> {
+        run.inputs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(|(t, i)| match i {
+                Input::Registers { block: b, .. } if b.0 == block => Some(*t),
+                _ => None,
+            })
+            .collect()
+    };
+    // Paused time: let the virtual clock run until S was read 6 times.
+    let mut waited = Duration::ZERO;
+    while reads(s_block).len() < 6 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waited += Duration::from_millis(10);
+        assert!(
+            waited < Duration::from_secs(60),
+            "S read {:?}",
+            reads(s_block)
+        );
+    }
+    let (f, s) = (reads(f_block), reads(s_block));
+    let interval = Duration::from_millis(100);
+    for pair in f.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= interval,
+            "F read {:?} after the previous one: bunched",
+            pair[1] - pair[0]
+        );
+    }
+    for pair in s.windows(2) {
+        assert_eq!(
+            pair[1] - pair[0],
+            Duration::from_millis(400),
+            "the slow group stays on its 4-tick grid: {s:?}"
+        );
+    }
+    // Each slow cycle (250 ms from a tick) covers the next two ticks: both
+    // skipped and counted, none caught up.
+    let overruns =
+        support::modbus::metric_value("gaswatch_modbus_overruns_total", &[("device", "ovr-plc")]);
+    assert_eq!(overruns, 2.0 * s.len() as f64, "F {f:?}\nS {s:?}");
+    // Between two S reads (ticks n and n+4): ticks n+1, n+2 skipped, F alone
+    // at n+3, F then S at n+4.
+    assert_eq!(f.len(), 2 * s.len() - 1 + usize::from(f.last() > s.last()));
+    drop(run);
     sim.stop().await;
 }

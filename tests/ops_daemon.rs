@@ -140,6 +140,25 @@ async fn daemon_serves_health_and_metrics_reloads_on_sighup_and_drains_on_sigter
         assert!(metrics.contains(family), "missing {family} in:\n{metrics}");
     }
     assert!(metrics.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))));
+    // Per-device point quality: every point of fc-in GOOD, none BAD or STALE.
+    let ok = support::wait_until_async(Duration::from_secs(30), || async {
+        get(&format!("{base}/metrics")).await.is_some_and(|(_, m)| {
+            let gauge = |q: &str| {
+                let key = format!("gaswatch_device_points{{device=\"fc-in\",quality=\"{q}\"}} ");
+                m.lines()
+                    .find_map(|l| l.strip_prefix(key.as_str()))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+            };
+            gauge("good").is_some_and(|n| n > 0.0)
+                && gauge("bad") == Some(0.0)
+                && gauge("stale") == Some(0.0)
+        })
+    })
+    .await;
+    assert!(
+        ok,
+        "gaswatch_device_points of fc-in never showed all points good"
+    );
     let ok = support::wait_until_async(Duration::from_secs(30), || async {
         get(&format!("{base}/metrics")).await.is_some_and(|(_, m)| {
             m.contains("gaswatch_spool_records{") && m.contains("gaswatch_spool_backlog_seconds{")

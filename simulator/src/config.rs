@@ -6,7 +6,8 @@
 //!
 //! Invariants after [`StationConfig::from_toml_str`] returns `Ok`:
 //! - point names are unique across the whole station;
-//! - within one endpoint (`host:port`) every `unit_id` belongs to one device;
+//! - within one endpoint (`host:port`, or a serial path) every `unit_id`
+//!   belongs to one device;
 //! - within one device and register table no two points share a register and
 //!   every point's registers fit below 65536;
 //! - every point a meter names exists;
@@ -68,18 +69,46 @@ pub enum MeterRole {
     Outlet,
 }
 
-/// The `host:port` a device is reached at, as written in the config.
+/// How a device is reached (`transport` in the daemon's config).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    /// Modbus/TCP (MBAP header).
+    #[default]
+    Tcp,
+    /// RTU frames (unit, PDU, CRC) over TCP: a serial-to-Ethernet converter.
+    RtuOverTcp,
+    /// RTU on a serial port; `host` holds the port's path, `port` is 0.
+    Rtu,
+}
+
+/// The `host:port` a device is reached at, as written in the config, and
+/// how requests are framed there. For a serial device (`transport = "rtu"`)
+/// `host` is the serial port's path and `port` is 0.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Endpoint {
-    /// Host as written in the config (not resolved).
+    /// Host as written in the config (not resolved), or a serial path.
     pub host: String,
-    /// TCP port.
+    /// TCP port (0 for a serial port).
     pub port: u16,
+    /// Framing spoken there.
+    pub transport: Transport,
+}
+
+impl Endpoint {
+    /// Whether this is a local serial port rather than a TCP endpoint.
+    pub fn is_serial(&self) -> bool {
+        self.transport == Transport::Rtu
+    }
 }
 
 impl std::fmt::Display for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.host, self.port)
+        match self.transport {
+            Transport::Tcp => write!(f, "{}:{}", self.host, self.port),
+            Transport::RtuOverTcp => write!(f, "{}:{} (RTU over TCP)", self.host, self.port),
+            Transport::Rtu => write!(f, "{} (RTU)", self.host),
+        }
     }
 }
 
@@ -228,6 +257,26 @@ pub struct MeterConfig {
     pub pressure: Option<String>,
     /// Point serving temperature, degC.
     pub temperature: Option<String>,
+    /// What `flow` serves (the daemon's `kind`): flow or totaliser, at
+    /// base or line conditions.
+    pub kind: MeterKind,
+    /// A totaliser wraps to 0 at this value (the daemon's `rollover`).
+    pub rollover: Option<f64>,
+}
+
+/// What a meter's `flow` point serves, as the daemon's `[[meters]] kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MeterKind {
+    /// Flow at base conditions, Sm3/h.
+    #[default]
+    BaseFlow,
+    /// Flow at line pressure and temperature, m3/h.
+    LineFlow,
+    /// Volume total at base conditions, Sm3 (rolls over at `rollover`).
+    BaseTotaliser,
+    /// Volume total at line conditions, m3 (rolls over at `rollover`).
+    LineTotaliser,
 }
 
 // ---- raw serde shapes (unknown keys ignored) ----
@@ -292,8 +341,11 @@ struct RawStation {
 #[derive(Deserialize)]
 struct RawDevice {
     id: String,
-    host: String,
-    port: u16,
+    #[serde(default)]
+    transport: Transport,
+    host: Option<String>,
+    port: Option<u16>,
+    serial: Option<RawSerial>,
     unit_id: u8,
     #[serde(default)]
     enron: bool,
@@ -312,6 +364,11 @@ struct RawArchive {
     address: Option<u16>,
     records_address: Option<u16>,
     capacity: Option<u16>,
+}
+
+#[derive(Deserialize)]
+struct RawSerial {
+    path: String,
 }
 
 /// `[[point_maps]]`: a register map shared by identical devices.
@@ -353,6 +410,9 @@ struct RawMeter {
     flow: String,
     pressure: Option<String>,
     temperature: Option<String>,
+    #[serde(default)]
+    kind: MeterKind,
+    rollover: Option<f64>,
 }
 
 impl StationConfig {
@@ -385,9 +445,29 @@ impl StationConfig {
         let mut units_seen: BTreeMap<(Endpoint, u8), usize> = BTreeMap::new();
         let mut devices = Vec::with_capacity(raw.devices.len());
         for (di, d) in raw.devices.into_iter().enumerate() {
-            let endpoint = Endpoint {
-                host: d.host,
-                port: d.port,
+            let endpoint = match (d.transport, d.host, d.serial) {
+                (Transport::Rtu, _, Some(serial)) => Endpoint {
+                    host: serial.path,
+                    port: 0,
+                    transport: Transport::Rtu,
+                },
+                (Transport::Rtu, _, None) => {
+                    return Err(ConfigError::invalid(
+                        format!("devices[{di}].serial.path"),
+                        "the serial port of a transport = \"rtu\" device",
+                    ));
+                }
+                (transport, Some(host), _) => Endpoint {
+                    host,
+                    port: d.port.unwrap_or(502),
+                    transport,
+                },
+                (_, None, _) => {
+                    return Err(ConfigError::invalid(
+                        format!("devices[{di}].host"),
+                        "a host name or address",
+                    ));
+                }
             };
             if let Some(prev) = units_seen.insert((endpoint.clone(), d.unit_id), di) {
                 return Err(ConfigError::invalid(
@@ -639,12 +719,20 @@ impl StationConfig {
             if let Some(t) = &m.temperature {
                 check("temperature", t)?;
             }
+            if let Some(r) = m.rollover.filter(|r| !(r.is_finite() && *r > 0.0)) {
+                return Err(ConfigError::invalid(
+                    format!("meters[{mi}].rollover"),
+                    format!("a positive finite totaliser range (got {r})"),
+                ));
+            }
             meters.push(MeterConfig {
                 name: m.name,
                 role: m.role,
                 flow: m.flow,
                 pressure: m.pressure,
                 temperature: m.temperature,
+                kind: m.kind,
+                rollover: m.rollover,
             });
         }
 

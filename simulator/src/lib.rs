@@ -4,8 +4,10 @@
 //! It computes simple but physical station values (supply and regulated
 //! pressure, Joule-Thomson cooling, a daily demand profile, station line pack,
 //! an optional leak, meter errors; trailer filling and compressor cycles;
-//! LNG tank level and vaporiser temperatures) and serves them as Modbus/TCP
-//! registers laid out as a gaswatch station config describes. The daemon's `gaswatch demo`
+//! LNG tank level and vaporiser temperatures) and serves them as Modbus
+//! registers laid out as a gaswatch station config describes: Modbus/TCP,
+//! RTU over TCP, or RTU on a byte stream standing for a serial line (a pty
+//! in tests). The daemon's `gaswatch demo`
 //! and its tests use it as the device on the other end of the wire, and read
 //! back the ground truth ([`SimHandle::served`], [`SimHandle::snapshot`]).
 //!
@@ -19,7 +21,8 @@
 //! - [`physics`]: the pure, deterministic [`Station`] model and register map;
 //! - [`profile`]: the CNG mother and L-CNG models;
 //! - [`mod@archive`]: a flow computer's hourly archive (Enron/Daniel style);
-//! - [`server`]: the hand-written Modbus/TCP server, faults, ground-truth logs;
+//! - [`server`]: the hand-written Modbus server (TCP and RTU framing),
+//!   faults, ground-truth logs;
 //! - [`scenario`]: scenario timelines and ground truth; [`driver`] runs one
 //!   against a served station;
 //! - [`mqtt`]: publishing `[[mqtt_sources]]` over MQTT (JSON, Sparkplug B).
@@ -46,12 +49,13 @@ pub mod scenario;
 pub mod server;
 
 pub use archive::{Archive, ArchiveRecord};
-pub use config::{ConfigError, Endpoint, StationConfig};
+pub use config::{ConfigError, Endpoint, StationConfig, Transport};
 pub use encode::{DataType, Encoded, WordOrder, encode};
 pub use physics::{Leak, PhysicsState, PointOverride, SimOptions, Station};
 pub use profile::{CngModel, LngModel, LngSignal, Profile, ProfileKind};
 pub use server::{
-    Fault, SERVED_LOG_CAPACITY, Served, SimControl, SimHandle, StationSnapshot, serve, serve_all,
+    Fault, Framing, SERVED_LOG_CAPACITY, Served, SimControl, SimHandle, StationSnapshot, serve,
+    serve_all, serve_rtu_line, serve_with,
 };
 
 /// Errors of the simulator library.

@@ -2,15 +2,17 @@
 //!
 //! Responsibility: command line, logging setup and lifetime only; everything
 //! else is the library. With `--bind`, every unit of the config is served on
-//! that one address; without it, each `host:port` of the config gets its own
-//! listener at that address (as the daemon would reach it).
+//! that one address (RTU over TCP with `--rtu`); without it, each `host:port`
+//! of the config gets its own listener at that address (as the daemon would
+//! reach it), framed as its `transport` says. Serial (`transport = "rtu"`)
+//! devices are not served by the binary; tests serve them on a pty.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use gaswatch_sim::{Leak, SimOptions, Station, serve, serve_all};
+use gaswatch_sim::{Framing, Leak, SimOptions, Station, serve_all, serve_with};
 use tracing::info;
 
 /// Simulated city-gate station serving Modbus/TCP.
@@ -23,6 +25,10 @@ struct Args {
     /// Serve all units on this one address instead of the config's host:port.
     #[arg(long)]
     bind: Option<SocketAddr>,
+    /// With --bind: speak RTU frames (unit, PDU, CRC) over TCP instead of
+    /// Modbus/TCP, like a serial-to-Ethernet converter in transparent mode.
+    #[arg(long, requires = "bind")]
+    rtu: bool,
     /// Publish every [[mqtt_sources]] of the config to this broker instead
     /// of the source's own host:port.
     #[arg(long)]
@@ -202,10 +208,17 @@ async fn main() -> anyhow::Result<()> {
         (gaswatch_sim::SimControl::standalone(station), Vec::new())
     } else {
         let handles = match args.bind {
-            Some(addr) => vec![serve(station, addr).await?],
+            Some(addr) => {
+                let framing = if args.rtu { Framing::Rtu } else { Framing::Tcp };
+                vec![serve_with(station, addr, framing).await?]
+            }
             None => {
                 let mut addrs = Vec::new();
                 for ep in station.endpoints() {
+                    if ep.is_serial() {
+                        tracing::warn!(%ep, "Serial devices are not served by gaswatch-sim; use --bind (with --rtu) and point the config at it.");
+                        continue;
+                    }
                     let addr = tokio::net::lookup_host((ep.host.as_str(), ep.port))
                         .await
                         .with_context(|| format!("resolving {ep}"))?
@@ -226,7 +239,7 @@ async fn main() -> anyhow::Result<()> {
             }
         };
         for h in &handles {
-            info!(addr = %h.local_addr(), "Serving Modbus/TCP.");
+            info!(addr = %h.local_addr(), "Serving Modbus.");
         }
         let Some(control) = gaswatch_sim::SimControl::of(&handles) else {
             anyhow::bail!("the config has no devices and no MQTT sources to serve");

@@ -35,6 +35,12 @@
 //! pressures and temperatures; meter errors, scenarios, archives and the
 //! register map below work the same for every kind.
 //!
+//! A meter's flow point serves what its `kind` says (the daemon's
+//! `[[meters]] kind`): base flow (default), line flow (the base flow at the
+//! true line P and T), or a totaliser of either that integrates the reading
+//! over each step and wraps at `rollover` (starting half-way through it, so
+//! runs see the wrap).
+//!
 //! Meter readings (what points serve) add errors to the physical values:
 //! flow and pressure get gaussian noise of `noise_percent` % of reading (one
 //! standard deviation, a new sample each step) and flow an optional fixed bias
@@ -51,7 +57,9 @@ use std::f64::consts::TAU;
 use std::time::Duration;
 
 use crate::archive::{Archive, ArchiveRecord};
-use crate::config::{ConfigError, Endpoint, MeterRole, PointConfig, RegisterKind, StationConfig};
+use crate::config::{
+    ConfigError, Endpoint, MeterKind, MeterRole, PointConfig, RegisterKind, StationConfig,
+};
 use crate::encode::{Encoded, encode};
 use crate::profile::{LngSignal, Profile, ProfileKind};
 
@@ -185,6 +193,30 @@ struct MeterState {
     bias_percent: f64,
     /// CNG mother station: the filling post this outlet meter measures.
     post: Option<usize>,
+    /// What the flow point serves (flow or totaliser, base or line).
+    kind: MeterKind,
+    /// Totaliser range: the total wraps to 0 here.
+    rollover: Option<f64>,
+    /// Totaliser reading (Sm3 or m3 as `kind` says).
+    total: f64,
+}
+
+impl MeterState {
+    /// Adds `volume` to the totaliser, wrapping at the rollover; returns
+    /// the new reading.
+    fn add_to_total(&mut self, volume: f64) -> f64 {
+        self.total += volume;
+        if let Some(r) = self.rollover {
+            self.total = self.total.rem_euclid(r);
+        }
+        self.total
+    }
+}
+
+/// Line volume per base volume at `p_kpa_g` and `t_c` (AGA 7 inverted:
+/// `V_f / V_b = P_b / P_f * T_f / T_b`, ideal gas).
+fn line_per_base(p_kpa_g: f64, t_c: f64) -> f64 {
+    P_BASE_KPA / (p_kpa_g + P_BASE_KPA) * ((t_c + 273.15) / T_BASE_K)
 }
 
 #[derive(Debug, Clone)]
@@ -385,6 +417,10 @@ impl Station {
                 share,
                 bias_percent: opts.meter_bias_percent.get(&m.name).copied().unwrap_or(0.0),
                 post,
+                kind: m.kind,
+                rollover: m.rollover,
+                // Half-way through its range, so a run sees the wrap soon.
+                total: m.rollover.map_or(0.0, |r| r / 2.0),
             });
             let mut bind = |name: &Option<String>, quantity| {
                 if let Some(&idx) = name.as_ref().and_then(|n| by_name.get(n)) {
@@ -736,6 +772,7 @@ impl Station {
         // Sample every meter in config order (fixed draw order = determinism).
         let k = self.noise_percent / 100.0;
         let mut readings = Vec::with_capacity(self.meters.len());
+        let mut line_factors = Vec::with_capacity(self.meters.len());
         for mi in 0..self.meters.len() {
             let m = &self.meters[mi];
             let (total, p, t) = match m.role {
@@ -756,9 +793,23 @@ impl Station {
             };
             let flow = flow * (1.0 + m.bias_percent / 100.0);
             let flow = flow * (1.0 + k * self.gauss());
+            // Line volume at the true line conditions (the meter measures
+            // it; the daemon converts with its own noisy P and T).
+            line_factors.push(line_per_base(p, t));
             let p = p * (1.0 + self.pressure_noise_percent / 100.0 * self.gauss());
             let t = t + 0.5 * self.noise_percent * self.gauss();
             readings.push((flow, p, t));
+        }
+        // What each meter's flow point serves, by its kind.
+        let dt_h = (self.t_s - t_prev) / 3600.0;
+        let mut served = Vec::with_capacity(readings.len());
+        for ((m, &(f, _, _)), lf) in self.meters.iter_mut().zip(&readings).zip(&line_factors) {
+            served.push(match m.kind {
+                MeterKind::BaseFlow => f,
+                MeterKind::LineFlow => f * lf,
+                MeterKind::BaseTotaliser => m.add_to_total(f * dt_h),
+                MeterKind::LineTotaliser => m.add_to_total(f * lf * dt_h),
+            });
         }
         // Flow computers integrate their own readings into the archive.
         let clock = self.clock_start_s as f64;
@@ -790,9 +841,9 @@ impl Station {
             let eng = match p.binding {
                 None => signals[i].unwrap_or(0.0),
                 Some(b) => {
-                    let (f, pr, t) = readings[b.meter];
+                    let (_, pr, t) = readings[b.meter];
                     match b.quantity {
-                        Quantity::Flow => f,
+                        Quantity::Flow => served[b.meter],
                         Quantity::Pressure => pr,
                         Quantity::Temperature => t,
                     }

@@ -3,7 +3,9 @@
 
 use super::{Config, MeterRole, Problem, Secret};
 use crate::sinks::influxdb::config::InfluxApi;
-use crate::sources::modbus::{DataType, DeviceConfig, PointConfig, WordOrder};
+use crate::sources::modbus::{
+    DataType, DeviceConfig, PointConfig, SerialConfig, Transport, WordOrder,
+};
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::time::Duration;
 
@@ -104,6 +106,157 @@ fn modbus_point(p: &mut Problems, pk: PointAt, d: &DeviceConfig, pt: &PointConfi
             format!("{pk}.raw_min"),
             format!("expected raw_min < raw_max, got raw_min {lo} and raw_max {hi}"),
         );
+    }
+}
+
+/// Transport and serial settings of one device (see `sources/modbus/config.rs`).
+fn modbus_transport(p: &mut Problems, dk: &str, d: &DeviceConfig) {
+    let t = d.transport.as_str();
+    match d.transport {
+        Transport::Tcp | Transport::RtuOverTcp => {
+            if d.host.trim().is_empty() {
+                p.add(
+                    format!("{dk}.host"),
+                    format!(
+                        "expected a host name or IP address for transport = \"{t}\" (for a local serial port use transport = \"rtu\" with [devices.serial])"
+                    ),
+                );
+            }
+            if d.port == 0 {
+                p.add(format!("{dk}.port"), "expected a TCP port 1-65535, got 0");
+            }
+            if d.serial.is_some() {
+                p.add(
+                    format!("{dk}.serial"),
+                    format!(
+                        "applies only to transport = \"rtu\" (a local serial port); this device has transport = \"{t}\""
+                    ),
+                );
+            }
+        }
+        Transport::Rtu => {
+            if !d.host.is_empty() {
+                p.add(
+                    format!("{dk}.host"),
+                    "applies only to transport = \"tcp\" or \"rtu_over_tcp\"; a transport = \"rtu\" device is on the serial port of [devices.serial]",
+                );
+            }
+            if d.port != 502 {
+                p.add(
+                    format!("{dk}.port"),
+                    "applies only to transport = \"tcp\" or \"rtu_over_tcp\"",
+                );
+            }
+            match &d.serial {
+                None => p.add(
+                    format!("{dk}.serial"),
+                    "transport = \"rtu\" needs a [devices.serial] table with path, baud and parity",
+                ),
+                Some(s) => serial_line(p, &format!("{dk}.serial"), d, s),
+            }
+        }
+    }
+    if d.transport != Transport::Tcp && !(1..=247).contains(&d.unit_id) {
+        p.add(
+            format!("{dk}.unit_id"),
+            format!(
+                "expected 1-247 on an RTU bus (0 is broadcast, which no device answers; 248-255 are reserved), got {}",
+                d.unit_id
+            ),
+        );
+    }
+}
+
+/// Line settings of a serial port, and whether the device's timeout leaves
+/// time for its largest answer to cross the line.
+fn serial_line(p: &mut Problems, sk: &str, d: &DeviceConfig, s: &SerialConfig) {
+    if s.path.trim().is_empty() {
+        p.add(
+            format!("{sk}.path"),
+            "expected the serial device path, e.g. \"/dev/ttyUSB0\", got an empty string",
+        );
+    }
+    if !(300..=1_000_000).contains(&s.baud) {
+        p.add(
+            format!("{sk}.baud"),
+            format!(
+                "expected a line speed of 300-1000000 baud (e.g. 9600, 19200), got {}",
+                s.baud
+            ),
+        );
+    }
+    if s.data_bits != 8 {
+        p.add(
+            format!("{sk}.data_bits"),
+            format!(
+                "expected 8 (Modbus RTU frames are 8-bit; 7 data bits is Modbus ASCII, which gaswatch does not speak), got {}",
+                s.data_bits
+            ),
+        );
+    }
+    if !(1..=2).contains(&s.stop_bits) {
+        p.add(
+            format!("{sk}.stop_bits"),
+            format!("expected 1 or 2, got {}", s.stop_bits),
+        );
+    }
+    if (300..=1_000_000).contains(&s.baud) && s.data_bits == 8 {
+        // Request (8 bytes) + turnaround + largest answer (5 + 2 x registers).
+        let chars = 8 + 5 + 2 * u32::from(d.max_registers_per_read.clamp(1, 125));
+        let wire = s.char_time(chars);
+        if d.timeout <= wire {
+            p.add(
+                format!("{sk}.baud"),
+                format!(
+                    "at {} baud a request and an answer of {} registers take {:?} on the line, \
+                     longer than the device's timeout of {:?}: raise timeout or lower max_registers_per_read",
+                    s.baud, d.max_registers_per_read, wire, d.timeout
+                ),
+            );
+        }
+    }
+}
+
+/// Devices that share a link must agree on how it works: one host:port is
+/// either Modbus/TCP or RTU over TCP, and one serial path has one line speed,
+/// parity and framing.
+fn shared_links(p: &mut Problems, devices: &[DeviceConfig]) {
+    let mut tcp: HashMap<(&str, u16), (usize, Transport)> = HashMap::new();
+    let mut serial: HashMap<&str, (usize, &SerialConfig)> = HashMap::new();
+    for (di, d) in devices.iter().enumerate() {
+        match (d.transport, &d.serial) {
+            (Transport::Tcp | Transport::RtuOverTcp, _) => {
+                let first = *tcp
+                    .entry((d.host.as_str(), d.port))
+                    .or_insert((di, d.transport));
+                if first.1 != d.transport {
+                    p.add(
+                        format!("devices[{di}].transport"),
+                        format!(
+                            "{}:{} is already used with transport = \"{}\" by devices[{}]; one port speaks one framing",
+                            d.host,
+                            d.port,
+                            first.1.as_str(),
+                            first.0
+                        ),
+                    );
+                }
+            }
+            (Transport::Rtu, Some(s)) => {
+                let (first, line) = *serial.entry(s.path.as_str()).or_insert((di, s));
+                if line != s {
+                    p.add(
+                        format!("devices[{di}].serial"),
+                        format!(
+                            "{} is already used by devices[{first}] with baud {}, parity {}, {} data bits, {} stop bits; \
+                             every device on one serial bus uses the same line settings",
+                            s.path, line.baud, line.parity.as_str(), line.data_bits, line.stop_bits
+                        ),
+                    );
+                }
+            }
+            (Transport::Rtu, None) => {}
+        }
     }
 }
 
@@ -221,15 +374,7 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
                 format!("device id {:?} is used twice", d.id),
             );
         }
-        if d.host.trim().is_empty() {
-            p.add(
-                format!("{dk}.host"),
-                "expected a host name or IP address, got an empty string",
-            );
-        }
-        if d.port == 0 {
-            p.add(format!("{dk}.port"), "expected a TCP port 1-65535, got 0");
-        }
+        modbus_transport(&mut p, &dk, d);
         if d.poll_interval < Duration::from_millis(10) {
             p.add(
                 format!("{dk}.poll_interval"),
@@ -353,6 +498,8 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
             }
         }
     }
+
+    shared_links(&mut p, &c.devices);
 
     // MQTT sources: their own checks, then their point names join the station's.
     for prob in crate::sources::mqtt::config::validate(&c.mqtt_sources) {

@@ -277,6 +277,26 @@ impl Engine {
         self.tags.get(tag.0 as usize).map(|t| (t.value, t.quality))
     }
 
+    /// How many tags of each device are in each quality now: `counts[d]` is
+    /// `[good, uncertain, bad, stale]` of device `d` (a tag never read yet
+    /// is STALE). `counts` is resized to the number of devices; it does not
+    /// allocate once it has that length.
+    pub fn quality_by_device(&self, counts: &mut Vec<[u32; 4]>) {
+        counts.clear();
+        counts.resize(self.plan.devices.len(), [0; 4]);
+        for (t, info) in self.tags.iter().zip(&self.plan.tags) {
+            let q = match t.quality {
+                Quality::Good => 0,
+                Quality::Uncertain => 1,
+                Quality::Bad => 2,
+                Quality::Stale => 3,
+            };
+            if let Some(c) = counts.get_mut(info.device.0 as usize) {
+                c[q] += 1;
+            }
+        }
+    }
+
     /// Whether alarm `index` is active.
     pub fn alarm_active(&self, index: u32) -> bool {
         self.alarms.is_active(index)

@@ -17,7 +17,7 @@
 
 use crate::config::{Config, MeterKind, MeterRole};
 use crate::model::{BlockId, DeviceId, Priority, TagId};
-use crate::sources::modbus::{DataType, RegisterKind, WordOrder};
+use crate::sources::modbus::{DataType, Link, RegisterKind, WordOrder};
 use foldhash::{HashMap, HashMapExt};
 use std::time::Duration;
 
@@ -68,6 +68,9 @@ pub struct DevicePlan {
     pub id: String,
     pub host: String,
     pub port: u16,
+    /// The connection or serial port the device shares with others (the
+    /// poller runs one task per link). MQTT devices: their broker.
+    pub link: Link,
     pub unit_id: u8,
     pub poll_interval: Duration,
     pub timeout: Duration,
@@ -77,6 +80,9 @@ pub struct DevicePlan {
     pub pause_for: Duration,
     /// Retry period of a request refused with exception 01/02/03.
     pub config_error_retry: Duration,
+    /// Silence between requests on the device's link; wait after connect.
+    pub pause_between_requests: Duration,
+    pub pause_after_connect: Duration,
     /// The flow computer's hourly archive, when configured.
     pub archive: Option<ArchivePlan>,
 }
@@ -326,6 +332,7 @@ impl EnginePlan {
                 id: d.id.clone(),
                 host: d.host.clone(),
                 port: d.port,
+                link: d.link(),
                 unit_id: d.unit_id,
                 poll_interval: d.poll_interval,
                 timeout: d.timeout,
@@ -333,6 +340,8 @@ impl EnginePlan {
                 pause_after_failed_cycles: d.pause_after_failed_cycles,
                 pause_for: d.pause_for,
                 config_error_retry: d.config_error_retry,
+                pause_between_requests: d.pause_between_requests,
+                pause_after_connect: d.pause_after_connect,
                 archive: d.archive.as_ref().map(|a| {
                     let base = u16::from(d.address_base);
                     ArchivePlan {
@@ -369,6 +378,10 @@ impl EnginePlan {
                             id: dev_id.to_string(),
                             host: src.host.clone(),
                             port: src.port,
+                            link: Link::Tcp {
+                                host: src.host.clone(),
+                                port: src.port,
+                            },
                             unit_id: 0,
                             poll_interval: pt.expected_interval,
                             timeout: Duration::ZERO,
@@ -377,6 +390,8 @@ impl EnginePlan {
                             pause_after_failed_cycles: 0,
                             pause_for: Duration::ZERO,
                             config_error_retry: Duration::ZERO,
+                            pause_between_requests: Duration::ZERO,
+                            pause_after_connect: Duration::ZERO,
                             archive: None,
                         });
                         devices.len() - 1

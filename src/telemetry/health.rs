@@ -49,7 +49,7 @@ fn sink_reachable(sink: &str) -> Option<bool> {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct DeviceHealth {
     pub id: String,
-    /// `host:port` of the Modbus endpoint.
+    /// `host:port` of the Modbus endpoint (the path of a serial port).
     pub endpoint: String,
     /// `None` until the first reply or failure.
     pub connected: Option<bool>,
@@ -141,7 +141,8 @@ impl Health {
             .iter()
             .map(|d| DeviceHealth {
                 id: d.id.clone(),
-                endpoint: format!("{}:{}", d.host, d.port),
+                // host:port, [v6]:port, or the serial port's path.
+                endpoint: d.link.to_string(),
                 connected: None,
                 last_good_read: None,
                 last_error: None,

@@ -1,10 +1,12 @@
 //! The daemon watching itself: logging setup (human-readable text by
 //! default, JSON lines on request; stderr, or a file when a terminal view
 //! owns the screen), the Prometheus recorder (`prom`), the `/health` state
-//! (`health`), the read-only HTTP endpoint (`http`) and build facts (`build`).
+//! (`health`), per-device point-quality gauges (`device_points`), the
+//! read-only HTTP endpoint (`http`) and build facts (`build`).
 
 pub mod build;
 pub mod config;
+pub mod device_points;
 pub mod health;
 pub mod http;
 pub mod prom;

@@ -33,6 +33,7 @@ use crate::sinks::{influxdb, mqtt};
 use crate::sources::modbus;
 use crate::sources::mqtt as mqtt_source;
 use crate::sources::replay::capture::Recorder;
+use crate::telemetry::device_points::DevicePointGauges;
 use crate::telemetry::health::{DeviceTracker, Health};
 use live::LiveState;
 use route::Router;
@@ -340,6 +341,7 @@ pub async fn run_reloadable(
         file,
     );
     let mut tracker = DeviceTracker::new(&plan);
+    let mut point_gauges = DevicePointGauges::new(&plan);
     let mut out = Output::default();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -433,6 +435,7 @@ pub async fn run_reloadable(
                 emitter.emit(&mut out, &mut router, &engine);
                 tracker.tick(now);
                 health.update_devices(&tracker);
+                point_gauges.update(&engine);
             }
             Some(new) = reloads.recv() => {
                 let new_sink_fp = sink_material(&new);
@@ -537,6 +540,8 @@ pub async fn run_reloadable(
                 engine = new_engine;
                 plan = new_plan;
                 tracker = DeviceTracker::new(&plan);
+                point_gauges.clear();
+                point_gauges = DevicePointGauges::new(&plan);
                 health.config_loaded(&plan, Timestamp::now());
                 if let Some(live) = &emitter.live && let Ok(mut l) = live.lock() {
                     *l = LiveState::new(&plan);

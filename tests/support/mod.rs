@@ -1,11 +1,12 @@
 //! Test support shared by the integration tests: free ports, waiting for a
 //! condition with a deadline, and harnesses that start real servers
 //! (InfluxDB 1.6.7, mosquitto, a pymodbus server) on 127.0.0.1 in temp dirs
-//! and stop them on drop. Each integration test file uses `mod support;`.
+//! and stop them on drop, and the Modbus poller + engine runner (`modbus`). Each integration test file uses `mod support;`.
 #![allow(dead_code)]
 
 pub mod daemon;
 pub mod influxdb;
+pub mod modbus;
 pub mod mosquitto;
 pub mod pki;
 pub mod pymodbus;

@@ -1,8 +1,12 @@
-//! A real, independent Modbus/TCP server for tests: Debian's pymodbus 3.0
-//! (`python3-pymodbus`) running `pymodbus_server.py` on 127.0.0.1 with a
-//! register map the test gives. Started with [`PymodbusServer::start`], it is
-//! ready when `start` returns (the script prints READY once listening) and is
-//! killed on drop.
+//! A real, independent Modbus server for tests: Debian's pymodbus 3.0
+//! (`python3-pymodbus`) running `pymodbus_server.py` with a register map the
+//! test gives: Modbus/TCP or RTU over TCP on 127.0.0.1, or RTU on a serial
+//! port (a pseudo-terminal the script opens; `python3-serial`,
+//! `python3-serial-asyncio`). Values can be given as registers or encoded by
+//! pymodbus's own payload builder ([`Encoded`]). Started with
+//! [`PymodbusServer::start`] / [`PymodbusServer::start_with`], it is ready
+//! when that returns (the script prints READY once serving) and is killed on
+//! drop.
 
 use serde_json::{Map, Value, json};
 use std::io::{BufRead, BufReader, Read};
@@ -24,20 +28,63 @@ const READY_DEADLINE: Duration = Duration::from_secs(15);
 pub struct Unit {
     pub holding: Option<(u16, Vec<u16>)>,
     pub input: Option<(u16, Vec<u16>)>,
+    pub coil: Option<(u16, Vec<bool>)>,
+    pub discrete_input: Option<(u16, Vec<bool>)>,
+    /// Values pymodbus encodes itself (BinaryPayloadBuilder) into the
+    /// holding or input table.
+    pub encode: Vec<Encoded>,
+}
+
+/// One value for pymodbus to encode at `address` of `table`.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    /// "holding" or "input".
+    pub table: &'static str,
+    pub address: u16,
+    /// u16 i16 u32 i32 u64 i64 f32 f64 string
+    pub ty: &'static str,
+    /// ABCD CDAB BADC DCBA
+    pub order: &'static str,
+    /// A number, or the text of a string.
+    pub value: Value,
+    /// Registers of a string (NUL padded).
+    pub length: Option<u16>,
+}
+
+/// How pymodbus serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Modbus/TCP on 127.0.0.1.
+    Tcp,
+    /// RTU frames over TCP on 127.0.0.1 (pymodbus's RTU framer).
+    RtuOverTcp,
+    /// RTU on a pseudo-terminal: 19200 baud, no parity (ptys refuse
+    /// PARENB), 8 data bits, 1 stop bit.
+    Rtu,
+}
+
+impl Transport {
+    fn arg(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::RtuOverTcp => "rtu_over_tcp",
+            Transport::Rtu => "rtu",
+        }
+    }
 }
 
 impl Unit {
     pub fn holding(start: u16, values: &[u16]) -> Self {
         Unit {
             holding: Some((start, values.to_vec())),
-            input: None,
+            ..Unit::default()
         }
     }
 
     pub fn input(start: u16, values: &[u16]) -> Self {
         Unit {
-            holding: None,
             input: Some((start, values.to_vec())),
+            ..Unit::default()
         }
     }
 
@@ -61,6 +108,23 @@ fn map_json(map: &RegisterMap) -> String {
         if let Some((start, values)) = &unit.input {
             tables.insert("input".into(), json!([start, values]));
         }
+        if let Some((start, values)) = &unit.coil {
+            tables.insert("coil".into(), json!([start, values]));
+        }
+        if let Some((start, values)) = &unit.discrete_input {
+            tables.insert("discrete_input".into(), json!([start, values]));
+        }
+        if !unit.encode.is_empty() {
+            let entries: Vec<Value> = unit
+                .encode
+                .iter()
+                .map(|e| {
+                    json!({"table": e.table, "address": e.address, "type": e.ty,
+                           "order": e.order, "value": e.value, "length": e.length})
+                })
+                .collect();
+            tables.insert("encode".into(), Value::Array(entries));
+        }
         units.insert(id.to_string(), Value::Object(tables));
     }
     Value::Object(units).to_string()
@@ -70,18 +134,31 @@ fn map_json(map: &RegisterMap) -> String {
 pub struct PymodbusServer {
     child: Child,
     pub port: u16,
+    /// With [`Transport::Rtu`]: the serial port (pty) the client opens.
+    pub serial_path: Option<String>,
     stderr: Arc<Mutex<String>>,
 }
 
 impl PymodbusServer {
-    /// Starts pymodbus on 127.0.0.1:`port` and waits (with a deadline) until
-    /// it listens. Panics with a clear message when pymodbus is missing.
+    /// Starts pymodbus (Modbus/TCP) on 127.0.0.1:`port` and waits (with a
+    /// deadline) until it listens. Panics with a clear message when pymodbus
+    /// is missing.
     pub fn start(port: u16, map: &RegisterMap) -> PymodbusServer {
+        Self::start_with(port, map, Transport::Tcp)
+    }
+
+    /// As [`Self::start`], serving with `transport` (`port` is unused for
+    /// [`Transport::Rtu`]; the pty path is in `serial_path`).
+    pub fn start_with(port: u16, map: &RegisterMap, transport: Transport) -> PymodbusServer {
         require_pymodbus();
+        if transport == Transport::Rtu {
+            require_pyserial();
+        }
         let mut child = Command::new(PYTHON)
             .arg(SCRIPT)
             .arg(port.to_string())
             .arg(map_json(map))
+            .arg(transport.arg())
             // The script exits when stdin closes, so a crashed test leaves no server.
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -123,13 +200,18 @@ impl PymodbusServer {
         let mut server = PymodbusServer {
             child,
             port,
+            serial_path: None,
             stderr,
         };
         let deadline = std::time::Instant::now() + READY_DEADLINE;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match ready_rx.recv_timeout(left) {
-                Ok(line) if line.starts_with("READY") => return server,
+                Ok(line) if line.starts_with("READY") => {
+                    // "READY pymodbus VERSION [PATH]"
+                    server.serial_path = line.split_whitespace().nth(3).map(str::to_string);
+                    return server;
+                }
                 Ok(line) if line.starts_with("NO_PYMODBUS") => {
                     panic!(
                         "{line}\nThe Modbus tests need Debian's pymodbus: apt-get install python3-pymodbus"
@@ -167,6 +249,22 @@ impl PymodbusServer {
 impl Drop for PymodbusServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Panics with the install hint when pyserial (and its asyncio part, which
+/// pymodbus's serial server uses) is missing.
+fn require_pyserial() {
+    let out = Command::new(PYTHON)
+        .args(["-c", "import serial, serial_asyncio"])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => panic!(
+            "pyserial is not installed ({}): apt-get install python3-serial python3-serial-asyncio",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Err(e) => panic!("{PYTHON} not found ({e}): apt-get install python3 python3-serial"),
     }
 }
 

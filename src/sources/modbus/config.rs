@@ -12,8 +12,15 @@
 //! (word order reversed? bytes swapped inside each word?), which covers the
 //! 8-byte permutations devices actually use: ABCDEFGH, GHEFCDAB, BADCFEHG,
 //! HGFEDCBA. For 16-bit values only ABCD and BADC (byte swap) make sense.
+//!
+//! Transport: `tcp` (Modbus/TCP, MBAP framing, the default), `rtu_over_tcp`
+//! (RTU frames with CRC carried over a TCP socket: serial-to-Ethernet
+//! converters in transparent mode) or `rtu` (a local serial port, `[serial]`).
+//! The devices reached through one [`Link`] (one host:port, or one serial
+//! path) share it: one connection or open port, one request at a time.
 
 use serde::Deserialize;
+use std::fmt;
 use std::time::Duration;
 
 /// One Modbus endpoint + unit id (a flow computer, PLC or RTU).
@@ -22,12 +29,22 @@ use std::time::Duration;
 pub struct DeviceConfig {
     /// Device id, unique in the station; used in logs, metrics and tags.
     pub id: String,
-    /// Host name or IP address of the device or serial gateway.
+    /// How the device is reached: "tcp" (Modbus/TCP, default),
+    /// "rtu_over_tcp" (RTU frames over a TCP socket, e.g. a serial-to-Ethernet
+    /// converter in transparent mode) or "rtu" (a local serial port, see `serial`).
+    #[serde(default)]
+    pub transport: Transport,
+    /// Host name or IP address of the device or serial gateway (tcp and
+    /// rtu_over_tcp; leave it out for rtu).
+    #[serde(default)]
     pub host: String,
-    /// TCP port (Modbus default 502).
+    /// TCP port (Modbus default 502; tcp and rtu_over_tcp only).
     #[serde(default = "default_port")]
     pub port: u16,
-    /// Modbus unit id (slave id), 0-255; 255 or 1 for most TCP devices.
+    /// The serial line, for transport = "rtu" only.
+    pub serial: Option<SerialConfig>,
+    /// Modbus unit id (slave id), 0-255; 255 or 1 for most TCP devices, 1-247
+    /// on RTU (0 is broadcast, which nobody answers).
     #[serde(default = "default_unit_id")]
     pub unit_id: u8,
     /// How often to read every point, e.g. "1s", "500ms".
@@ -62,6 +79,17 @@ pub struct DeviceConfig {
     /// change its mind) the request is retried only this often.
     #[serde(default = "default_config_error_retry", with = "humantime_serde")]
     pub config_error_retry: Duration,
+    /// Silence kept between the end of one request and the next on this
+    /// device's connection or bus (slow serial gateways, PLCs that choke on
+    /// back-to-back requests). Default 0. Devices sharing a link: the
+    /// longest of theirs applies to the link.
+    #[serde(default, with = "humantime_serde")]
+    pub pause_between_requests: Duration,
+    /// Wait after a connection is made before the first request (gateways
+    /// that drop requests sent right after accept). Default 0; the longest
+    /// of the link's devices applies.
+    #[serde(default, with = "humantime_serde")]
+    pub pause_after_connect: Duration,
     /// Poll groups: points with `group = NAME` are read every `interval`
     /// (a multiple of `poll_interval`) instead of every cycle, e.g. slow
     /// totals beside fast pressures. Blocks of a group are staggered over
@@ -183,7 +211,154 @@ pub struct PollGroupConfig {
     pub interval: Duration,
 }
 
+/// How a device is reached (`transport` of a `[[devices]]` entry).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    /// Modbus/TCP: MBAP header with transaction ids.
+    #[default]
+    Tcp,
+    /// RTU frames (unit id, PDU, CRC) over a TCP socket.
+    RtuOverTcp,
+    /// RTU frames on a local serial port.
+    Rtu,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::RtuOverTcp => "rtu_over_tcp",
+            Transport::Rtu => "rtu",
+        }
+    }
+}
+
+/// The serial line of an RTU device (`[devices.serial]`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(deny_unknown_fields)]
+pub struct SerialConfig {
+    /// Device path, e.g. "/dev/ttyUSB0", "/dev/ttyS1", "/dev/serial/by-id/...".
+    pub path: String,
+    /// Line speed in baud, e.g. 9600 or 19200; every device on the bus uses it.
+    pub baud: u32,
+    /// "none", "even" (the Modbus default) or "odd"; no default: a wrong
+    /// parity garbles every frame, so the operator states it.
+    pub parity: Parity,
+    /// Data bits: 8 (RTU frames are 8-bit; 7 is Modbus ASCII, not supported).
+    #[serde(default = "default_data_bits")]
+    pub data_bits: u8,
+    /// Stop bits: 1 or 2 (Modbus asks for 2 when parity is none; many
+    /// devices use 1).
+    #[serde(default = "default_stop_bits")]
+    pub stop_bits: u8,
+}
+
+/// Parity of a serial line.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Parity {
+    None,
+    Even,
+    Odd,
+}
+
+impl Parity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Parity::None => "none",
+            Parity::Even => "even",
+            Parity::Odd => "odd",
+        }
+    }
+}
+
+impl SerialConfig {
+    /// Bits on the wire per character: start + data + parity + stop.
+    pub fn bits_per_char(&self) -> u32 {
+        1 + u32::from(self.data_bits)
+            + u32::from(self.parity != Parity::None)
+            + u32::from(self.stop_bits)
+    }
+
+    /// Time to send `chars` characters at this line speed.
+    pub fn char_time(&self, chars: u32) -> Duration {
+        let bits = u64::from(self.bits_per_char()) * u64::from(chars);
+        Duration::from_nanos(bits * 1_000_000_000 / u64::from(self.baud.max(1)))
+    }
+
+    /// The silence that separates two RTU frames: 3.5 character times, or
+    /// 1.75 ms above 19200 baud (Modbus over serial line, 2.5.1.1).
+    pub fn frame_gap(&self) -> Duration {
+        if self.baud > 19_200 {
+            Duration::from_micros(1750)
+        } else {
+            self.char_time(7) / 2
+        }
+    }
+}
+
+/// What devices share: one TCP connection (per host, port and framing) or
+/// one serial port. The poller runs one task, one connection and one
+/// outstanding request per link.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Link {
+    /// Modbus/TCP to `host:port`.
+    Tcp { host: String, port: u16 },
+    /// RTU frames over TCP to `host:port`.
+    RtuOverTcp { host: String, port: u16 },
+    /// RTU frames on a serial port.
+    Serial(SerialConfig),
+}
+
+impl Link {
+    /// Whether requests are RTU frames (no transaction id: a late answer
+    /// is told from the current one only by unit, function and length).
+    pub fn is_rtu(&self) -> bool {
+        !matches!(self, Link::Tcp { .. })
+    }
+}
+
+impl fmt::Display for Link {
+    /// `host:port` (`[v6]:port`) for TCP links, the path for a serial port:
+    /// the `endpoint` label of metrics and logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Link::Tcp { host, port } | Link::RtuOverTcp { host, port } => {
+                if host.contains(':') {
+                    write!(f, "[{host}]:{port}")
+                } else {
+                    write!(f, "{host}:{port}")
+                }
+            }
+            Link::Serial(s) => f.write_str(&s.path),
+        }
+    }
+}
+
 impl DeviceConfig {
+    /// The link this device is reached through. A serial device without
+    /// `serial` (which validation reports) gets an empty path.
+    pub fn link(&self) -> Link {
+        match self.transport {
+            Transport::Tcp => Link::Tcp {
+                host: self.host.clone(),
+                port: self.port,
+            },
+            Transport::RtuOverTcp => Link::RtuOverTcp {
+                host: self.host.clone(),
+                port: self.port,
+            },
+            Transport::Rtu => Link::Serial(self.serial.clone().unwrap_or(SerialConfig {
+                path: String::new(),
+                baud: 9600,
+                parity: Parity::Even,
+                data_bits: 8,
+                stop_bits: 1,
+            })),
+        }
+    }
+
     /// Every how many poll cycles a point of `group` is read (1 when the
     /// group is absent or unknown; validation reports unknown groups).
     pub fn cycles_of(&self, group: Option<&str>) -> u32 {
@@ -197,6 +372,12 @@ impl DeviceConfig {
 
 fn default_port() -> u16 {
     502
+}
+fn default_data_bits() -> u8 {
+    8
+}
+fn default_stop_bits() -> u8 {
+    1
 }
 fn default_unit_id() -> u8 {
     1

@@ -1,6 +1,9 @@
-//! The Modbus/TCP poller: one task per endpoint (`host:port`) reads the
-//! planned blocks of every device behind it and sends each result to the
-//! engine as an [`Input`]. The poller never decodes; the engine does.
+//! The Modbus poller: one task per link (a `host:port` speaking Modbus/TCP
+//! or RTU over TCP, or a serial port speaking RTU) reads the planned blocks
+//! of every device behind it and sends each result to the engine as an
+//! [`Input`]. The poller never decodes; the engine does. The three
+//! transports differ only in how [`EndpointTask::connect`] opens the link;
+//! timeouts, reconnects, exception policy and pausing are the same code.
 //!
 //! Invariants:
 //! - **Read-only toward the field.** The only requests ever built are
@@ -14,10 +17,20 @@
 //!   alone ([`SplitRanges`]). The split is remembered; parts go to the
 //!   engine as `Input::RegistersPart` / `Input::ReadFailedPart`, so the good
 //!   points keep reading and only the bad one is BAD `exception_02...`.
-//! - **One connection per endpoint.** Devices that share an endpoint (unit
-//!   ids behind one serial gateway) share one TCP connection; requests on it
-//!   are strictly serialised (one outstanding request), the unit id is set
-//!   per request. Serial gateways and small RTUs allow nothing else.
+//! - **One connection per link.** Devices that share a link (unit ids
+//!   behind one serial gateway, or on one RS-485 bus) share one TCP
+//!   connection or one open serial port; requests on it are strictly
+//!   serialised (one outstanding request per bus), the unit id is set per
+//!   request. Serial buses, gateways and small RTUs allow nothing else.
+//! - **RTU has no transaction id.** A late answer on an RTU link can only be
+//!   told from the current one by unit id, function code, length and CRC.
+//!   So after a timeout (or a garbled frame) the context is dropped (a TCP
+//!   socket is reconnected; a serial port stays open, see `serial.rs`), and
+//!   the line is listened to and every byte discarded until it has been
+//!   silent for the link's timeout (libmodbus's error-recovery does the
+//!   same: sleep the response timeout, flush), before the next request goes
+//!   out. On a serial port each request also waits for the 3.5-character
+//!   silence that separates RTU frames.
 //! - **Every network step is bounded.** tokio-modbus has no timeouts of its
 //!   own (slowtec/tokio-modbus#113, #183), so connecting and every request run
 //!   under `tokio::time::timeout` with the device's `timeout`. A dead unit
@@ -49,12 +62,19 @@
 //!   off like a refused connect.
 //!   While disconnected nothing is sent: the engine marks the points STALE
 //!   after 1.5 poll periods by itself.
-//! - **Poll groups.** A block of a slower group (`every` cycles) is read in
-//!   the cycles where `cycle % every == phase`; the planner staggers the
-//!   phases so a group's blocks spread over its cycles.
+//! - **Poll groups.** A block of a slower group (`every` ticks) is read on
+//!   the ticks of the device's grid where `tick % every == phase`; the
+//!   planner staggers the phases so a group's blocks spread over its ticks.
+//!   Ticks are counted on the grid, skipped ones included, so a group keeps
+//!   its own interval when cycles overrun; when its tick was skipped it is
+//!   read at the next tick that runs, then back on its grid
+//!   ([`next_group_tick`]): late once, never twice in a row, never starved.
 //! - **Fixed rate, never bunched.** Each device is polled on its own
-//!   `poll_interval` grid; ticks missed because a cycle overran are skipped
-//!   and counted (`gaswatch_modbus_overruns_total`), not caught up.
+//!   `poll_interval` grid (tokio's `MissedTickBehavior::Skip`): ticks missed
+//!   because a cycle overran (a slow answer, or the other devices of the
+//!   link holding the bus) are skipped and counted
+//!   (`gaswatch_modbus_overruns_total`), never run back to back to catch up.
+//!   Ticks missed while the link was down are skipped but not counted.
 //! - **Never blocks on the engine.** Inputs go out with `try_send`; when the
 //!   channel is full the rest of that device cycle is dropped and counted
 //!   (`gaswatch_source_dropped_total{reason="channel_full"}`), with one WARN
@@ -66,19 +86,20 @@
 
 use crate::engine::{BlockPlan, DevicePlan, EnginePlan};
 use crate::model::{BlockId, DeviceId, Input, ReadError, Reason, Receipt, Timestamp};
-use crate::sources::modbus::RegisterKind;
 use crate::sources::modbus::archive::{self, ArchiveStore};
+use crate::sources::modbus::{Link, RegisterKind};
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_modbus::client::{Client, Context, tcp};
+use tokio_modbus::client::{Client, Context, rtu, tcp};
 use tokio_modbus::slave::SlaveContext;
 use tokio_modbus::{ProtocolError, Request, Response, Slave};
 use tokio_util::sync::CancellationToken;
@@ -91,9 +112,9 @@ const BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// Shortest poll interval honoured (guards a zero interval).
 const MIN_INTERVAL: Duration = Duration::from_millis(1);
 
-/// Spawns one task per endpoint (host:port). Devices sharing an endpoint
-/// (several unit ids behind one serial gateway) share ONE TCP connection;
-/// requests on it are serialised.
+/// Spawns one task per link (host:port and framing, or serial port).
+/// Devices sharing a link (several unit ids behind one serial gateway or on
+/// one bus) share ONE connection; requests on it are serialised.
 ///
 /// The tasks run until `cancel` fires or the engine side of `tx` is closed.
 pub fn spawn(
@@ -116,15 +137,15 @@ pub fn spawn(
         .collect()
 }
 
-/// Groups the devices with at least one block by `(host, port)`, in config order.
-pub(crate) fn endpoints(plan: &EnginePlan) -> Vec<((String, u16), Vec<DeviceId>)> {
-    let mut order: Vec<(String, u16)> = Vec::new();
-    let mut groups: BTreeMap<(String, u16), Vec<DeviceId>> = BTreeMap::new();
+/// Groups the devices with at least one block by [`Link`], in config order.
+pub(crate) fn endpoints(plan: &EnginePlan) -> Vec<(Link, Vec<DeviceId>)> {
+    let mut order: Vec<Link> = Vec::new();
+    let mut groups: BTreeMap<Link, Vec<DeviceId>> = BTreeMap::new();
     for (i, d) in plan.devices.iter().enumerate() {
         if d.blocks.is_empty() {
             continue;
         }
-        let key = (d.host.clone(), d.port);
+        let key = d.link.clone();
         let group = groups.entry(key.clone()).or_default();
         if group.is_empty() {
             order.push(key);
@@ -204,6 +225,28 @@ pub(crate) fn classify(
     }
 }
 
+/// A freshly opened link, before the Modbus framing is attached.
+enum Opened {
+    Tcp(TcpStream),
+    Serial(super::serial::BusPort),
+}
+
+/// Resolves `host` and connects to the first address that accepts.
+async fn connect_tcp(host: String, port: u16) -> io::Result<TcpStream> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "host resolved to no address");
+    for addr in tokio::net::lookup_host((host.as_str(), port)).await? {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => {
+                // Small request/response frames: do not wait for Nagle.
+                stream.set_nodelay(true)?;
+                return Ok(stream);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
 /// Capped exponential backoff with ±20 % jitter.
 #[derive(Debug)]
 pub(crate) struct Backoff {
@@ -241,6 +284,14 @@ pub(crate) fn advance(due: Instant, interval: Duration, now: Instant) -> (Instan
     // mul_f64 may round down by a nanosecond; make sure we are in the future.
     let next = if next > now { next } else { now + interval };
     (next, u64::try_from(skipped).unwrap_or(u64::MAX))
+}
+
+/// The first tick after `tick` on a poll group's grid (`n % every == phase`).
+pub(crate) fn next_group_tick(tick: u64, every: u32, phase: u32) -> u64 {
+    let every = u64::from(every.max(1));
+    let after = tick.saturating_add(1);
+    let phase = u64::from(phase) % every;
+    after + (phase + every - after % every) % every
 }
 
 /// The remembered split of a block whose merged read failed with exception
@@ -425,13 +476,17 @@ struct DeviceState {
     paused_until: Option<Instant>,
     /// True from a pause until the unit answers again (logs once per episode).
     degraded: bool,
-    /// Poll cycles run so far (poll groups read when `cycle % every == phase`).
+    /// Grid tick of the cycle about to run (skipped ticks counted).
     cycle: u64,
+    /// Per block: the first tick it is due at (poll groups, see
+    /// [`next_group_tick`]).
+    block_due: Vec<u64>,
     /// This cycle: some read succeeded / some read failed as a unit failure.
     cycle_ok: bool,
     cycle_dead: bool,
-    /// Set on reconnect: the ticks missed while disconnected are not overruns.
-    resumed: bool,
+    /// When the link came back (set on reconnect until the device's next
+    /// cycle): the ticks missed while disconnected are not overruns.
+    resumed: Option<Instant>,
     metrics: DeviceMetrics,
     /// The flow computer's hourly archive, when the device has one.
     archive: Option<ArchiveState>,
@@ -498,9 +553,28 @@ enum CycleEnd {
 struct EndpointTask {
     plan: Arc<EnginePlan>,
     name: String,
-    host: String,
-    port: u16,
+    link: Link,
+    /// The longest timeout of the link's devices: for connecting, and the
+    /// silence awaited before reusing an RTU link after a failure.
     connect_timeout: Duration,
+    /// Silence before each request: RTU on a serial port needs 3.5
+    /// characters; `pause_between_requests` (the longest of the link's
+    /// devices) may ask for more.
+    frame_gap: Duration,
+    /// `pause_after_connect` (the longest of the link's devices).
+    pause_after_connect: Duration,
+    /// No request before this (set on connect by `pause_after_connect`).
+    not_before: Option<Instant>,
+    /// When the last answer (or timeout) ended, for `frame_gap`.
+    last_frame: Option<Instant>,
+    /// The next connect follows a failed request: on an RTU link, wait for
+    /// silence before sending again (module docs).
+    resync: bool,
+    /// The open serial port of a serial link, kept across resyncs.
+    port: Option<super::serial::BusPort>,
+    /// The last failed request was an I/O error of the link itself (not a
+    /// timeout or a garbled answer): reopen the serial port.
+    link_broken: bool,
     devices: Vec<DeviceState>,
     tx: mpsc::Sender<Input>,
     cancel: CancellationToken,
@@ -518,16 +592,12 @@ struct EndpointTask {
 impl EndpointTask {
     fn new(
         plan: Arc<EnginePlan>,
-        (host, port): (String, u16),
+        link: Link,
         ids: Vec<DeviceId>,
         tx: mpsc::Sender<Input>,
         cancel: CancellationToken,
     ) -> Self {
-        let name = if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
+        let name = link.to_string();
         let now = Instant::now();
         let devices: Vec<DeviceState> = ids
             .into_iter()
@@ -543,9 +613,10 @@ impl EndpointTask {
                     paused_until: None,
                     degraded: false,
                     cycle: 0,
+                    block_due: d.blocks.iter().map(|b| u64::from(b.phase)).collect(),
                     cycle_ok: false,
                     cycle_dead: false,
-                    resumed: false,
+                    resumed: None,
                     metrics: DeviceMetrics::new(&d.id),
                     archive: d.archive.as_ref().map(|a| ArchiveState::open(a, &d.id)),
                 }
@@ -556,14 +627,33 @@ impl EndpointTask {
             .map(|s| plan.device(s.id).timeout)
             .max()
             .unwrap_or(Duration::from_secs(1));
+        let longest = |f: fn(&DevicePlan) -> Duration| {
+            devices
+                .iter()
+                .map(|s| f(plan.device(s.id)))
+                .max()
+                .unwrap_or(Duration::ZERO)
+        };
+        let pause_between = longest(|d| d.pause_between_requests);
+        let pause_after_connect = longest(|d| d.pause_after_connect);
         EndpointTask {
             connects_ok: counter!("gaswatch_modbus_connects_total", "endpoint" => name.clone(), "result" => "ok"),
             connects_err: counter!("gaswatch_modbus_connects_total", "endpoint" => name.clone(), "result" => "error"),
             plan,
             name,
-            host,
-            port,
+            frame_gap: match &link {
+                Link::Serial(s) => s.frame_gap(),
+                Link::Tcp { .. } | Link::RtuOverTcp { .. } => Duration::ZERO,
+            }
+            .max(pause_between),
+            pause_after_connect,
+            not_before: None,
+            link,
             connect_timeout,
+            last_frame: None,
+            resync: false,
+            port: None,
+            link_broken: false,
             devices,
             tx,
             cancel,
@@ -611,14 +701,19 @@ impl EndpointTask {
                         // Ticks that passed while disconnected are not overruns.
                         // `due` itself is kept: the most overdue device goes
                         // first, so no device starves another after a reconnect.
+                        let now = Instant::now();
                         for d in &mut self.devices {
-                            d.resumed = true;
+                            d.resumed = Some(now);
                         }
                         ctx = Some(c);
                         self.link_ok = false;
+                        self.not_before = (!self.pause_after_connect.is_zero())
+                            .then(|| Instant::now() + self.pause_after_connect);
                     }
                     Err(error) => {
                         self.connects_err.increment(1);
+                        // A serial port that failed here is opened afresh.
+                        self.port = None;
                         let delay = self.backoff.next_delay();
                         if self.unreachable {
                             debug!(endpoint = %self.name, %error, ?delay, "Modbus connect failed again.");
@@ -653,10 +748,18 @@ impl EndpointTask {
                 .poll_interval
                 .max(MIN_INTERVAL);
             let (next_due, skipped) = advance(due, interval, Instant::now());
-            let resumed = std::mem::replace(&mut self.devices[next].resumed, false);
-            if skipped > 0 && !resumed {
-                self.devices[next].metrics.overruns.increment(skipped);
-                debug!(device = %self.plan.device(self.devices[next].id).id, skipped, "Modbus poll cycle overran; ticks skipped.");
+            let st = &mut self.devices[next];
+            st.cycle = st.cycle.wrapping_add(1).wrapping_add(skipped);
+            // Ticks that passed before the link came back were missed by the
+            // outage, not by a slow cycle.
+            let down = match st.resumed.take() {
+                Some(at) if at > due => advance(due, interval, at).1,
+                _ => 0,
+            };
+            let overruns = skipped.saturating_sub(down);
+            if overruns > 0 {
+                st.metrics.overruns.increment(overruns);
+                debug!(device = %self.plan.device(st.id).id, overruns, "Modbus poll cycle overran; ticks skipped.");
             }
             self.devices[next].due = next_due;
             match end {
@@ -664,6 +767,10 @@ impl EndpointTask {
                 CycleEnd::Reconnect => {
                     // Never reuse a context after a timeout or transport error (#324).
                     ctx = None;
+                    self.resync = true;
+                    if std::mem::replace(&mut self.link_broken, false) {
+                        self.port = None;
+                    }
                     // A connection that answered before is dropped to resync,
                     // not because the endpoint is down: reconnect at once so a
                     // dead unit behind a gateway costs the others only its
@@ -685,28 +792,93 @@ impl EndpointTask {
         debug!(endpoint = %self.name, "Modbus poller stopped.");
     }
 
-    /// Resolves the host and connects, all within the connect timeout.
-    async fn connect(&self) -> io::Result<Context> {
-        let host = self.host.clone();
-        let port = self.port;
-        let attempt = async move {
-            let mut last = io::Error::new(io::ErrorKind::NotFound, "host resolved to no address");
-            for addr in tokio::net::lookup_host((host.as_str(), port)).await? {
-                match TcpStream::connect(addr).await {
-                    Ok(stream) => {
-                        // Small request/response frames: do not wait for Nagle.
-                        stream.set_nodelay(true)?;
-                        return Ok(tcp::attach_slave(stream, Slave::tcp_device()));
+    /// Opens the link (resolves and connects, or opens the serial port),
+    /// all within the connect timeout; on an RTU link then waits for the
+    /// line to be quiet (see the module docs).
+    async fn connect(&mut self) -> io::Result<Context> {
+        let opened = match &self.link {
+            Link::Tcp { host, port } | Link::RtuOverTcp { host, port } => {
+                let attempt = connect_tcp(host.clone(), *port);
+                match tokio::time::timeout(self.connect_timeout, attempt).await {
+                    Ok(r) => Opened::Tcp(r?),
+                    Err(_) => {
+                        return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"));
                     }
-                    Err(e) => last = e,
                 }
             }
-            Err(last)
+            Link::Serial(line) => {
+                // The port stays open across resyncs (serial.rs); it is
+                // reopened only after an I/O error dropped it.
+                let port = match &self.port {
+                    Some(p) => {
+                        p.clear_input()?;
+                        p.clone()
+                    }
+                    None => super::serial::BusPort::open(line)?,
+                };
+                self.port = Some(port.clone());
+                Opened::Serial(port)
+            }
         };
-        match tokio::time::timeout(self.connect_timeout, attempt).await {
-            Ok(r) => r,
-            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
+        // After a failure a late answer may still be on its way; otherwise
+        // only stale bytes already buffered need to go.
+        let quiet = if std::mem::replace(&mut self.resync, false) {
+            self.connect_timeout
+        } else {
+            (self.frame_gap * 2).max(Duration::from_millis(5))
+        };
+        let limit = self.connect_timeout * 3;
+        let ctx = match opened {
+            Opened::Tcp(stream) => match &self.link {
+                Link::RtuOverTcp { .. } => {
+                    let mut stream = stream;
+                    self.discard(&mut stream, quiet, limit).await?;
+                    rtu::attach_slave(stream, Slave(1))
+                }
+                _ => tcp::attach_slave(stream, Slave::tcp_device()),
+            },
+            Opened::Serial(mut port) => {
+                self.discard(&mut port, quiet, limit).await?;
+                rtu::attach_slave(port, Slave(1))
+            }
+        };
+        self.last_frame = Some(Instant::now());
+        Ok(ctx)
+    }
+
+    /// Reads and drops bytes until the line was silent for `quiet` (at most
+    /// `limit` in all: a line that never stops talking is used anyway, and
+    /// its garbage fails the next request instead).
+    async fn discard<S: tokio::io::AsyncRead + Unpin>(
+        &self,
+        stream: &mut S,
+        quiet: Duration,
+        limit: Duration,
+    ) -> io::Result<()> {
+        let end = Instant::now() + limit;
+        let mut buf = [0u8; 256];
+        let mut dropped = 0usize;
+        loop {
+            let wait = quiet.min(end.saturating_duration_since(Instant::now()));
+            if wait.is_zero() {
+                break;
+            }
+            match tokio::time::timeout(wait, stream.read(&mut buf)).await {
+                Err(_) => break,
+                Ok(Ok(0)) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the link closed while waiting for it to go quiet",
+                    ));
+                }
+                Ok(Ok(n)) => dropped += n,
+                Ok(Err(e)) => return Err(e),
+            }
         }
+        if dropped > 0 {
+            debug!(endpoint = %self.name, dropped, "RTU link: discarded stray bytes before sending.");
+        }
+        Ok(())
     }
 
     /// Reads every block of one device once. A block whose merged read was
@@ -730,7 +902,6 @@ impl EndpointTask {
         self.devices[index].cycle_dead = false;
         let end = self.poll_device_reads(ctx, index).await;
         let st = &mut self.devices[index];
-        st.cycle = st.cycle.wrapping_add(1);
         if st.cycle_ok {
             st.failed_cycles = 0;
             if std::mem::replace(&mut st.degraded, false) {
@@ -777,9 +948,11 @@ impl EndpointTask {
         let was_failing = self.devices[index].failed_cycles > 0 || self.devices[index].degraded;
         for (bi, block) in device.blocks.iter().enumerate() {
             let block_id = BlockId(bi as u32);
-            if cycle % u64::from(block.every.max(1)) != u64::from(block.phase) {
-                continue; // a slower poll group, not due this cycle
+            let due_at = &mut self.devices[index].block_due[bi];
+            if cycle < *due_at {
+                continue; // a slower poll group, not due this tick
             }
+            *due_at = next_group_tick(cycle, block.every, block.phase);
             if self.devices[index].splits[bi].is_none() {
                 if self.held(index, (bi, WHOLE)) {
                     continue;
@@ -1279,7 +1452,7 @@ impl EndpointTask {
     /// One FC01-FC04 request under the device timeout.
     #[allow(clippy::too_many_arguments)]
     async fn read(
-        &self,
+        &mut self,
         ctx: &mut Context,
         index: usize,
         timeout: Duration,
@@ -1288,11 +1461,33 @@ impl EndpointTask {
         count: u16,
         words: u16,
     ) -> Outcome {
+        if !self.frame_gap.is_zero()
+            && let Some(last) = self.last_frame
+        {
+            // RTU frames are delimited by silence, and some devices need a
+            // pause between requests: leave the gap before talking.
+            tokio::time::sleep_until(last + self.frame_gap).await;
+        }
+        if let Some(at) = self.not_before.take() {
+            // The first request after connecting waits `pause_after_connect`.
+            tokio::time::sleep_until(at).await;
+        }
         let m = &self.devices[index].metrics;
         m.requests.increment(1);
         let started = Instant::now();
         let result =
             tokio::time::timeout(timeout, ctx.call(read_request(kind, start, count))).await;
+        self.last_frame = Some(Instant::now());
+        if let Ok(Err(tokio_modbus::Error::Transport(e))) = &result
+            && !matches!(
+                e.kind(),
+                io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput
+            )
+        {
+            // The port or socket itself failed, not just one answer.
+            self.link_broken = true;
+        }
+        let m = &self.devices[index].metrics;
         if matches!(result, Ok(Ok(_))) {
             m.response.record(started.elapsed().as_secs_f64());
         }

@@ -4,7 +4,8 @@
 
 use super::RegisterKind;
 use super::poller::{
-    Backoff, Outcome, SplitRanges, advance, classify, endpoints, part_words, read_request,
+    Backoff, Outcome, SplitRanges, advance, classify, endpoints, next_group_tick, part_words,
+    read_request,
 };
 use crate::model::ReadError;
 use std::io;
@@ -209,25 +210,25 @@ fn poll_grid_skips_missed_ticks_instead_of_bunching() {
 }
 
 #[test]
-fn sample_toml_parses_and_plans_one_endpoint() {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Devices {
-        devices: Vec<super::DeviceConfig>,
-    }
-    let sample: Devices = toml::from_str(include_str!("sample.toml")).expect("sample.toml parses");
-    assert_eq!(sample.devices.len(), 2);
-    let endpoints: std::collections::BTreeSet<_> = sample
-        .devices
+fn sample_toml_validates_and_plans_one_link_per_gateway_bus_and_converter() {
+    let text = format!(
+        "[station]\nid = \"s1\"\nkind = \"city_gate\"\n[sinks.file]\ndir = \"d\"\n{}",
+        include_str!("sample.toml")
+    );
+    let config = crate::config::Config::from_str_named(&text, std::path::Path::new("sample.toml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.devices.len(), 4);
+    assert_eq!(config.devices[0].timeout, Duration::from_millis(500));
+    let plan = crate::engine::EnginePlan::compile(&config);
+    let links: Vec<String> = endpoints(&plan)
         .iter()
-        .map(|d| (d.host.as_str(), d.port))
+        .map(|(l, d)| format!("{l} {}", d.len()))
         .collect();
     assert_eq!(
-        endpoints.len(),
-        1,
-        "both devices share one gateway connection"
+        links,
+        vec!["192.0.2.10:502 2", "/dev/ttyUSB0 1", "192.0.2.40:4001 1"],
+        "fc-in and rtu-2 share one gateway connection"
     );
-    assert_eq!(sample.devices[0].timeout, Duration::from_millis(500));
 }
 
 #[test]
@@ -249,14 +250,223 @@ fn devices_are_grouped_by_endpoint_in_config_order() {
         .unwrap_or_else(|e| panic!("{e}"));
     let plan = crate::engine::EnginePlan::compile(&config);
     let groups = endpoints(&plan);
+    let tcp = |host: &str| super::Link::Tcp {
+        host: host.to_string(),
+        port: 502,
+    };
     assert_eq!(
         groups,
         vec![
-            (
-                ("10.0.0.1".to_string(), 502),
-                vec![DeviceId(0), DeviceId(2)]
-            ),
-            (("10.0.0.2".to_string(), 502), vec![DeviceId(1)]),
+            (tcp("10.0.0.1"), vec![DeviceId(0), DeviceId(2)]),
+            (tcp("10.0.0.2"), vec![DeviceId(1)]),
         ]
     );
+}
+
+/// A station with the given `[[devices]]` bodies (one point each).
+fn station_with(devices: &[&str]) -> String {
+    let mut text =
+        String::from("[station]\nid = \"s1\"\nkind = \"city_gate\"\n[sinks.file]\ndir = \"d\"\n");
+    for (i, d) in devices.iter().enumerate() {
+        text.push_str(&format!(
+            "[[devices]]\nid = \"d{i}\"\n{d}\n\
+             [[devices.points]]\nname = \"P{i}\"\nregister = \"holding\"\naddress = 0\ntype = \"u16\"\n"
+        ));
+    }
+    text
+}
+
+fn config_error(devices: &[&str]) -> String {
+    let text = station_with(devices);
+    match crate::config::Config::from_str_named(&text, std::path::Path::new("rtu.toml")) {
+        Ok(_) => panic!("expected an error for\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+const SERIAL: &str = "transport = \"rtu\"\nunit_id = 7\nserial = { path = \"/dev/ttyUSB0\", baud = 9600, parity = \"even\" }";
+
+#[test]
+fn rtu_devices_share_a_bus_and_rtu_over_tcp_devices_a_connection() {
+    use super::{Link, Parity, SerialConfig};
+    let text = station_with(&[
+        SERIAL,
+        "transport = \"rtu\"\nunit_id = 8\nserial = { path = \"/dev/ttyUSB0\", baud = 9600, parity = \"even\" }",
+        "transport = \"rtu_over_tcp\"\nhost = \"10.0.0.5\"\nport = 4001\nunit_id = 3",
+        "host = \"10.0.0.5\"\nport = 502",
+    ]);
+    let config = crate::config::Config::from_str_named(&text, std::path::Path::new("t.toml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let plan = crate::engine::EnginePlan::compile(&config);
+    let groups = endpoints(&plan);
+    let line = SerialConfig {
+        path: "/dev/ttyUSB0".into(),
+        baud: 9600,
+        parity: Parity::Even,
+        data_bits: 8,
+        stop_bits: 1,
+    };
+    use crate::model::DeviceId;
+    assert_eq!(
+        groups,
+        vec![
+            (Link::Serial(line.clone()), vec![DeviceId(0), DeviceId(1)]),
+            (
+                Link::RtuOverTcp {
+                    host: "10.0.0.5".into(),
+                    port: 4001
+                },
+                vec![DeviceId(2)]
+            ),
+            (
+                Link::Tcp {
+                    host: "10.0.0.5".into(),
+                    port: 502
+                },
+                vec![DeviceId(3)]
+            ),
+        ]
+    );
+    assert_eq!(groups[0].0.to_string(), "/dev/ttyUSB0");
+    assert_eq!(groups[1].0.to_string(), "10.0.0.5:4001");
+    // 8E1 = 11 bits a character: 3.5 characters at 9600 baud.
+    assert_eq!(line.frame_gap(), Duration::from_nanos(4_010_416));
+    let fast = SerialConfig {
+        baud: 115_200,
+        ..line
+    };
+    assert_eq!(fast.frame_gap(), Duration::from_micros(1750));
+}
+
+#[test]
+fn serial_and_transport_settings_are_validated_with_their_keys() {
+    let cases: &[(&[&str], &str, &str)] = &[
+        (
+            &["transport = \"rtu\""],
+            "devices[0].serial",
+            "[devices.serial]",
+        ),
+        (
+            &[
+                "transport = \"rtu\"\nhost = \"10.0.0.1\"\nserial = { path = \"/dev/ttyS0\", baud = 9600, parity = \"none\" }",
+            ],
+            "devices[0].host",
+            "applies only to transport",
+        ),
+        (
+            &[
+                "host = \"10.0.0.1\"\nserial = { path = \"/dev/ttyS0\", baud = 9600, parity = \"none\" }",
+            ],
+            "devices[0].serial",
+            "applies only to transport = \"rtu\"",
+        ),
+        (
+            &["transport = \"rtu_over_tcp\""],
+            "devices[0].host",
+            "expected a host name",
+        ),
+        (
+            &["transport = \"rtu\"\nserial = { path = \"\", baud = 9600, parity = \"none\" }"],
+            "devices[0].serial.path",
+            "serial device path",
+        ),
+        (
+            &[
+                "transport = \"rtu\"\nserial = { path = \"/dev/ttyS0\", baud = 0, parity = \"none\" }",
+            ],
+            "devices[0].serial.baud",
+            "300-1000000",
+        ),
+        (
+            &[
+                "transport = \"rtu\"\nserial = { path = \"/dev/ttyS0\", baud = 9600, parity = \"odd\", data_bits = 7 }",
+            ],
+            "devices[0].serial.data_bits",
+            "Modbus ASCII",
+        ),
+        (
+            &[
+                "transport = \"rtu\"\nserial = { path = \"/dev/ttyS0\", baud = 9600, parity = \"odd\", stop_bits = 3 }",
+            ],
+            "devices[0].serial.stop_bits",
+            "1 or 2",
+        ),
+        (
+            &[
+                "transport = \"rtu\"\nunit_id = 0\nserial = { path = \"/dev/ttyS0\", baud = 9600, parity = \"odd\" }",
+            ],
+            "devices[0].unit_id",
+            "broadcast",
+        ),
+        (
+            &[
+                "transport = \"rtu\"\nport = 4001\nserial = { path = \"/dev/ttyS0\", baud = 9600, parity = \"odd\" }",
+            ],
+            "devices[0].port",
+            "applies only to",
+        ),
+        // 125 registers at 1200 baud take about 2.4 s on the line.
+        (
+            &[
+                "transport = \"rtu\"\ntimeout = \"1s\"\nserial = { path = \"/dev/ttyS0\", baud = 1200, parity = \"odd\" }",
+            ],
+            "devices[0].serial.baud",
+            "raise timeout or lower max_registers_per_read",
+        ),
+        (
+            &[
+                SERIAL,
+                "transport = \"rtu\"\nunit_id = 9\nserial = { path = \"/dev/ttyUSB0\", baud = 19200, parity = \"even\" }",
+            ],
+            "devices[1].serial",
+            "same line settings",
+        ),
+        (
+            &[
+                "host = \"10.0.0.5\"\nport = 4001",
+                "transport = \"rtu_over_tcp\"\nhost = \"10.0.0.5\"\nport = 4001",
+            ],
+            "devices[1].transport",
+            "one port speaks one framing",
+        ),
+    ];
+    for (devices, key, words) in cases {
+        let e = config_error(devices);
+        assert!(
+            e.contains(&format!("rtu.toml: {key}: ")) && e.contains(words),
+            "want {key} / {words:?}, got: {e}"
+        );
+    }
+    // Shape errors come from the parser, with the line.
+    for (device, words) in [
+        (
+            "transport = \"rtu\"\nserial = { path = \"/dev/ttyS0\", baud = 9600 }",
+            "parity",
+        ),
+        (
+            "transport = \"rtu\"\nserial = { path = \"/dev/ttyS0\", baud = 9600, parity = \"mark\" }",
+            "mark",
+        ),
+        (
+            "transport = \"rtu\"\nserial = { path = \"/dev/ttyS0\", baud = 9600, parity = \"none\", flow = 1 }",
+            "flow",
+        ),
+        ("transport = \"serial\"", "serial"),
+    ] {
+        let e = config_error(&[device]);
+        assert!(e.contains("rtu.toml:") && e.contains(words), "{e}");
+    }
+}
+
+#[test]
+fn a_poll_group_stays_on_its_grid_when_its_tick_is_skipped() {
+    // Every 4 ticks at phase 1: ticks 1, 5, 9, ...
+    assert_eq!(next_group_tick(1, 4, 1), 5);
+    assert_eq!(next_group_tick(4, 4, 1), 5);
+    assert_eq!(next_group_tick(5, 4, 1), 9);
+    // Tick 5 was skipped (overrun) and 6 runs it late: next is 9, not 10.
+    assert_eq!(next_group_tick(6, 4, 1), 9);
+    // Every tick.
+    assert_eq!(next_group_tick(7, 1, 0), 8);
+    assert_eq!(next_group_tick(0, 0, 0), 1, "every = 0 is taken as 1");
 }
