@@ -6,8 +6,8 @@
 
 use super::Problem;
 use crate::model::Priority;
+use foldhash::{HashSet, HashSetExt};
 use serde::Deserialize;
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -6,7 +6,7 @@ use crate::sinks::influxdb::config::InfluxApi;
 use crate::sources::modbus::{
     DataType, DeviceConfig, PointConfig, SerialConfig, Transport, WordOrder,
 };
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::time::Duration;
 
 struct Problems(Vec<Problem>);
@@ -29,7 +29,23 @@ fn is_ident(s: &str) -> bool {
 }
 
 /// Modbus addressing and type rules of one point (see `sources/modbus/config.rs`).
-fn modbus_point(p: &mut Problems, pk: &str, d: &DeviceConfig, pt: &PointConfig) {
+/// Where a point is defined, as a config key (`devices[3].points[7]`).
+#[derive(Debug, Clone, Copy)]
+enum PointAt {
+    Device(usize, usize),
+    Mqtt(usize, usize),
+}
+
+impl std::fmt::Display for PointAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PointAt::Device(d, p) => write!(f, "devices[{d}].points[{p}]"),
+            PointAt::Mqtt(s, p) => write!(f, "mqtt_sources[{s}].points[{p}]"),
+        }
+    }
+}
+
+fn modbus_point(p: &mut Problems, pk: PointAt, d: &DeviceConfig, pt: &PointConfig) {
     // An address_base above 1 is reported once, on the device key.
     if d.address_base <= 1 && pt.address < u16::from(d.address_base) {
         p.add(
@@ -340,7 +356,8 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
 
     // Devices and points.
     let mut device_ids = HashSet::new();
-    let mut points: HashMap<&str, String> = HashMap::new();
+    let mut points: HashMap<&str, PointAt> =
+        HashMap::with_capacity(c.devices.iter().map(|d| d.points.len()).sum());
     for (di, d) in c.devices.iter().enumerate() {
         let dk = format!("devices[{di}]");
         if !is_ident(&d.id) {
@@ -433,10 +450,12 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
             );
         }
         for (pi, pt) in d.points.iter().enumerate() {
-            let pk = format!("{dk}.points[{pi}]");
-            register_point(&mut p, &mut points, &pt.name, &pk);
+            // The key is formatted only for a problem: 15,000 points must
+            // not cost 15,000 strings at every start.
+            let pk = PointAt::Device(di, pi);
+            register_point(&mut p, &mut points, &pt.name, pk);
             let width = u32::from(pt.register_numbers(d.enron));
-            modbus_point(&mut p, &pk, d, pt);
+            modbus_point(&mut p, pk, d, pt);
             if u32::from(pt.address) + width > 65536 {
                 p.add(
                     format!("{pk}.address"),
@@ -493,8 +512,7 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
             src.password.as_ref(),
         );
         for (pi, pt) in src.points.iter().enumerate() {
-            let pk = format!("mqtt_sources[{si}].points[{pi}]");
-            register_point(&mut p, &mut points, &pt.name, &pk);
+            register_point(&mut p, &mut points, &pt.name, PointAt::Mqtt(si, pi));
         }
     }
 
@@ -758,9 +776,9 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
 /// (by any source) is reported at its second place with the first one.
 fn register_point<'a>(
     p: &mut Problems,
-    points: &mut HashMap<&'a str, String>,
+    points: &mut HashMap<&'a str, PointAt>,
     name: &'a str,
-    key: &str,
+    key: PointAt,
 ) {
     if !is_ident(name) {
         p.add(
@@ -773,7 +791,7 @@ fn register_point<'a>(
             format!("point name {name:?} is already used at {first}; names must be unique in the station"),
         );
     } else {
-        points.insert(name, key.to_string());
+        points.insert(name, key);
     }
 }
 
@@ -784,7 +802,7 @@ fn check_secret(p: &mut Problems, key: &str, s: Option<&Secret>) {
 }
 
 /// Meter kinds, line-pack elements, extra windows, leak test and `[gas]`.
-fn validate_balance_extras(c: &Config, points: &HashMap<&str, String>, p: &mut Problems) {
+fn validate_balance_extras(c: &Config, points: &HashMap<&str, PointAt>, p: &mut Problems) {
     let point_problem = |p: &mut Problems, key: String, point: &str| {
         if !points.contains_key(point) {
             p.add(

@@ -579,14 +579,49 @@ impl Journal {
         Ok(())
     }
 
+    /// The first half of [`Journal::sync`], for group commit: the entries
+    /// are already in the kernel (every append is one `write`), so this
+    /// only takes a duplicate handle of the current segment, whose
+    /// [`JournalSync::run`] makes them durable on another thread while
+    /// appends go on. `None` when nothing was appended since the last sync.
+    /// If that run fails, call [`Journal::sync_failed`] so the next sync
+    /// tries again.
+    pub fn begin_sync(&mut self) -> Result<Option<JournalSync>, JournalError> {
+        if !self.dirty {
+            return Ok(None);
+        }
+        let file = self.file.try_clone().map_err(|source| JournalError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        self.dirty = false;
+        Ok(Some(JournalSync {
+            file,
+            path: self.path.clone(),
+        }))
+    }
+
+    /// A [`JournalSync`] failed: what it covered is not known to be
+    /// durable, so the next sync runs even with no new entry.
+    pub fn sync_failed(&mut self) {
+        self.dirty = true;
+    }
+
+    /// Whether [`Journal::maintain`] at `now` would start a new segment
+    /// (which syncs inline: the caller makes the sink spools durable first,
+    /// so the journal is never ahead of them on disk).
+    pub fn rotation_due(&self, now: Timestamp) -> bool {
+        let due = self.active_bytes >= self.rotation.segment_bytes
+            || now.nanos().saturating_sub(self.active_since_ns) >= self.rotation.segment_age_ns;
+        due && self.active_entries > 0
+    }
+
     /// Rotation and retention, called periodically with the current time:
     /// starts a new segment when the current one is too big or too old (and
     /// holds more than its snapshot), then deletes what retention allows.
     /// Returns whether a new segment was started.
     pub fn maintain(&mut self, now: Timestamp) -> Result<bool, JournalError> {
-        let due = self.active_bytes >= self.rotation.segment_bytes
-            || now.nanos().saturating_sub(self.active_since_ns) >= self.rotation.segment_age_ns;
-        let rotated = due && self.active_entries > 0;
+        let rotated = self.rotation_due(now);
         if rotated {
             self.rotate(now)?;
         }
@@ -655,6 +690,26 @@ impl Journal {
         }
         self.archives.drain(..n);
         Ok(())
+    }
+}
+
+/// The fsync a [`Journal::begin_sync`] still owes, on a duplicate handle of
+/// the segment (a rotation meanwhile renames the file; the handle still
+/// syncs the same inode).
+#[derive(Debug)]
+pub struct JournalSync {
+    file: File,
+    path: PathBuf,
+}
+
+impl JournalSync {
+    /// fdatasync of the segment: every entry appended before the
+    /// [`Journal::begin_sync`] that made this is durable once it returns `Ok`.
+    pub fn run(self) -> Result<(), JournalError> {
+        self.file.sync_data().map_err(|source| JournalError::Io {
+            path: self.path,
+            source,
+        })
     }
 }
 

@@ -379,3 +379,48 @@ mod model {
         }
     }
 }
+
+#[test]
+fn begin_sync_hands_over_once_and_again_after_a_failed_sync() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.jsonl");
+    let (mut j, _) = Journal::open(&path).expect("open");
+    assert!(j.begin_sync().expect("begin").is_none(), "nothing appended");
+    j.entries = vec![event(1, "s/A/H", "raise", "unacked")];
+    j.write_entries().expect("append");
+    let job = j
+        .begin_sync()
+        .expect("begin")
+        .expect("appended: a sync is owed");
+    assert!(
+        j.begin_sync().expect("begin").is_none(),
+        "the running job covers it"
+    );
+    job.run().expect("fsync on the duplicate handle");
+    // A failed run re-arms the journal: the next sync runs with no new entry.
+    j.sync_failed();
+    j.begin_sync()
+        .expect("begin")
+        .expect("owed again")
+        .run()
+        .expect("fsync");
+    drop(j);
+    let (_, rec) = Journal::open(&path).expect("reopen");
+    assert_eq!((rec.seq, rec.entries), (1, 1));
+}
+
+#[test]
+fn rotation_due_agrees_with_maintain() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.jsonl");
+    let (mut j, _) = Journal::open_with(&path, small(1), Timestamp(0)).expect("open");
+    assert!(!j.rotation_due(Timestamp(0)), "empty segment: never cut");
+    j.entries = vec![event(1, "s/A/H", "raise", "unacked")];
+    j.write_entries().expect("append");
+    assert!(j.rotation_due(Timestamp(0)));
+    assert!(j.maintain(Timestamp(0)).expect("maintain"));
+    assert!(
+        !j.rotation_due(Timestamp(0)),
+        "fresh segment holds only its snapshot"
+    );
+}

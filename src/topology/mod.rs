@@ -18,11 +18,12 @@
 //! `[spool] dir` cannot change by reload (the backlog is in the running
 //! folder); `[http]` changes wait for a restart.
 
+pub mod durable;
 pub mod live;
 pub mod route;
 pub mod signals;
 
-use crate::buffer::{RecordClass, SharedSpool, Spool, SpoolError};
+use crate::buffer::{RecordClass, SharedSpool, Spool};
 use crate::config::Config;
 use crate::engine::{Engine, EnginePlan};
 use crate::model::{Input, Output, Quality, Receipt, Timestamp};
@@ -357,8 +358,8 @@ pub async fn run_reloadable(
     let mut config = config;
     // MQTT receipts seen in the current batch (see `Input::Receipt`).
     let mut receipts: Vec<Receipt> = Vec::new();
-    // The spool fsyncs of the last flush, while they run.
-    let mut syncing: Option<tokio::task::JoinHandle<Result<(), SpoolError>>> = None;
+    // The running disk sync (group commit) and the receipts it holds back.
+    let mut disk = durable::DiskSync::default();
     health.set_running(true);
 
     loop {
@@ -366,31 +367,32 @@ pub async fn run_reloadable(
             biased;
             () = cancel.cancelled() => break,
             // Before inputs: a steady stream of inputs must never postpone
-            // the flush, which bounds what a crash can lose.
-            // The fsyncs run on a blocking thread (group commit): inputs
-            // keep flowing meanwhile; the next flush waits for this one.
-            _ = flush.tick(), if syncing.is_none() => {
-                match router.begin_flush() {
-                    Ok(job) if job.is_empty() => {}
-                    Ok(job) => syncing = Some(tokio::task::spawn_blocking(move || job.run())),
-                    Err(e) => error!(error = %e, "Cannot flush the spool to disk."),
+            // the flush, which bounds what a crash can lose. Group commit
+            // (see `durable.rs`): everything is handed to the kernel here,
+            // the fsyncs run on a blocking thread while inputs keep flowing;
+            // when a sync still runs, the next starts as soon as it ends.
+            _ = flush.tick() => {
+                let now = Timestamp::now();
+                if emitter.journal.rotation_due(now) {
+                    // A rotation syncs the journal inline (rare: once per
+                    // segment): the spools go to disk first, so the journal
+                    // is never ahead of them.
+                    disk.finish(&mut emitter.journal).await;
+                    if let Err(e) = router.flush() {
+                        error!(error = %e, "Cannot flush the spool to disk.");
+                    }
                 }
-                recorder.flush();
-                if let Err(e) = emitter.journal.sync() {
-                    error!(error = %e, "Cannot sync the alarm journal.");
-                }
-                match emitter.journal.maintain(Timestamp::now()) {
+                match emitter.journal.maintain(now) {
                     Ok(true) => info!(path = %emitter.journal.path().display(), segments = emitter.journal.archives().len() + 1, "Alarm journal: new segment started."),
                     Ok(false) => {}
                     Err(e) => error!(error = %e, "Alarm journal rotation or retention failed; appending to the current segment."),
                 }
+                let capture = recorder.begin_flush();
+                disk.request(&mut router, &mut emitter.journal, capture);
                 emitter.spool_gauges(&sinks);
             }
-            done = sync_done(&mut syncing) => {
-                syncing = None;
-                if let Err(e) = done {
-                    error!(error = %e, "Cannot flush the spool to disk.");
-                }
+            done = disk.done() => {
+                disk.finished(done, &mut router, &mut emitter.journal);
             }
             input = rx.recv() => {
                 let Some(input) = input else { break };
@@ -415,14 +417,16 @@ pub async fn run_reloadable(
                 }
                 let stored = emitter.emit(&mut out, &mut router, &engine);
                 if !receipts.is_empty() {
-                    // Durable before acknowledged: the running fsyncs may
-                    // cover a directory entry this batch's records need.
-                    if let Err(e) = finish_sync(&mut syncing).await {
-                        error!(error = %e, "Cannot flush the spool to disk; MQTT messages stay unacknowledged.");
+                    // Durable before acknowledged: confirmed after the next
+                    // sync (one that starts after this output was stored).
+                    // Output not stored: the broker delivers it again.
+                    if stored {
+                        disk.wait_for(&mut receipts);
+                        disk.request(&mut router, &mut emitter.journal, None);
+                    } else {
                         receipts.clear();
                     }
                 }
-                confirm(stored, &mut receipts, &mut router, &mut emitter.journal);
             }
             _ = tick.tick() => {
                 let now = Timestamp::now();
@@ -466,9 +470,7 @@ pub async fn run_reloadable(
                         }
                     };
                     // The running fsyncs first: their handles are the old spools' files.
-                    if let Err(e) = finish_sync(&mut syncing).await {
-                        error!(error = %e, "Cannot flush the spool to disk before the reload.");
-                    }
+                    disk.finish(&mut emitter.journal).await;
                     if let Err(e) = router.flush() {
                         error!(error = %e, "Cannot flush the spool to disk before the reload.");
                     }
@@ -517,9 +519,8 @@ pub async fn run_reloadable(
                 // The old MQTT sessions are closed: the broker redelivers
                 // their unacknowledged messages to the new ones.
                 receipts.clear();
-                if let Err(e) = finish_sync(&mut syncing).await {
-                    error!(error = %e, "Cannot flush the spool to disk before the reload.");
-                }
+                disk.drop_receipts();
+                disk.finish(&mut emitter.journal).await;
                 if let Err(e) = router.flush() {
                     error!(error = %e, "Cannot flush the spool to disk before the reload.");
                 }
@@ -589,9 +590,8 @@ pub async fn run_reloadable(
     // The sources are stopped: these PUBACKs cannot go out; the broker
     // redelivers those messages next time (duplicates overwrite).
     receipts.clear();
-    if let Err(e) = finish_sync(&mut syncing).await {
-        error!(error = %e, "Cannot flush the spool to disk at shutdown.");
-    }
+    disk.drop_receipts();
+    disk.finish(&mut emitter.journal).await;
     if let Err(e) = router.flush() {
         error!(error = %e, "Cannot flush the spool to disk at shutdown.");
     }
@@ -849,64 +849,6 @@ fn take(engine: &mut Engine, input: Input, out: &mut Output, receipts: &mut Vec<
     match input {
         Input::Receipt(r) => receipts.push(r),
         input => engine.process(&input, out),
-    }
-}
-
-/// Waits for the running spool fsyncs (forever when none run, so the
-/// `select!` branch never fires then). A panicked job is reported as an I/O
-/// error: its records may not be durable.
-async fn sync_done(
-    syncing: &mut Option<tokio::task::JoinHandle<Result<(), SpoolError>>>,
-) -> Result<(), SpoolError> {
-    match syncing.as_mut() {
-        None => std::future::pending().await,
-        Some(job) => {
-            let res = job.await.unwrap_or_else(|e| {
-                Err(SpoolError::Io {
-                    path: "spool".into(),
-                    source: std::io::Error::other(format!("fsync task failed: {e}")),
-                })
-            });
-            *syncing = None;
-            res
-        }
-    }
-}
-
-/// Waits for the running spool fsyncs, if any.
-async fn finish_sync(
-    syncing: &mut Option<tokio::task::JoinHandle<Result<(), SpoolError>>>,
-) -> Result<(), SpoolError> {
-    if syncing.is_none() {
-        return Ok(());
-    }
-    sync_done(syncing).await
-}
-
-/// Confirms the batch's receipts once its output is stored and synced (the
-/// spools, then the alarm journal): durable before acknowledged. A source's
-/// message or a dispatcher's command whose receipt is not confirmed stays
-/// with the broker, which delivers it again on the next connection.
-fn confirm(
-    stored: bool,
-    receipts: &mut Vec<Receipt>,
-    router: &mut Router,
-    journal: &mut crate::journal::Journal,
-) {
-    if receipts.is_empty() {
-        return;
-    }
-    let synced = match router.flush() {
-        Ok(()) => journal.sync().map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    match synced {
-        Ok(()) if stored => receipts.drain(..).for_each(Receipt::confirm),
-        Ok(()) => receipts.clear(),
-        Err(error) => {
-            error!(%error, "Cannot sync the spool or the alarm journal to disk; MQTT messages stay unacknowledged.");
-            receipts.clear();
-        }
     }
 }
 

@@ -270,27 +270,54 @@ impl Router {
 
     /// Makes everything routed so far durable (spool fsync, file flush).
     pub fn flush(&mut self) -> Result<(), RouteError> {
-        self.begin_flush()?.run()?;
-        Ok(())
+        self.begin_flush()?.run()
     }
 
     /// Hands everything routed so far to the kernel (spool buffers, file
-    /// sink) and returns the spool fsyncs still owed; each spool is locked
+    /// sink buffers) and returns the fsyncs still owed; each spool is locked
     /// only for the hand-over, never during an fsync.
-    pub fn begin_flush(&mut self) -> Result<SyncJob, RouteError> {
-        let mut job = SyncJob::default();
+    pub fn begin_flush(&mut self) -> Result<FlushJob, RouteError> {
+        let mut job = FlushJob::default();
         if let Some(sp) = &self.influx {
             let part = sp.lock().begin_sync()?;
-            job.merge(part);
+            job.spools.merge(part);
         }
         if let Some((sp, _)) = &self.mqtt {
             let part = sp.lock().begin_sync()?;
-            job.merge(part);
+            job.spools.merge(part);
         }
         if let Some(f) = &mut self.file {
-            f.flush().map_err(|e| RouteError::File(e.to_string()))?;
+            f.begin_flush(&mut job.files)
+                .map_err(|e| RouteError::File(e.to_string()))?;
         }
         Ok(job)
+    }
+}
+
+/// The fsyncs a [`Router::begin_flush`] still owes: the spools' segments
+/// and directories, and the file sink's files (duplicate handles, so it
+/// runs on a blocking thread while the engine task goes on).
+#[derive(Debug, Default)]
+pub struct FlushJob {
+    spools: SyncJob,
+    files: Vec<(std::fs::File, std::path::PathBuf)>,
+}
+
+impl FlushJob {
+    /// Nothing to sync: nothing was routed since the last flush.
+    pub fn is_empty(&self) -> bool {
+        self.spools.is_empty() && self.files.is_empty()
+    }
+
+    /// The fsyncs, spools first; everything routed before the
+    /// [`Router::begin_flush`] that made this is durable once it returns `Ok`.
+    pub fn run(self) -> Result<(), RouteError> {
+        self.spools.run()?;
+        for (file, path) in &self.files {
+            file.sync_data()
+                .map_err(|e| RouteError::File(format!("{}: {e}", path.display())))?;
+        }
+        Ok(())
     }
 }
 

@@ -10,7 +10,9 @@
 //!
 //! Invariants: files are only appended to; every record ends with `\n`
 //! (added when missing); writes are buffered and reach the disk at
-//! [`FileSink::flush`] (flush + fsync), which the caller runs every flush interval.
+//! [`FileSink::flush`] (flush + fsync), which the caller runs every flush
+//! interval, or in two halves: [`FileSink::begin_flush`] (to the kernel) on
+//! the engine task and the fsync of the returned handles on a blocking thread.
 
 use super::config::FileSinkConfig;
 use crate::model::Timestamp;
@@ -40,6 +42,8 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> FileSinkError + '_ {
 struct Appender {
     path: PathBuf,
     out: BufWriter<File>,
+    /// Written to since the last sync (or its hand-over).
+    unsynced: bool,
 }
 
 impl Appender {
@@ -52,6 +56,7 @@ impl Appender {
         Ok(Appender {
             path,
             out: BufWriter::with_capacity(64 * 1024, file),
+            unsynced: false,
         })
     }
 
@@ -59,6 +64,7 @@ impl Appender {
         if bytes.is_empty() {
             return Ok(());
         }
+        self.unsynced = true;
         self.out.write_all(bytes).map_err(io_err(&self.path))?;
         if !bytes.ends_with(b"\n") {
             self.out.write_all(b"\n").map_err(io_err(&self.path))?;
@@ -68,7 +74,21 @@ impl Appender {
 
     fn flush(&mut self) -> Result<(), FileSinkError> {
         self.out.flush().map_err(io_err(&self.path))?;
-        self.out.get_ref().sync_data().map_err(io_err(&self.path))
+        self.out.get_ref().sync_data().map_err(io_err(&self.path))?;
+        self.unsynced = false;
+        Ok(())
+    }
+
+    /// Hands the buffer to the kernel and, when something was written since
+    /// the last sync, adds a duplicate handle to fsync to `owed`.
+    fn begin_flush(&mut self, owed: &mut Vec<(File, PathBuf)>) -> Result<(), FileSinkError> {
+        self.out.flush().map_err(io_err(&self.path))?;
+        if self.unsynced {
+            let dup = self.out.get_ref().try_clone().map_err(io_err(&self.path))?;
+            owed.push((dup, self.path.clone()));
+            self.unsynced = false;
+        }
+        Ok(())
     }
 }
 
@@ -146,6 +166,19 @@ impl FileSink {
         }
         self.alarms.flush()?;
         self.balance.flush()
+    }
+
+    /// The first half of [`FileSink::flush`], for group commit: hands every
+    /// buffer to the kernel now and adds a duplicate handle of each file
+    /// written since the last sync to `owed`; the caller fsyncs those on a
+    /// blocking thread (`File::sync_data`), so the engine task never waits
+    /// for the disk.
+    pub fn begin_flush(&mut self, owed: &mut Vec<(File, PathBuf)>) -> Result<(), FileSinkError> {
+        if let Some((_, f)) = &mut self.telemetry {
+            f.begin_flush(owed)?;
+        }
+        self.alarms.begin_flush(owed)?;
+        self.balance.begin_flush(owed)
     }
 
     /// The folder written to.

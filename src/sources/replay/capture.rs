@@ -292,6 +292,18 @@ impl CaptureWriter {
         self.out.get_ref().sync_data().map_err(io)
     }
 
+    /// The first half of [`CaptureWriter::flush`]: hands the buffer to the
+    /// kernel and returns a duplicate handle whose `sync_data` (on another
+    /// thread) makes it durable.
+    pub fn begin_flush(&mut self) -> Result<File, ReplayError> {
+        let io = |source| ReplayError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        self.out.flush().map_err(io)?;
+        self.out.get_ref().try_clone().map_err(io)
+    }
+
     /// Records written so far (header included).
     pub fn records(&self) -> u64 {
         self.records
@@ -677,6 +689,20 @@ impl Recorder {
         self.flush();
         if let Some(w) = self.writer.take() {
             tracing::warn!(path = %w.path().display(), reason, records = w.records(), "Recording stopped.");
+        }
+    }
+
+    /// Hands what was recorded to the kernel and returns the file to fsync
+    /// off the engine task (`None` when not recording or on an error, which
+    /// stops recording as in [`Recorder::flush`]).
+    pub fn begin_flush(&mut self) -> Option<(File, PathBuf)> {
+        let w = self.writer.as_mut()?;
+        match w.begin_flush() {
+            Ok(f) => Some((f, w.path().to_path_buf())),
+            Err(e) => {
+                self.check(Err(e));
+                None
+            }
         }
     }
 
