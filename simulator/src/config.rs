@@ -418,6 +418,32 @@ struct RawMeter {
     rollover: Option<f64>,
 }
 
+/// The checks every served point passes: a name unique in the station, a
+/// finite non-zero scale and a finite offset. Returns (scale, offset).
+fn check_point(
+    names: &mut BTreeSet<String>,
+    name: &str,
+    scale: Option<f64>,
+    offset: Option<f64>,
+    key: &dyn Fn(&str) -> String,
+) -> Result<(f64, f64), ConfigError> {
+    if !names.insert(name.to_string()) {
+        return Err(ConfigError::invalid(
+            key("name"),
+            format!("a point name unique in the station (`{name}` repeats)"),
+        ));
+    }
+    let scale = scale.unwrap_or(1.0);
+    if !scale.is_finite() || scale == 0.0 {
+        return Err(ConfigError::invalid(key("scale"), "a finite, non-zero number"));
+    }
+    let offset = offset.unwrap_or(0.0);
+    if !offset.is_finite() {
+        return Err(ConfigError::invalid(key("offset"), "a finite number"));
+    }
+    Ok((scale, offset))
+}
+
 impl StationConfig {
     /// Parses and validates station config text.
     pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
@@ -503,23 +529,8 @@ impl StationConfig {
                 if p.name.trim().is_empty() {
                     return Err(ConfigError::invalid(key("name"), "a non-empty string"));
                 }
-                if !names.insert(p.name.clone()) {
-                    return Err(ConfigError::invalid(
-                        key("name"),
-                        format!("a point name unique in the station (`{}` repeats)", p.name),
-                    ));
-                }
-                let scale = p.scale.unwrap_or(1.0);
-                if !scale.is_finite() || scale == 0.0 {
-                    return Err(ConfigError::invalid(
-                        key("scale"),
-                        "a finite, non-zero number",
-                    ));
-                }
-                let offset = p.offset.unwrap_or(0.0);
-                if !offset.is_finite() {
-                    return Err(ConfigError::invalid(key("offset"), "a finite number"));
-                }
+                let (scale, offset) =
+                    check_point(&mut names, &p.name, p.scale, p.offset, &key)?;
                 if d.enron && p.data_type.words() > 2 {
                     return Err(ConfigError::invalid(
                         key("type"),
@@ -647,23 +658,8 @@ impl StationConfig {
             let mut points = Vec::with_capacity(src.points.len());
             for (pi, p) in src.points.into_iter().enumerate() {
                 let key = |k: &str| format!("mqtt_sources[{si}].points[{pi}].{k}");
-                if !names.insert(p.name.clone()) {
-                    return Err(ConfigError::invalid(
-                        key("name"),
-                        format!("a point name unique in the station (`{}` repeats)", p.name),
-                    ));
-                }
-                let scale = p.scale.unwrap_or(1.0);
-                if !scale.is_finite() || scale == 0.0 {
-                    return Err(ConfigError::invalid(
-                        key("scale"),
-                        "a finite, non-zero number",
-                    ));
-                }
-                let offset = p.offset.unwrap_or(0.0);
-                if !offset.is_finite() {
-                    return Err(ConfigError::invalid(key("offset"), "a finite number"));
-                }
+                let (scale, offset) =
+                    check_point(&mut names, &p.name, p.scale, p.offset, &key)?;
                 let (path, metric, node) = match src.format {
                     MqttFormat::Json => (p.path, String::new(), String::new()),
                     MqttFormat::SparkplugB => (

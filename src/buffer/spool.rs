@@ -845,34 +845,31 @@ impl ClassLog {
             self.writer = None;
             self.unsynced = false;
         }
-        if let Some(seg) = self.segments.pop_front() {
-            self.bytes -= seg.bytes;
-            if self
-                .cursor
-                .as_ref()
-                .is_some_and(|c| c.seg_first == seg.first_id)
-            {
-                self.cursor = None;
-            }
-            fs::remove_file(&seg.path).map_err(io_err(&seg.path))?;
-            self.dir_unsynced = true;
+        match self.segments.pop_front() {
+            Some(seg) => self.delete(seg),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn remove_back(&mut self) -> Result<(), SpoolError> {
-        if let Some(seg) = self.segments.pop_back() {
-            self.bytes -= seg.bytes;
-            if self
-                .cursor
-                .as_ref()
-                .is_some_and(|c| c.seg_first == seg.first_id)
-            {
-                self.cursor = None;
-            }
-            fs::remove_file(&seg.path).map_err(io_err(&seg.path))?;
-            self.dir_unsynced = true;
+        match self.segments.pop_back() {
+            Some(seg) => self.delete(seg),
+            None => Ok(()),
         }
+    }
+
+    /// Deletes a segment already taken out of `segments`.
+    fn delete(&mut self, seg: Segment) -> Result<(), SpoolError> {
+        self.bytes -= seg.bytes;
+        if self
+            .cursor
+            .as_ref()
+            .is_some_and(|c| c.seg_first == seg.first_id)
+        {
+            self.cursor = None;
+        }
+        fs::remove_file(&seg.path).map_err(io_err(&seg.path))?;
+        self.dir_unsynced = true;
         Ok(())
     }
 
