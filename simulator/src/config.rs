@@ -435,7 +435,10 @@ fn check_point(
     }
     let scale = scale.unwrap_or(1.0);
     if !scale.is_finite() || scale == 0.0 {
-        return Err(ConfigError::invalid(key("scale"), "a finite, non-zero number"));
+        return Err(ConfigError::invalid(
+            key("scale"),
+            "a finite, non-zero number",
+        ));
     }
     let offset = offset.unwrap_or(0.0);
     if !offset.is_finite() {
@@ -529,8 +532,7 @@ impl StationConfig {
                 if p.name.trim().is_empty() {
                     return Err(ConfigError::invalid(key("name"), "a non-empty string"));
                 }
-                let (scale, offset) =
-                    check_point(&mut names, &p.name, p.scale, p.offset, &key)?;
+                let (scale, offset) = check_point(&mut names, &p.name, p.scale, p.offset, &key)?;
                 if d.enron && p.data_type.words() > 2 {
                     return Err(ConfigError::invalid(
                         key("type"),
@@ -658,8 +660,7 @@ impl StationConfig {
             let mut points = Vec::with_capacity(src.points.len());
             for (pi, p) in src.points.into_iter().enumerate() {
                 let key = |k: &str| format!("mqtt_sources[{si}].points[{pi}].{k}");
-                let (scale, offset) =
-                    check_point(&mut names, &p.name, p.scale, p.offset, &key)?;
+                let (scale, offset) = check_point(&mut names, &p.name, p.scale, p.offset, &key)?;
                 let (path, metric, node) = match src.format {
                     MqttFormat::Json => (p.path, String::new(), String::new()),
                     MqttFormat::SparkplugB => (
