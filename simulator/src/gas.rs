@@ -94,37 +94,44 @@ fn invalid(key: &str, expected: impl Into<String>) -> ConfigError {
     }
 }
 
+/// The mole fraction of component `name` (aga8 names) in `c`, if known.
+/// The one table of component names: the daemon's `[gas]` and gas
+/// chromatograph settings use it too.
+pub fn component_slot<'a>(c: &'a mut Composition, name: &str) -> Option<&'a mut f64> {
+    Some(match name {
+        "methane" => &mut c.methane,
+        "nitrogen" => &mut c.nitrogen,
+        "carbon_dioxide" => &mut c.carbon_dioxide,
+        "ethane" => &mut c.ethane,
+        "propane" => &mut c.propane,
+        "isobutane" => &mut c.isobutane,
+        "n_butane" => &mut c.n_butane,
+        "isopentane" => &mut c.isopentane,
+        "n_pentane" => &mut c.n_pentane,
+        "hexane" => &mut c.hexane,
+        "heptane" => &mut c.heptane,
+        "octane" => &mut c.octane,
+        "nonane" => &mut c.nonane,
+        "decane" => &mut c.decane,
+        "hydrogen" => &mut c.hydrogen,
+        "oxygen" => &mut c.oxygen,
+        "carbon_monoxide" => &mut c.carbon_monoxide,
+        "water" => &mut c.water,
+        "hydrogen_sulfide" => &mut c.hydrogen_sulfide,
+        "helium" => &mut c.helium,
+        "argon" => &mut c.argon,
+        _ => return None,
+    })
+}
+
 fn composition(map: &BTreeMap<String, f64>) -> Result<Composition, ConfigError> {
     let mut c = Composition::default();
     for (name, &x) in map {
-        let slot = match name.as_str() {
-            "methane" => &mut c.methane,
-            "nitrogen" => &mut c.nitrogen,
-            "carbon_dioxide" => &mut c.carbon_dioxide,
-            "ethane" => &mut c.ethane,
-            "propane" => &mut c.propane,
-            "isobutane" => &mut c.isobutane,
-            "n_butane" => &mut c.n_butane,
-            "isopentane" => &mut c.isopentane,
-            "n_pentane" => &mut c.n_pentane,
-            "hexane" => &mut c.hexane,
-            "heptane" => &mut c.heptane,
-            "octane" => &mut c.octane,
-            "nonane" => &mut c.nonane,
-            "decane" => &mut c.decane,
-            "hydrogen" => &mut c.hydrogen,
-            "oxygen" => &mut c.oxygen,
-            "carbon_monoxide" => &mut c.carbon_monoxide,
-            "water" => &mut c.water,
-            "hydrogen_sulfide" => &mut c.hydrogen_sulfide,
-            "helium" => &mut c.helium,
-            "argon" => &mut c.argon,
-            _ => {
-                return Err(invalid(
-                    &format!("composition.{name}"),
-                    "an aga8 component name (methane, ethane, nitrogen, ...)",
-                ));
-            }
+        let Some(slot) = component_slot(&mut c, name) else {
+            return Err(invalid(
+                &format!("composition.{name}"),
+                "an aga8 component name (methane, ethane, nitrogen, ...)",
+            ));
         };
         if !(0.0..=1.0).contains(&x) {
             return Err(invalid(

@@ -97,33 +97,9 @@ fn default_t_base() -> f64 {
     20.0
 }
 
-/// The mole fraction of component `name` (aga8 names) in `c`, if known.
-pub fn component_slot<'a>(c: &'a mut Composition, name: &str) -> Option<&'a mut f64> {
-    Some(match name {
-        "methane" => &mut c.methane,
-        "nitrogen" => &mut c.nitrogen,
-        "carbon_dioxide" => &mut c.carbon_dioxide,
-        "ethane" => &mut c.ethane,
-        "propane" => &mut c.propane,
-        "isobutane" => &mut c.isobutane,
-        "n_butane" => &mut c.n_butane,
-        "isopentane" => &mut c.isopentane,
-        "n_pentane" => &mut c.n_pentane,
-        "hexane" => &mut c.hexane,
-        "heptane" => &mut c.heptane,
-        "octane" => &mut c.octane,
-        "nonane" => &mut c.nonane,
-        "decane" => &mut c.decane,
-        "hydrogen" => &mut c.hydrogen,
-        "oxygen" => &mut c.oxygen,
-        "carbon_monoxide" => &mut c.carbon_monoxide,
-        "water" => &mut c.water,
-        "hydrogen_sulfide" => &mut c.hydrogen_sulfide,
-        "helium" => &mut c.helium,
-        "argon" => &mut c.argon,
-        _ => return None,
-    })
-}
+/// The mole fraction of component `name` (aga8 names) in a composition, if
+/// known: the simulator's table, so both read `[gas]` the same way.
+pub use gaswatch_sim::gas::component_slot;
 
 /// How a gas chromatograph states each component.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
