@@ -61,13 +61,6 @@ impl DiskSync {
         self.waiting.append(receipts);
     }
 
-    /// Receipts that can no longer be confirmed (their MQTT sessions are
-    /// gone, e.g. at a reload or shutdown): dropped unconfirmed.
-    pub fn drop_receipts(&mut self) {
-        self.covered.clear();
-        self.waiting.clear();
-    }
-
     /// Starts a sync now when none runs, else right after the running one.
     pub fn request(
         &mut self,
@@ -164,6 +157,29 @@ impl DiskSync {
         }
         let result = self.done().await;
         self.settle(result, journal);
+    }
+
+    /// For reloads and shutdown: waits for the running sync, then flushes
+    /// the spools, the file sink and the journal inline and confirms every
+    /// receipt handed over (or drops them when a flush failed). Receipts
+    /// whose sources are gone are harmless to confirm: an archive mark moves
+    /// on disk, a closed MQTT session's confirmation goes nowhere.
+    pub async fn flush_inline(&mut self, router: &mut Router, journal: &mut Journal, what: &str) {
+        self.finish(journal).await;
+        let mut ok = true;
+        if let Err(e) = router.flush() {
+            error!(error = %e, "Cannot flush the spool to disk {what}.");
+            ok = false;
+        }
+        if let Err(e) = journal.sync() {
+            error!(error = %e, "Cannot sync the alarm journal {what}.");
+            ok = false;
+        }
+        if ok {
+            self.waiting.drain(..).for_each(Receipt::confirm);
+        } else {
+            self.waiting.clear();
+        }
     }
 
     /// Confirms the covered receipts (or drops them when the sync failed)
@@ -292,13 +308,17 @@ mod tests {
         disk.wait_for(&mut vec![receipt(3, &confirmed)]);
         disk.request(&mut router, &mut journal, None);
         assert_eq!(confirmed.load(Ordering::SeqCst), 3);
-        // Dropped receipts are never confirmed.
+        // Shutdown or reload: the running sync is awaited, the rest is
+        // flushed inline, and every receipt is confirmed after it.
         route_one(&mut router, 4);
         disk.wait_for(&mut vec![receipt(4, &confirmed)]);
         disk.request(&mut router, &mut journal, None);
-        disk.drop_receipts();
-        disk.finish(&mut journal).await;
-        assert_eq!(confirmed.load(Ordering::SeqCst), 3);
+        route_one(&mut router, 5);
+        disk.wait_for(&mut vec![receipt(5, &confirmed)]);
+        disk.flush_inline(&mut router, &mut journal, "in the test")
+            .await;
+        assert_eq!(confirmed.load(Ordering::SeqCst), 5);
+        assert!(disk.idle());
         // Everything routed reached the file.
         let text = std::fs::read_dir(dir.path().join("files"))
             .expect("dir")
@@ -306,6 +326,6 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().starts_with("telemetry-"))
             .map(|e| std::fs::read_to_string(e.path()).expect("read"))
             .collect::<String>();
-        assert_eq!(text.lines().count(), 3, "{text}");
+        assert_eq!(text.lines().count(), 4, "{text}");
     }
 }

@@ -516,14 +516,11 @@ pub async fn run_reloadable(
                     take(&mut engine, input, &mut out, &mut receipts);
                 }
                 emitter.emit(&mut out, &mut router, &engine);
-                // The old MQTT sessions are closed: the broker redelivers
-                // their unacknowledged messages to the new ones.
-                receipts.clear();
-                disk.drop_receipts();
-                disk.finish(&mut emitter.journal).await;
-                if let Err(e) = router.flush() {
-                    error!(error = %e, "Cannot flush the spool to disk before the reload.");
-                }
+                // Stored and synced: the receipts are confirmed (archive
+                // marks move; the old MQTT sessions are closed, so the
+                // broker redelivers their messages to the new ones anyway).
+                disk.wait_for(&mut receipts);
+                disk.flush_inline(&mut router, &mut emitter.journal, "before the reload").await;
                 if new.http != config.http {
                     warn!("[http] changes take effect at the next restart.");
                 }
@@ -587,17 +584,13 @@ pub async fn run_reloadable(
     }
     recorder.flush();
     emitter.emit(&mut out, &mut router, &engine);
-    // The sources are stopped: these PUBACKs cannot go out; the broker
+    // Everything taken is flushed, then its receipts are confirmed: an
+    // archive mark moves to the last record stored (a graceful stop reads
+    // nothing twice). MQTT PUBACKs cannot go out any more; the broker
     // redelivers those messages next time (duplicates overwrite).
-    receipts.clear();
-    disk.drop_receipts();
-    disk.finish(&mut emitter.journal).await;
-    if let Err(e) = router.flush() {
-        error!(error = %e, "Cannot flush the spool to disk at shutdown.");
-    }
-    if let Err(e) = emitter.journal.sync() {
-        error!(error = %e, "Cannot sync the alarm journal at shutdown.");
-    }
+    disk.wait_for(&mut receipts);
+    disk.flush_inline(&mut router, &mut emitter.journal, "at shutdown")
+        .await;
     drop(router);
     sinks.stop().await;
     http_cancel.cancel();
