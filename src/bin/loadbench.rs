@@ -27,7 +27,11 @@
 //!    per endpoint cross an H limit back and forth on every poll (tiny
 //!    deadband on a noisy flow) and measures the time from the poll
 //!    timestamp in each alarm event (`ts_ns`) to its arrival at a
-//!    subscriber.
+//!    subscriber. The daemon runs with `GASWATCH_ALARM_TRACE` set, so its
+//!    stage marks (engine took the input, routed to the spool, handed to
+//!    the MQTT client, written to the socket) split that time per step.
+//!    One alarm point per endpoint: `--units-per-endpoint 1` gives one per
+//!    device, i.e. more events for a real p99.
 //!
 //! Poll-to-sink latency is "line visible to a reader" minus "the poll
 //! timestamp in the line" (the time the Modbus response arrived in the
@@ -841,6 +845,7 @@ async fn alarm_subscriber(
     port: u16,
     hist: Arc<std::sync::Mutex<Hist>>,
     count: Arc<AtomicU64>,
+    events: Arc<std::sync::Mutex<Vec<Received>>>,
     ready: Arc<tokio::sync::Notify>,
 ) {
     use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
@@ -862,12 +867,110 @@ async fn alarm_subscriber(
                     if let Ok(mut h) = hist.lock() {
                         h.add(seen - ts);
                     }
+                    let seq = v.get("seq").and_then(serde_json::Value::as_u64);
+                    if let (Some(seq), Ok(mut e)) = (seq, events.lock()) {
+                        e.push(Received {
+                            seq,
+                            ts_ns: ts,
+                            seen_ns: seen,
+                        });
+                    }
                 }
             }
             Ok(_) => {}
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
+}
+
+/// One alarm event as the subscriber got it.
+struct Received {
+    seq: u64,
+    /// The poll timestamp in the event (Modbus response arrived in the daemon).
+    ts_ns: i64,
+    /// When the subscriber got it.
+    seen_ns: i64,
+}
+
+/// The path stages of an alarm event: the poll timestamp, the daemon's
+/// trace marks (`GASWATCH_ALARM_TRACE`, see `telemetry::alarm_trace`) and
+/// the subscriber's receive time.
+const STAGES: [&str; 6] = ["poll", "taken", "routed", "handed", "written", "subscriber"];
+
+/// Joins the subscriber's events with the daemon's stage trace and prints,
+/// per step between stages, p50 / p99 / max over the events that have every
+/// mark, then the worst events end to end with their steps.
+fn alarm_stages(trace: &Path, events: &[Received]) -> serde_json::Value {
+    let text = std::fs::read_to_string(trace).unwrap_or_default();
+    let mut marks: std::collections::HashMap<u64, [Option<i64>; 4]> = Default::default();
+    for line in text.lines() {
+        let mut f = line.split(' ');
+        let (Some(stage), Some(seq), Some(at)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        let (Some(k), Ok(seq), Ok(at)) = (
+            STAGES[1..5].iter().position(|s| *s == stage),
+            seq.parse::<u64>(),
+            at.parse::<i64>(),
+        ) else {
+            continue;
+        };
+        marks.entry(seq).or_default()[k] = Some(at);
+    }
+    // Per event: the six times, when all are known.
+    let rows: Vec<[i64; 6]> = events
+        .iter()
+        .filter_map(|e| {
+            let m = marks.get(&e.seq)?;
+            Some([e.ts_ns, m[0]?, m[1]?, m[2]?, m[3]?, e.seen_ns])
+        })
+        .collect();
+    println!(
+        "  alarm stages: {} of {} events traced by the daemon (GASWATCH_ALARM_TRACE)",
+        rows.len(),
+        events.len()
+    );
+    if rows.is_empty() {
+        return serde_json::Value::Null;
+    }
+    let q = |mut v: Vec<i64>, x: f64| -> f64 {
+        v.sort_unstable();
+        let i = ((v.len() as f64 * x).ceil() as usize).clamp(1, v.len()) - 1;
+        v[i] as f64 / 1e6
+    };
+    let mut steps = Vec::new();
+    for k in 0..5 {
+        let d: Vec<i64> = rows.iter().map(|r| r[k + 1] - r[k]).collect();
+        let name = format!("{} -> {}", STAGES[k], STAGES[k + 1]);
+        let (p50, p99, max) = (q(d.clone(), 0.5), q(d.clone(), 0.99), q(d, 1.0));
+        println!("    {name:<22} p50 {p50:8.3} ms  p99 {p99:8.3} ms  max {max:8.3} ms");
+        steps.push(serde_json::json!({"step": name, "p50_ms": p50, "p99_ms": p99, "max_ms": max}));
+    }
+    for (name, from, to) in [
+        ("in the daemon (poll -> written)", 0, 4),
+        ("end to end (poll -> subscriber)", 0, 5),
+    ] {
+        let d: Vec<i64> = rows.iter().map(|r| r[to] - r[from]).collect();
+        let (p50, p99, max) = (q(d.clone(), 0.5), q(d.clone(), 0.99), q(d, 1.0));
+        println!("    {name:<22} p50 {p50:8.3} ms  p99 {p99:8.3} ms  max {max:8.3} ms");
+        steps.push(serde_json::json!({"step": name, "p50_ms": p50, "p99_ms": p99, "max_ms": max}));
+    }
+    let mut worst: Vec<&[i64; 6]> = rows.iter().collect();
+    worst.sort_unstable_by_key(|r| std::cmp::Reverse(r[5] - r[0]));
+    println!(
+        "    worst events, ms per step (poll->taken, ->routed, ->handed, ->written, ->subscriber):"
+    );
+    for r in worst.iter().take(8) {
+        let d: Vec<String> = (0..5)
+            .map(|k| format!("{:.3}", (r[k + 1] - r[k]) as f64 / 1e6))
+            .collect();
+        println!(
+            "      total {:8.3}: {}",
+            (r[5] - r[0]) as f64 / 1e6,
+            d.join(", ")
+        );
+    }
+    serde_json::json!({"traced": rows.len(), "steps": steps})
 }
 
 struct Mosquitto {
@@ -990,6 +1093,9 @@ async fn main() -> anyhow::Result<()> {
     }
     let alarm_hist = Arc::new(std::sync::Mutex::new(Hist::new()));
     let alarm_count = Arc::new(AtomicU64::new(0));
+    let alarm_events = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let alarm_trace = work.join("alarm-trace.txt");
+    let _ = std::fs::remove_file(&alarm_trace);
     if a.alarm_latency {
         let m = start_mosquitto()?;
         let _ = write!(
@@ -1002,6 +1108,7 @@ async fn main() -> anyhow::Result<()> {
             m.port,
             Arc::clone(&alarm_hist),
             Arc::clone(&alarm_count),
+            Arc::clone(&alarm_events),
             Arc::clone(&ready),
         ));
         tokio::time::timeout(Duration::from_secs(10), ready.notified())
@@ -1044,7 +1151,12 @@ async fn main() -> anyhow::Result<()> {
     let log_path = work.join("daemon.log");
     let before = requests_seen(&handles);
     let spawned = Instant::now();
-    let child = Command::new(&daemon)
+    let mut cmd = Command::new(&daemon);
+    if a.alarm_latency {
+        // Stage marks of each alarm event (a binary without it ignores it).
+        cmd.env("GASWATCH_ALARM_TRACE", &alarm_trace);
+    }
+    let child = cmd
         .args(["run", "-c"])
         .arg(&cfg_path)
         .env("RUST_LOG", "info")
@@ -1084,11 +1196,19 @@ async fn main() -> anyhow::Result<()> {
     if let Ok(mut h) = alarm_hist.lock() {
         *h = Hist::new();
     }
+    if let Ok(mut e) = alarm_events.lock() {
+        e.clear();
+    }
     let p = measure("gaswatch", &a, pid, &delivered, tck, || {
         influx_port.and_then(|p| influx_count(p).ok())
     })
     .await;
     let alarms = alarm_count.load(Ordering::Relaxed) - alarm0;
+    // Only the events of the measured window.
+    let measured_events = alarm_events
+        .lock()
+        .map(|mut e| std::mem::take(&mut *e))
+        .unwrap_or_default();
     let t_stop = Instant::now();
     let status = daemon_proc.terminate(Duration::from_secs(30));
     let stop_time = t_stop.elapsed();
@@ -1131,7 +1251,8 @@ async fn main() -> anyhow::Result<()> {
             q(0.99),
             q(1.0)
         );
-        alarm_json = serde_json::json!({"events": alarms, "p50_ms": q(0.5), "p99_ms": q(0.99), "max_ms": q(1.0)});
+        let stages = alarm_stages(&alarm_trace, &measured_events);
+        alarm_json = serde_json::json!({"events": alarms, "p50_ms": q(0.5), "p99_ms": q(0.99), "max_ms": q(1.0), "stages": stages});
     }
     drop(mosq);
     phases.push(p);

@@ -2,8 +2,10 @@
 //! default, JSON lines on request; stderr, or a file when a terminal view
 //! owns the screen), the Prometheus recorder (`prom`), the `/health` state
 //! (`health`), per-device point-quality gauges (`device_points`), the
-//! read-only HTTP endpoint (`http`) and build facts (`build`).
+//! read-only HTTP endpoint (`http`), build facts (`build`) and the opt-in
+//! alarm stage trace for latency benchmarks (`alarm_trace`).
 
+pub mod alarm_trace;
 pub mod build;
 pub mod config;
 pub mod device_points;

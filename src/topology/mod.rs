@@ -33,6 +33,7 @@ use crate::sinks::{influxdb, mqtt};
 use crate::sources::modbus;
 use crate::sources::mqtt as mqtt_source;
 use crate::sources::replay::capture::Recorder;
+use crate::telemetry::alarm_trace;
 use crate::telemetry::device_points::DevicePointGauges;
 use crate::telemetry::health::{DeviceTracker, Health};
 use live::LiveState;
@@ -597,6 +598,7 @@ pub async fn run_reloadable(
     if let Some(t) = http_task {
         let _ = t.await;
     }
+    alarm_trace::flush();
     info!("gaswatch stopped.");
     Ok(())
 }
@@ -628,7 +630,14 @@ impl Emitter {
         if out.is_empty() {
             return true;
         }
-        let stored = match router.route(out) {
+        let routed = router.route(out);
+        if alarm_trace::enabled() {
+            let at = alarm_trace::now_ns();
+            for e in &out.alarms {
+                alarm_trace::mark(alarm_trace::Stage::Routed, e.seq, at);
+            }
+        }
+        let stored = match routed {
             Ok(()) => {
                 self.health.set_failing(&[]);
                 if self.store_failures > 0 {
@@ -841,6 +850,13 @@ fn spawn_sources(
 fn take(engine: &mut Engine, input: Input, out: &mut Output, receipts: &mut Vec<Receipt>) {
     match input {
         Input::Receipt(r) => receipts.push(r),
+        input if alarm_trace::enabled() => {
+            let (taken, first) = (alarm_trace::now_ns(), out.alarms.len());
+            engine.process(&input, out);
+            for e in &out.alarms[first..] {
+                alarm_trace::mark(alarm_trace::Stage::Taken, e.seq, taken);
+            }
+        }
         input => engine.process(&input, out),
     }
 }

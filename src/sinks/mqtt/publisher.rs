@@ -44,6 +44,7 @@ use crate::buffer::{Record, RecordClass, SharedSpool};
 use crate::config::SecretString;
 use crate::model::Timestamp;
 use crate::model::{AlarmCommand, Input, Receipt};
+use crate::telemetry::alarm_trace;
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet,
     Publish, QoS,
@@ -248,6 +249,7 @@ pub async fn run_with_commands(
         unacked_commands: HashMap::new(),
         next_receipt: 0,
         epoch: 0,
+        traced: VecDeque::new(),
     };
     metrics::gauge!("gaswatch_mqtt_connected").set(0.0);
     loop {
@@ -350,6 +352,9 @@ struct Publisher {
     next_receipt: u64,
     /// Counts ConnAcks: packet ids are only valid within one connection.
     epoch: u64,
+    /// Alarm events handed to the client and not yet written, as
+    /// (class, record id, event seq); only with the alarm trace on.
+    traced: VecDeque<(usize, u64, u64)>,
 }
 
 impl Publisher {
@@ -372,6 +377,7 @@ impl Publisher {
                 self.ever_connected = true;
                 info!(broker = %self.broker, station = %self.station, session_present = ack.session_present, "MQTT connected.");
                 self.tracker.reset();
+                self.traced.clear();
                 // Commands of the last connection not yet acknowledged: the
                 // broker delivers them again on this one.
                 self.epoch += 1;
@@ -397,6 +403,14 @@ impl Publisher {
                 }
             }
             Event::Outgoing(Outgoing::Publish(pkid)) => {
+                let record = self.tracker.to_correlate.front().copied().flatten();
+                if let Some(record) = record
+                    && let Some(i) = self.traced.iter().position(|t| (t.0, t.1) == record)
+                    && let Some((_, _, seq)) = self.traced.remove(i)
+                {
+                    let at = alarm_trace::now_ns();
+                    alarm_trace::mark(alarm_trace::Stage::Written, seq, at);
+                }
                 if let Some(class) = self.tracker.on_outgoing(pkid) {
                     metrics::counter!("gaswatch_mqtt_published_total", "class" => class.as_str())
                         .increment(1);
@@ -564,6 +578,10 @@ impl Publisher {
                             } else {
                                 QoS::AtLeastOnce
                             };
+                            let traced = (alarm_trace::enabled()
+                                && p.topic.ends_with("/alarms/events"))
+                            .then(|| alarm_trace::seq_of(&p.payload))
+                            .flatten();
                             if let Err(error) =
                                 self.client.try_publish(p.topic, qos, p.retain, p.payload)
                             {
@@ -573,6 +591,11 @@ impl Publisher {
                                 return;
                             }
                             self.tracker.sent(c, rec.id);
+                            if let Some(seq) = traced {
+                                let at = alarm_trace::now_ns();
+                                alarm_trace::mark(alarm_trace::Stage::Handed, seq, at);
+                                self.traced.push_back((c, rec.id, seq));
+                            }
                         }
                         Err(reason) => {
                             // Never sendable: quarantine it so it does not block the queue.
@@ -654,6 +677,7 @@ impl Publisher {
         eventloop.pending.clear();
         eventloop.state.collision = None;
         self.tracker.reset();
+        self.traced.clear();
         if was_connected {
             warn!(broker = %self.broker, station = %self.station, %error, "MQTT connection lost; reconnecting with backoff.");
             self.down_logged = true;
