@@ -852,6 +852,9 @@ async fn alarm_subscriber(
     let mut o = MqttOptions::new("loadbench-sub", "127.0.0.1", port);
     o.set_keep_alive(Duration::from_secs(30));
     let (client, mut ev) = AsyncClient::new(o, 1024);
+    let mut n = ev.network_options();
+    n.set_tcp_nodelay(true);
+    ev.set_network_options(n);
     let _ = client
         .subscribe("gaswatch/load/alarms/events", QoS::AtLeastOnce)
         .await;
@@ -993,7 +996,9 @@ fn start_mosquitto() -> anyhow::Result<Mosquitto> {
     std::fs::write(
         &conf,
         format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nuser root\nlog_dest file {}\n",
+            // Nagle off on the broker's sockets too: the bench measures the
+            // daemon's path, not a broker default (mosquitto's is off).
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nuser root\nset_tcp_nodelay true\nlog_dest file {}\n",
             dir.path().join("mosquitto.log").display()
         ),
     )?;

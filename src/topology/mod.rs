@@ -355,6 +355,7 @@ pub async fn run_reloadable(
         backlog_since: Vec::new(),
         journal,
         store_failures: 0,
+        alarms_changed: true,
     };
     let mut config = config;
     // MQTT receipts seen in the current batch (see `Input::Receipt`).
@@ -416,6 +417,7 @@ pub async fn run_reloadable(
                         Err(_) => break,
                     }
                 }
+                let alarms = !out.alarms.is_empty();
                 let stored = emitter.emit(&mut out, &mut router, &engine);
                 if !receipts.is_empty() {
                     // Durable before acknowledged: confirmed after the next
@@ -428,6 +430,12 @@ pub async fn run_reloadable(
                         receipts.clear();
                     }
                 }
+                if alarms {
+                    // The MQTT publisher, woken by the route, waits in this
+                    // worker's LIFO slot, which no other worker can steal
+                    // (tokio#4941): let it run now, not after the next batch.
+                    tokio::task::yield_now().await;
+                }
             }
             _ = tick.tick() => {
                 let now = Timestamp::now();
@@ -437,6 +445,9 @@ pub async fn run_reloadable(
                 tracker.tick(now);
                 health.update_devices(&tracker);
                 point_gauges.update(&engine);
+                if std::mem::take(&mut emitter.alarms_changed) {
+                    alarm_gauges(&engine);
+                }
             }
             Some(new) = reloads.recv() => {
                 let new_sink_fp = sink_material(&new);
@@ -540,6 +551,7 @@ pub async fn run_reloadable(
                 tracker = DeviceTracker::new(&plan);
                 point_gauges.clear();
                 point_gauges = DevicePointGauges::new(&plan);
+                emitter.alarms_changed = true;
                 health.config_loaded(&plan, Timestamp::now());
                 if let Some(live) = &emitter.live && let Ok(mut l) = live.lock() {
                     *l = LiveState::new(&plan);
@@ -615,6 +627,8 @@ struct Emitter {
     journal: crate::journal::Journal,
     /// Batches in a row some sink could not store (0: all fine).
     store_failures: u64,
+    /// Alarm states changed since the alarm gauges were last set.
+    alarms_changed: bool,
 }
 
 impl Emitter {
@@ -679,6 +693,7 @@ impl Emitter {
         if let Some(edge) = &self.edge {
             edge.offer(out);
         }
+        self.alarms_changed |= !out.alarms.is_empty();
         record_output(out, engine);
         if let Some(live) = &self.live
             && let Ok(mut l) = live.lock()
@@ -759,7 +774,33 @@ fn record_output(out: &Output, engine: &Engine) {
         metrics::counter!("gaswatch_alarm_events_total", "action" => a.action.as_str(), "priority" => a.priority.as_str())
             .increment(1);
     }
-    if !out.alarms.is_empty() {
+    for b in &out.balances {
+        // Each window length (5m, 1h, gas day) is its own series: one gauge
+        // for all would show whichever window closed last.
+        let len = b.end.0.saturating_sub(b.start.0);
+        let window = plan
+            .windows
+            .iter()
+            .find(|w| w.window_ns == len)
+            .map_or("other", |w| w.label.as_str())
+            .to_string();
+        metrics::counter!("gaswatch_balance_windows_total", "window" => window.clone(), "quality" => b.quality.as_str())
+            .increment(1);
+        if b.imbalance_percent.is_finite() && b.quality != Quality::Bad {
+            metrics::gauge!("gaswatch_balance_imbalance_percent", "station" => plan.station_id.clone(), "window" => window.clone())
+                .set(b.imbalance_percent);
+            metrics::gauge!("gaswatch_balance_imbalance_sm3", "station" => plan.station_id.clone(), "window" => window)
+                .set(b.imbalance_sm3);
+        }
+    }
+}
+
+/// Active alarms by priority and alarms by ISA-18.2 state: a scan of every
+/// alarm, so it runs on the engine tick after a batch with alarm events,
+/// not on the batch's own path to the sinks.
+fn alarm_gauges(engine: &Engine) {
+    let plan = engine.plan();
+    {
         let mut active: std::collections::BTreeMap<&'static str, u32> = Default::default();
         for (i, d) in plan.alarms.iter().enumerate() {
             let n = active.entry(d.priority.as_str()).or_default();
@@ -788,25 +829,6 @@ fn record_output(out: &Output, engine: &Engine) {
         }
         for (st, n) in states.iter().zip(by_state) {
             metrics::gauge!("gaswatch_alarms", "state" => st.as_str()).set(f64::from(n));
-        }
-    }
-    for b in &out.balances {
-        // Each window length (5m, 1h, gas day) is its own series: one gauge
-        // for all would show whichever window closed last.
-        let len = b.end.0.saturating_sub(b.start.0);
-        let window = plan
-            .windows
-            .iter()
-            .find(|w| w.window_ns == len)
-            .map_or("other", |w| w.label.as_str())
-            .to_string();
-        metrics::counter!("gaswatch_balance_windows_total", "window" => window.clone(), "quality" => b.quality.as_str())
-            .increment(1);
-        if b.imbalance_percent.is_finite() && b.quality != Quality::Bad {
-            metrics::gauge!("gaswatch_balance_imbalance_percent", "station" => plan.station_id.clone(), "window" => window.clone())
-                .set(b.imbalance_percent);
-            metrics::gauge!("gaswatch_balance_imbalance_sm3", "station" => plan.station_id.clone(), "window" => window)
-                .set(b.imbalance_sm3);
         }
     }
 }

@@ -207,6 +207,12 @@ pub async fn run_with_commands(
         }
     }
     let (client, mut eventloop) = AsyncClient::new(options, usize::from(settings.inflight) + 8);
+    // rumqttc leaves Nagle on: a PUBLISH written while an earlier one is
+    // unacknowledged would wait for the broker's ACK (one round trip per
+    // alarm record in a burst, tens of ms on a busy host).
+    let mut network = eventloop.network_options();
+    network.set_tcp_nodelay(true);
+    eventloop.set_network_options(network);
     // Receipts confirmed by the engine task come back here as sequence numbers.
     let (confirm_tx, mut confirmed) = mpsc::unbounded_channel::<u64>();
     let confirm: Arc<dyn Fn(u64) + Send + Sync> = Arc::new(move |seq| {
@@ -250,6 +256,9 @@ pub async fn run_with_commands(
         next_receipt: 0,
         epoch: 0,
         traced: VecDeque::new(),
+        published: CLASSES
+            .map(|c| metrics::counter!("gaswatch_mqtt_published_total", "class" => c.as_str())),
+        acked: metrics::counter!("gaswatch_mqtt_acked_total"),
     };
     metrics::gauge!("gaswatch_mqtt_connected").set(0.0);
     loop {
@@ -355,6 +364,10 @@ struct Publisher {
     /// Alarm events handed to the client and not yet written, as
     /// (class, record id, event seq); only with the alarm trace on.
     traced: VecDeque<(usize, u64, u64)>,
+    /// `gaswatch_mqtt_published_total` per class (alarm, balance) and
+    /// `gaswatch_mqtt_acked_total`, looked up once, not per packet.
+    published: [metrics::Counter; 2],
+    acked: metrics::Counter,
 }
 
 impl Publisher {
@@ -412,8 +425,7 @@ impl Publisher {
                     alarm_trace::mark(alarm_trace::Stage::Written, seq, at);
                 }
                 if let Some(class) = self.tracker.on_outgoing(pkid) {
-                    metrics::counter!("gaswatch_mqtt_published_total", "class" => class.as_str())
-                        .increment(1);
+                    self.published[usize::from(class == RecordClass::Balance)].increment(1);
                 }
                 // QoS 0 records settle when written.
                 if pkid == 0 {
@@ -422,7 +434,7 @@ impl Publisher {
             }
             Event::Incoming(Packet::PubAck(ack)) => {
                 if let Some((class, watermark)) = self.tracker.on_puback(ack.pkid) {
-                    metrics::counter!("gaswatch_mqtt_acked_total").increment(1);
+                    self.acked.increment(1);
                     if let Some(upto) = watermark {
                         self.ack_spool(class, upto);
                     }
