@@ -243,6 +243,41 @@ fn point_maps_expand_into_each_device_with_its_prefix() {
     );
 }
 
+/// The running daemon keeps its config folded (map points taken out) to
+/// compare with a reloaded one: folding keeps a device's own points, the
+/// comparison of folded configs sees a change in a map, a prefix or an own
+/// point exactly as the expanded one does, and unfolding restores it.
+#[test]
+fn folded_configs_compare_like_expanded_ones_and_unfold_back() {
+    let load = |t: &str| Config::from_str_named(t, Path::new("mapped.toml")).expect("valid");
+    let full = load(MAPPED);
+    let mut folded = full.clone();
+    let taken = folded.fold_point_maps();
+    let names: Vec<Vec<&str>> = folded
+        .devices
+        .iter()
+        .map(|d| d.points.iter().map(|p| p.name.as_str()).collect())
+        .collect();
+    assert_eq!(names, [vec!["ZS_7"], vec![]]);
+    let mut back = folded.clone();
+    back.unfold_point_maps(taken);
+    assert_eq!(back, full);
+    for (what, text) in [
+        ("same text", MAPPED.to_string()),
+        (
+            "map point scale",
+            MAPPED.replace("scale = 0.1", "scale = 0.2"),
+        ),
+        ("prefix", MAPPED.replace("\"R8_\"", "\"R9_\"")),
+        ("own point", MAPPED.replace("address = 30", "address = 31")),
+    ] {
+        let mut other = load(&text);
+        let expanded_equal = other == full;
+        drop(other.fold_point_maps());
+        assert_eq!(other == folded, expanded_equal, "{what}");
+    }
+}
+
 #[test]
 fn point_map_problems_name_the_map_entry_and_the_device() {
     let e = problems(&MAPPED.replace(

@@ -575,11 +575,46 @@ impl Config {
         (problems, origins)
     }
 
+    /// Takes back out of each device the points its `point_map` added
+    /// (they follow the device's own points, see `expand_point_maps`),
+    /// leaving the config as written. The expansion depends only on the
+    /// device's own fields and `point_maps`, so two folded configs are
+    /// equal exactly when the expanded ones are: a running daemon keeps
+    /// the folded config to compare with a reloaded one, without a copy of
+    /// every map point of every device. [`Config::unfold_point_maps`]
+    /// puts them back.
+    pub fn fold_point_maps(&mut self) -> MapPoints {
+        let maps = &self.point_maps;
+        let mut taken = Vec::with_capacity(self.devices.len());
+        for d in &mut self.devices {
+            let added = d
+                .point_map
+                .as_ref()
+                .and_then(|name| maps.iter().find(|m| &m.name == name))
+                .map_or(0, |m| m.points.len());
+            let own = d.points.len().saturating_sub(added);
+            taken.push(d.points.split_off(own));
+            d.points.shrink_to_fit();
+        }
+        MapPoints(taken)
+    }
+
+    /// Undoes [`Config::fold_point_maps`].
+    pub fn unfold_point_maps(&mut self, points: MapPoints) {
+        for (d, p) in self.devices.iter_mut().zip(points.0) {
+            d.points.extend(p);
+        }
+    }
+
     /// Checks cross-references and ranges without any I/O. Returns every problem.
     pub fn validate(&self) -> Vec<Problem> {
         validate::validate(self)
     }
 }
+
+/// The points [`Config::fold_point_maps`] took out, per device in order.
+#[derive(Debug)]
+pub struct MapPoints(Vec<Vec<crate::sources::modbus::config::PointConfig>>);
 
 /// Where expanded map points came from: (device index, index of its first
 /// map point, map index, device id), so a problem found in a map point names

@@ -141,11 +141,14 @@ struct Sinks {
 }
 
 impl Sinks {
-    /// `commands`: where the MQTT sink hands dispatchers' commands (the engine's input channel).
+    /// `commands`: where the MQTT sink hands dispatchers' commands (the
+    /// engine's input channel); `plan`: compiled from `config` (the
+    /// Sparkplug edge node announces its points).
     fn start(
         config: &Config,
         prep: SinkPrep,
         commands: &mpsc::Sender<Input>,
+        plan: &Arc<EnginePlan>,
     ) -> Result<(Sinks, Option<FileSink>), StartError> {
         let cancel = CancellationToken::new();
         let mut tasks = Vec::new();
@@ -194,7 +197,7 @@ impl Sinks {
         };
         let edge = match &config.sinks.sparkplug {
             Some(cfg) => {
-                let plan = Arc::new(EnginePlan::compile(config));
+                let plan = Arc::clone(plan);
                 let state = EdgeState::new(&plan);
                 tasks.push((
                     "sparkplug",
@@ -279,12 +282,29 @@ pub async fn run_reloadable(
 ) -> Result<(), StartError> {
     // Metrics first, so nothing counted by a source or sink is lost.
     crate::telemetry::prom::install();
+    // What this call starts stops when it returns, early errors included.
+    let started = cancel.child_token();
+    let _stop_on_return = started.clone().drop_guard();
     let health = Arc::new(Health::default());
-    let http_cancel = CancellationToken::new();
+    let http_cancel = started.child_token();
     tokio::spawn(crate::telemetry::prom::upkeep(
         Duration::from_secs(5),
         http_cancel.clone(),
     ));
+    let (tx, mut rx) = mpsc::channel::<Input>(CHANNEL_CAPACITY);
+    // The first poll needs only the plan: the pollers start now, and what
+    // they read waits in the channel while the rest starts (HTTP, spools,
+    // sinks, journal, router). The engine task takes nothing before all of
+    // that is up, so no input is processed without its sinks.
+    let mut plan = Arc::new(EnginePlan::compile(&config));
+    let mut sources_cancel = started.child_token();
+    let mut source_tasks = spawn_sources(&plan, &config, &tx, &sources_cancel)?;
+    // Nothing reads the device points any more (the plan has them): keep
+    // the config without its expanded map points (15,000 `PointConfig`s at
+    // 500 devices x 30 points), freed before the rest allocates, only to
+    // compare a reloaded config with.
+    let mut config = config;
+    drop(config.fold_point_maps());
     let mut http_task = None;
     if let Some(h) = &config.http {
         let addr = h
@@ -296,18 +316,13 @@ pub async fn run_reloadable(
         http_task = Some(task);
     }
 
-    let (tx, mut rx) = mpsc::channel::<Input>(CHANNEL_CAPACITY);
     // What the sinks and sources read beyond the config text, as loaded.
     let mut sink_fp = sink_material(&config);
     let mut source_fp = source_material(&config);
     let prep = prepare_sinks(&config)?;
-    let (mut sinks, file) = Sinks::start(&config, prep, &tx)?;
+    let (mut sinks, file) = Sinks::start(&config, prep, &tx, &plan)?;
     health.set_sinks(sinks.entries());
-
-    let mut plan = Arc::new(EnginePlan::compile(&config));
     health.config_loaded(&plan, Timestamp::now());
-    let mut sources_cancel = cancel.child_token();
-    let mut source_tasks = spawn_sources(&plan, &config, &tx, &sources_cancel)?;
     info!(
         station = %plan.station_id,
         devices = plan.devices.len(),
@@ -357,7 +372,6 @@ pub async fn run_reloadable(
         store_failures: 0,
         alarms_changed: true,
     };
-    let mut config = config;
     // MQTT receipts seen in the current batch (see `Input::Receipt`).
     let mut receipts: Vec<Receipt> = Vec::new();
     // The running disk sync (group commit) and the receipts it holds back.
@@ -449,11 +463,15 @@ pub async fn run_reloadable(
                     alarm_gauges(&engine);
                 }
             }
-            Some(new) = reloads.recv() => {
+            Some(mut new) = reloads.recv() => {
                 let new_sink_fp = sink_material(&new);
                 let new_source_fp = source_material(&new);
                 let secrets_changed = new_sink_fp != sink_fp;
-                if new == config && !secrets_changed && new_source_fp == source_fp {
+                // The running config is kept folded (see above).
+                let map_points = new.fold_point_maps();
+                let same = new == config;
+                new.unfold_point_maps(map_points);
+                if same && !secrets_changed && new_source_fp == source_fp {
                     info!("Configuration unchanged (secrets and TLS files too); nothing to reload.");
                     continue;
                 }
@@ -468,6 +486,7 @@ pub async fn run_reloadable(
                 //    polling: their inputs wait in the channel, so a sink that
                 //    takes its grace period to stop costs no poll cycle.
                 // The Sparkplug NBIRTH lists the points: any change needs a new birth.
+                let new_plan = Arc::new(EnginePlan::compile(&new));
                 let sinks_changed = new.sinks != config.sinks
                     || new.spool != config.spool
                     || new.sinks.sparkplug.is_some()
@@ -493,13 +512,13 @@ pub async fn run_reloadable(
                     // The old engine's last output has no place in a new birth.
                     emitter.edge = None;
                     std::mem::replace(&mut sinks, Sinks::none()).stop().await;
-                    let started = Sinks::start(&new, prep, &tx);
+                    let started = Sinks::start(&new, prep, &tx, &new_plan);
                     let ok = started.is_ok();
                     let (s, f) = match started {
                         Ok(v) => v,
                         Err(e) => {
                             error!(error = %e, "Reload rejected: the new sinks cannot start; restarting the old ones.");
-                            Sinks::start(&config, prepare_sinks(&config)?, &tx)?
+                            Sinks::start(&config, prepare_sinks(&config)?, &tx, &plan)?
                         }
                     };
                     sinks = s;
@@ -541,7 +560,6 @@ pub async fn run_reloadable(
                     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
                 }
                 // 3. The new plan, with alarm states carried over by id.
-                let new_plan = Arc::new(EnginePlan::compile(&new));
                 let mut new_engine = Engine::new(Arc::clone(&new_plan), engine.alarm_seq());
                 let carried = new_engine.carry_state_from(&engine);
                 // A capture replays with one plan and a fresh engine.
@@ -558,9 +576,10 @@ pub async fn run_reloadable(
                 }
                 emitter.edge = sinks.edge.clone();
                 config = new;
+                drop(config.fold_point_maps());
                 source_fp = new_source_fp;
                 router = Router::new(Arc::clone(&plan), sinks.influx.clone(), sinks.mqtt.clone(), router.file.take());
-                sources_cancel = cancel.child_token();
+                sources_cancel = started.child_token();
                 source_tasks = match spawn_sources(&plan, &config, &tx, &sources_cancel) {
                     Ok(t) => t,
                     Err(e) => {

@@ -125,14 +125,14 @@ pub fn spawn(
     endpoints(&plan)
         .into_iter()
         .map(|(endpoint, devices)| {
-            let task = EndpointTask::new(
-                Arc::clone(&plan),
-                endpoint,
-                devices,
-                tx.clone(),
-                cancel.clone(),
-            );
-            tokio::spawn(task.run())
+            let (plan, tx, cancel) = (Arc::clone(&plan), tx.clone(), cancel.clone());
+            // Built in the task (per-device metric handles): the first
+            // endpoint polls while the others are still being set up.
+            tokio::spawn(async move {
+                EndpointTask::new(plan, endpoint, devices, tx, cancel)
+                    .run()
+                    .await
+            })
         })
         .collect()
 }
