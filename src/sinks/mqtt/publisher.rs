@@ -60,6 +60,10 @@ use tracing::{debug, error, info, warn};
 /// The classes this sink carries, in delivery priority.
 const CLASSES: [RecordClass; 2] = [RecordClass::Alarm, RecordClass::Balance];
 
+/// Longest delay between a PUBACK and its acknowledgement in the spool
+/// (see [`Publisher::ack_spool`]).
+const ACK_COALESCE: Duration = Duration::from_millis(50);
+
 /// Tuning of the publisher; [`Default`] is what production uses.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PublisherSettings {
@@ -259,6 +263,8 @@ pub async fn run_with_commands(
         published: CLASSES
             .map(|c| metrics::counter!("gaswatch_mqtt_published_total", "class" => c.as_str())),
         acked: metrics::counter!("gaswatch_mqtt_acked_total"),
+        pending_ack: [None; 2],
+        ack_due: None,
     };
     metrics::gauge!("gaswatch_mqtt_connected").set(0.0);
     loop {
@@ -267,8 +273,14 @@ pub async fn run_with_commands(
             tokio::pin!(poll);
             loop {
                 let deadline = p.shutdown.deadline();
+                let ack_due = p.ack_due;
                 tokio::select! {
                     biased;
+                    // First, but only at its deadline: a steady stream of
+                    // events never postpones the spool's acknowledgements.
+                    _ = tokio::time::sleep_until(ack_due.unwrap_or_else(Instant::now)), if ack_due.is_some() => {
+                        p.write_acks();
+                    }
                     r = &mut poll => break Step::Polled(r),
                     _ = cancel.cancelled(), if matches!(p.shutdown, Shutdown::Running) => {
                         if !p.begin_shutdown() {
@@ -296,6 +308,7 @@ pub async fn run_with_commands(
                 }
             }
             Step::Polled(Err(e)) => {
+                p.write_acks();
                 p.on_connection_error(&e, &mut eventloop);
                 if !matches!(p.shutdown, Shutdown::Running) {
                     break;
@@ -309,6 +322,7 @@ pub async fn run_with_commands(
             }
         }
     }
+    p.write_acks();
     metrics::gauge!("gaswatch_mqtt_connected").set(0.0);
     debug!(station = %p.station, "MQTT publisher stopped.");
 }
@@ -368,6 +382,10 @@ struct Publisher {
     /// `gaswatch_mqtt_acked_total`, looked up once, not per packet.
     published: [metrics::Counter; 2],
     acked: metrics::Counter,
+    /// Per class, the watermark acknowledged by the broker and not yet
+    /// written to the spool, and when to write it.
+    pending_ack: [Option<u64>; 2],
+    ack_due: Option<Instant>,
 }
 
 impl Publisher {
@@ -466,10 +484,31 @@ impl Publisher {
         }
     }
 
-    fn ack_spool(&self, class: RecordClass, upto: u64) {
-        if let Err(error) = self.spool.lock().ack(class, upto) {
-            // Not data loss: the records will be sent again after a restart.
-            warn!(spool = self.spool.name(), class = class.as_str(), %error, "Spool ack failed.");
+    /// Records that `class` is delivered up to `upto`; the spool learns it
+    /// at most [`ACK_COALESCE`] later ([`Publisher::write_acks`]). A spool
+    /// ack writes and renames a file under the spool's lock: once per PUBACK
+    /// in a burst, that held up the next PUBLISHes and the engine's appends
+    /// (tens of ms per burst of 50 alarms). A crash in between only sends
+    /// those records again (delivery is at least once).
+    fn ack_spool(&mut self, class: RecordClass, upto: u64) {
+        let c = usize::from(class == RecordClass::Balance);
+        self.pending_ack[c] = Some(self.pending_ack[c].map_or(upto, |p| p.max(upto)));
+        if self.ack_due.is_none() {
+            self.ack_due = Some(Instant::now() + ACK_COALESCE);
+        }
+    }
+
+    /// Writes the pending acknowledgements to the spool.
+    fn write_acks(&mut self) {
+        self.ack_due = None;
+        for (c, class) in CLASSES.into_iter().enumerate() {
+            let Some(upto) = self.pending_ack[c].take() else {
+                continue;
+            };
+            if let Err(error) = self.spool.lock().ack(class, upto) {
+                // Not data loss: the records will be sent again after a restart.
+                warn!(spool = self.spool.name(), class = class.as_str(), %error, "Spool ack failed.");
+            }
         }
     }
 
