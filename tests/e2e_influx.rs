@@ -160,3 +160,71 @@ async fn every_polled_point_lands_in_a_real_influxdb_exactly_once() {
     }
     assert!(good as u64 >= enough);
 }
+
+/// The pollers start before the daemon's HTTP endpoint, spools, sinks,
+/// journal and router (start-up to first poll); what they read meanwhile
+/// waits in the engine channel. So the first value the simulator served for
+/// each point (the daemon's first poll, made while it was still starting)
+/// is that point's first line in the file sink.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_poll_made_during_start_up_reaches_the_sink() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (handles, mut c) = support::station::city_gate(Duration::from_millis(250)).await;
+    c.sinks.file = Some(FileSinkConfig {
+        dir: dir.path().join("files"),
+    });
+    c.spool.dir = dir.path().join("spool");
+    let plan = gaswatch::engine::EnginePlan::compile(&c);
+    let live = Arc::new(Mutex::new(LiveState::new(&plan)));
+    let cancel = CancellationToken::new();
+    let daemon = tokio::spawn(topology::run(
+        c,
+        RunOptions {
+            live: Some(live.clone()),
+            ..Default::default()
+        },
+        cancel.clone(),
+    ));
+    let enough = plan.tags.len() as u64 * 3;
+    assert!(
+        support::wait_until_async(Duration::from_secs(30), || async {
+            live.lock().map(|s| s.samples >= enough).unwrap_or(false)
+        })
+        .await,
+        "too few samples"
+    );
+    let served: Vec<gaswatch_sim::Served> = handles.values().flat_map(|h| h.served()).collect();
+    for (_, h) in handles {
+        h.stop().await;
+    }
+    cancel.cancel();
+    daemon.await.expect("join").expect("daemon");
+
+    let mut first_served: BTreeMap<&str, f64> = BTreeMap::new();
+    for s in &served {
+        first_served.entry(s.point.as_str()).or_insert(s.value);
+    }
+    assert!(!first_served.is_empty(), "the simulator served nothing");
+    let written = parse_file_lines(&dir.path().join("files"));
+    // (point, ts) keys: the first entry of a point is its earliest line.
+    let mut first_written: BTreeMap<&str, &(Option<f64>, String)> = BTreeMap::new();
+    for ((point, _), v) in &written {
+        first_written.entry(point.as_str()).or_insert(v);
+    }
+    let mut compared = 0;
+    for (point, served) in &first_served {
+        let (value, quality) = first_written
+            .get(point)
+            .unwrap_or_else(|| panic!("{point}: served, never written"));
+        if quality != "good" {
+            continue;
+        }
+        let v = value.expect("good has a value");
+        assert!(
+            (v - served).abs() <= 1e-6 * served.abs().max(1.0),
+            "{point}: first line {v}, first value served {served}: the first poll was lost"
+        );
+        compared += 1;
+    }
+    assert!(compared > 0, "no good first sample to compare");
+}
