@@ -154,6 +154,14 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config, record } => {
+            // The Prometheus recorder calibrates its clock first (quanta:
+            // a busy loop of at least 0.5 ms, up to 200 ms when the TSC
+            // reads are noisy): on its own thread while the config is
+            // parsed. The daemon's own `install()` waits for it, so the
+            // recorder is still in place before any source or sink starts.
+            std::thread::spawn(|| {
+                gaswatch::telemetry::prom::install();
+            });
             let c = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
