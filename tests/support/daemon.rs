@@ -325,6 +325,12 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Sends `sig` (e.g. "-HUP") to the running daemon.
+    pub fn signal(&self, sig: &str) {
+        let c = self.child.as_ref().expect("daemon running");
+        signal(c.id(), sig);
+    }
+
     /// `kill -9`: a crash, nothing drained.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
