@@ -498,6 +498,21 @@ async fn sink_reloads_while_alarms_flow_lose_no_event() {
         "sink reloads: {} events journaled and delivered, {dups} duplicates",
         journaled.len()
     );
+
+    // The alarm-system report over the same journal: every shown raise is
+    // an annunciation, the HH and H of PT_OUT1 lead the bad actors, and
+    // nothing was acknowledged (no dispatcher in this test).
+    let entries = history(&cg.config);
+    let shown_raises = entries
+        .iter()
+        .filter(|e| e["type"] == "event" && e["action"] == "raise" && e["annunciation"] == "shown")
+        .count() as u64;
+    let report = support::daemon::alarm_report(&cg.config, "1h");
+    assert_eq!(report["annunciations"], shown_raises, "{report}");
+    assert!(shown_raises >= 3, "{report}");
+    let top = report["top10"][0]["alarm_id"].as_str().unwrap_or_default();
+    assert!(top.starts_with("cg01/PT_OUT1/"), "{report}");
+    assert_eq!(report["ack"]["acknowledged"], 0, "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -388,3 +388,18 @@ pub fn history(config: &Path) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("history line {l:?}: {e}")))
         .collect()
 }
+
+/// `gaswatch alarms report -c config --since SINCE --json`.
+pub fn alarm_report(config: &Path, since: &str) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_gaswatch"))
+        .args(["alarms", "report", "--json", "--since", since, "-c"])
+        .arg(config)
+        .output()
+        .expect("run gaswatch alarms report");
+    assert!(
+        out.status.success(),
+        "gaswatch alarms report failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("report JSON")
+}
