@@ -1109,13 +1109,20 @@ async fn main() -> anyhow::Result<()> {
             m.port
         );
         let ready = Arc::new(tokio::sync::Notify::new());
-        tokio::spawn(alarm_subscriber(
+        // Its own thread and runtime: in the bench's runtime it would
+        // queue behind the simulator's tasks (every request re-encodes the
+        // station), and that delay would show as broker -> subscriber time.
+        let sub = alarm_subscriber(
             m.port,
             Arc::clone(&alarm_hist),
             Arc::clone(&alarm_count),
             Arc::clone(&alarm_events),
             Arc::clone(&ready),
-        ));
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::spawn(move || rt.block_on(sub));
         tokio::time::timeout(Duration::from_secs(10), ready.notified())
             .await
             .context("MQTT subscriber did not get its SUBACK within 10 s")?;

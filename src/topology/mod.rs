@@ -417,8 +417,13 @@ pub async fn run_reloadable(
                     tracker.observe(&input);
                     take(&mut engine, input, &mut out, &mut receipts);
                 }
-                // Take what else is waiting so a burst is routed as one batch.
+                // Take what else is waiting so a burst is routed as one
+                // batch, but route an alarm event as soon as there is one
+                // (not after up to 256 more inputs of the burst).
                 for _ in 0..256 {
+                    if !out.alarms.is_empty() {
+                        break;
+                    }
                     match rx.try_recv() {
                         Ok(input) => {
                             if redelivered(&input, &mut emitter.journal) {
