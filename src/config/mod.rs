@@ -244,6 +244,41 @@ pub struct BalanceConfig {
     /// The sequential leak test on the shortest window's residual.
     #[serde(default)]
     pub leak: LeakConfig,
+    /// Balance groups (`[[balance.groups]]`), each balanced on its own with
+    /// the windows, gas day and leak-test tuning above. None (the default):
+    /// one group, id "station", of every meter by its `role` and every
+    /// `[[linepack]]` element.
+    #[serde(default)]
+    pub groups: Vec<BalanceGroupConfig>,
+}
+
+/// One balance group: some inlet and outlet meters and line-pack elements
+/// balanced on their own (one pipeline of a city gate, the spheres of a
+/// storage station, the LNG side of an L-CNG station). A meter's role in
+/// a group is the list it is in, whatever its `role`; a meter or element
+/// may be in several groups (a station total beside per-line groups).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BalanceGroupConfig {
+    /// Short id, unique in the station: 1-23 letters, digits, '_' or '-'
+    /// (an InfluxDB tag and part of the group's alarm ids). The id
+    /// "station" keeps the series and alarm ids of a station without groups.
+    pub id: String,
+    /// Name shown in reports, e.g. "Line A (DN500 to Nanzhuang)". Default: the id.
+    pub name: Option<String>,
+    /// Names of the meters (`[[meters]] name`) that feed gas into the group.
+    #[serde(default)]
+    pub inlet: Vec<String>,
+    /// Names of the meters that take gas out of the group.
+    #[serde(default)]
+    pub outlet: Vec<String>,
+    /// Names of the `[[linepack]]` elements inside the group.
+    #[serde(default)]
+    pub linepack: Vec<String>,
+    /// 输差率 limit of this group, %. Default: `balance.limit_percent`.
+    pub limit_percent: Option<f64>,
+    /// Run the leak test on this group. Default: `balance.leak.enabled`.
+    pub leak: Option<bool>,
 }
 
 /// The sequential (CUSUM) leak test; see `src/engine/leak.rs`.
@@ -376,6 +411,7 @@ impl Default for BalanceConfig {
             contract_hour: default_contract_hour(),
             utc_offset_hours: default_utc_offset(),
             leak: LeakConfig::default(),
+            groups: Vec::new(),
         }
     }
 }
