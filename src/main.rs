@@ -130,6 +130,10 @@ fn main() -> ExitCode {
                     plan.alarms.len(),
                     plan.meters.len()
                 );
+                if !c.balance.groups.is_empty() {
+                    let ids: Vec<&str> = plan.groups.iter().map(|g| g.id.as_str()).collect();
+                    println!("  balance groups: {}", ids.join(", "));
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -315,6 +315,49 @@ mod tests {
         assert!(r.skipped[0].starts_with("line 25:"));
     }
 
+    /// Each balance group is summed on its own; lines without `group`
+    /// (files from before groups) are the station group.
+    #[test]
+    fn groups_are_reported_apart() {
+        let tagged = |g: &str, l: String| {
+            l.replacen(
+                r#""station":"s","#,
+                &format!(r#""station":"s","group":"{g}","#),
+                1,
+            )
+        };
+        let mut text = String::new();
+        for k in 0..12 {
+            text.push_str(&tagged("lineA", line(k * 300, 300, 100.0, 2.0, 1.0)));
+            text.push('\n');
+            text.push_str(&tagged("lineB", line(k * 300, 300, 50.0, 0.0, 1.0)));
+            text.push('\n');
+            text.push_str(&line(k * 300, 300, 150.0, 2.0, 1.0));
+            text.push('\n');
+        }
+        let r = from_jsonl(&text, 0);
+        let groups: Vec<&str> = r.hourly.iter().map(|h| h.group.as_str()).collect();
+        assert_eq!(groups, ["lineA", "lineB", "station"]);
+        let a = &r.hourly[0];
+        assert_eq!(
+            (a.inlet_sm3, a.imbalance_sm3, a.windows),
+            (1200.0, 24.0, 12)
+        );
+        assert!((a.imbalance_percent - 2.0).abs() < 1e-12);
+        assert_eq!(r.hourly[1].imbalance_sm3, 0.0);
+        assert_eq!(r.daily.len(), 3);
+        let shown = r.to_string();
+        assert!(shown.contains("Hourly balance, group lineA"), "{shown}");
+        assert!(
+            shown.contains("Daily balance (gas day), group station"),
+            "{shown}"
+        );
+        // Without groups: the report as it always was.
+        let plain = from_jsonl(&line(0, 3600, 100.0, 1.0, 1.0), 0).to_string();
+        assert!(plain.starts_with("Hourly balance\n"), "{plain}");
+        assert!(!plain.contains("group"), "{plain}");
+    }
+
     #[test]
     fn native_hour_windows_are_used_as_they_are() {
         let text = [
