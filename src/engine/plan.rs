@@ -241,6 +241,17 @@ pub struct WindowPlan {
     pub offset_ns: i64,
 }
 
+/// A balance group as configured (or the implicit station group), members
+/// by name, before they are resolved to plan indices.
+struct GroupDef {
+    id: GroupId,
+    name: String,
+    members: Vec<(String, MeterRole)>,
+    linepack: Vec<String>,
+    limit: f64,
+    leak: bool,
+}
+
 /// One balance group compiled: its members and alarms.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupPlan {
@@ -594,28 +605,21 @@ impl EnginePlan {
             .collect();
         // Balance groups: the configured ones, or the implicit station group
         // of every meter by its role and every line-pack element.
-        let group_defs: Vec<(
-            GroupId,
-            String,
-            Vec<(String, MeterRole)>,
-            Vec<String>,
-            f64,
-            bool,
-        )> = if meters.is_empty() {
+        let group_defs: Vec<GroupDef> = if meters.is_empty() {
             Vec::new()
         } else if config.balance.groups.is_empty() {
-            vec![(
-                GroupId::STATION,
-                GroupId::STATION.to_string(),
-                config
+            vec![GroupDef {
+                id: GroupId::STATION,
+                name: GroupId::STATION.to_string(),
+                members: config
                     .meters
                     .iter()
                     .map(|m| (m.name.clone(), m.role))
                     .collect(),
-                config.linepack.iter().map(|l| l.name.clone()).collect(),
-                config.balance.limit_percent,
-                config.balance.leak.enabled,
-            )]
+                linepack: config.linepack.iter().map(|l| l.name.clone()).collect(),
+                limit: config.balance.limit_percent,
+                leak: config.balance.leak.enabled,
+            }]
         } else {
             config
                 .balance
@@ -629,14 +633,14 @@ impl EnginePlan {
                         .map(|m| (m.clone(), MeterRole::Inlet))
                         .chain(g.outlet.iter().map(|m| (m.clone(), MeterRole::Outlet)))
                         .collect();
-                    Some((
+                    Some(GroupDef {
                         id,
-                        g.name.clone().unwrap_or_else(|| g.id.clone()),
+                        name: g.name.clone().unwrap_or_else(|| g.id.clone()),
                         members,
-                        g.linepack.clone(),
-                        g.limit_percent.unwrap_or(config.balance.limit_percent),
-                        g.leak.unwrap_or(config.balance.leak.enabled),
-                    ))
+                        linepack: g.linepack.clone(),
+                        limit: g.limit_percent.unwrap_or(config.balance.limit_percent),
+                        leak: g.leak.unwrap_or(config.balance.leak.enabled),
+                    })
                 })
                 .collect()
         };
@@ -682,7 +686,10 @@ impl EnginePlan {
             }
         };
         let mut groups: Vec<GroupPlan> = Vec::with_capacity(group_defs.len());
-        for (id, name, _, _, limit, _) in &group_defs {
+        for GroupDef {
+            id, name, limit, ..
+        } in &group_defs
+        {
             let mut window_alarms = Vec::with_capacity(windows.len());
             for wi in 0..windows.len() {
                 let src = source(id, wi);
@@ -708,7 +715,7 @@ impl EnginePlan {
             });
         }
         for (g, def) in groups.iter_mut().zip(&group_defs) {
-            if !def.5 {
+            if !def.leak {
                 continue;
             }
             let src = source(&g.id, 0);
@@ -794,13 +801,13 @@ impl EnginePlan {
         let mut meter_groups = vec![Vec::new(); meters.len()];
         let mut element_groups = vec![Vec::new(); linepack.len()];
         for (gi, (g, def)) in groups.iter_mut().zip(&group_defs).enumerate() {
-            for (name, role) in &def.2 {
+            for (name, role) in &def.members {
                 if let Some(m) = meters.iter().position(|m| &m.name == name) {
                     meter_groups[m].push((gi as u32, g.meters.len() as u32));
                     g.meters.push((m as u32, *role));
                 }
             }
-            for name in &def.3 {
+            for name in &def.linepack {
                 if let Some(e) = linepack.iter().position(|l: &LinepackPlan| &l.name == name) {
                     element_groups[e].push((gi as u32, g.linepack.len() as u32));
                     g.linepack.push(e as u32);
