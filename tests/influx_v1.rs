@@ -281,6 +281,13 @@ async fn round_trip_is_exact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_line_is_quarantined_rest_lands() {
+    let rejected = || {
+        support::modbus::metric_value(
+            "gaswatch_points_dropped_total",
+            &[("reason", "influxdb_rejected")],
+        )
+    };
+    let rejected_before = rejected();
     let server = InfluxServer::start_new().await;
     server.create_database(DB).await;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -323,6 +330,12 @@ async fn malformed_line_is_quarantined_rest_lands() {
         lines[0]
     );
     assert_eq!(lines[1], "telemetry,station=x this line has no fields");
+    // Not silent: the dropped point is counted with its reason.
+    assert_eq!(
+        rejected() - rejected_before,
+        1.0,
+        "points dropped, influxdb_rejected"
+    );
     cancel.cancel();
     task.await.expect("writer task");
 }

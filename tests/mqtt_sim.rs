@@ -179,7 +179,7 @@ const POINTS: [&str; 7] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gaswatch_reads_the_simulator_over_mqtt_json_and_sparkplug_b() {
-    let broker = Mosquitto::start();
+    let mut broker = Mosquitto::start();
     let port = broker.port();
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("out");
@@ -249,6 +249,66 @@ async fn gaswatch_reads_the_simulator_over_mqtt_json_and_sparkplug_b() {
         })
         .await,
         "Sparkplug data stopped after the rebirth"
+    );
+    poller.abort();
+    let bd_seq = |p: &proto::Payload| {
+        p.metrics
+            .iter()
+            .find(|m| m.name.as_deref() == Some("bdSeq"))
+            .and_then(|m| match m.value {
+                Some(proto::payload::metric::Value::LongValue(v)) => Some(v),
+                _ => None,
+            })
+            .expect("NBIRTH carries bdSeq")
+    };
+    let first_bd = bd_seq(&payload);
+
+    // The broker restarts: the node reconnects with the next bdSeq (its
+    // will carries it too), so the old session's late NDEATH cannot be
+    // taken for the new one; the daemon keeps reading its points.
+    broker.stop();
+    broker.start_again();
+    let mut births = Subscriber::connect(
+        port,
+        "test-births-2",
+        &["spBv1.0/GasStations/NBIRTH/rtu3"],
+        false,
+    )
+    .await;
+    let (cmd, mut cmd_loop) =
+        AsyncClient::new(MqttOptions::new("test-ncmd-2", "127.0.0.1", port), 10);
+    let poller = tokio::spawn(async move { while cmd_loop.poll().await.is_ok() {} });
+    // Until the node has resubscribed, a rebirth request goes nowhere: ask again.
+    let mut reborn = None;
+    for _ in 0..40 {
+        cmd.publish(
+            "spBv1.0/GasStations/NCMD/rtu3",
+            QoS::AtLeastOnce,
+            false,
+            rebirth.encode_to_vec(),
+        )
+        .await
+        .expect("publish NCMD");
+        if let Some(m) = births.next(Duration::from_millis(500)).await {
+            reborn = Some(m);
+            break;
+        }
+    }
+    let nbirth = reborn.expect("an NBIRTH after the broker restart");
+    let payload = proto::Payload::decode(&nbirth.payload[..]).expect("NBIRTH decodes");
+    assert_ne!(
+        bd_seq(&payload),
+        first_bd,
+        "a new connection must carry a new bdSeq"
+    );
+    let before = good(&out, "FT_OUT1");
+    assert!(
+        wait_until_async(DEADLINE, || {
+            let ok = good(&out, "FT_OUT1") >= before + 5;
+            async move { ok }
+        })
+        .await,
+        "Sparkplug data did not resume after the broker restart"
     );
     poller.abort();
 

@@ -5,7 +5,8 @@
 //! config (alarm state carried) and rejects an invalid one (old config
 //! kept, reasons logged), that SIGTERM drains and exits 0 while data flows,
 //! that every log line is JSON, and that the secret appears in no log line
-//! and no `/health` body.
+//! and no `/health` body. Also: SIGINT drains like SIGTERM, and a reload
+//! that moves `[spool] dir` is rejected.
 
 mod support;
 
@@ -301,4 +302,108 @@ fn version_names_the_commit_and_features() {
         text.contains("features: ") && text.contains("tls: rustls+ring"),
         "{text}"
     );
+}
+
+/// SIGINT (Ctrl-C at a console) drains like SIGTERM; a reload that moves
+/// `[spool] dir` is rejected (the backlog is in the running folder), the
+/// running config is kept and the new folder is never created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_drains_and_a_spool_dir_change_is_rejected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let station = Station::from_config_str(STATION, &SimOptions::default()).expect("station");
+    let any: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let sims = gaswatch_sim::serve_all(station, |_| any)
+        .await
+        .expect("sim");
+    let sim_port = sims.values().next().expect("sim").local_addr().port();
+    let http_port = support::free_port();
+    let text = |spool: &str| {
+        let base = STATION
+            .replace("port = 5020", &format!("port = {sim_port}"))
+            .replace("poll_interval = \"1s\"", "poll_interval = \"200ms\"");
+        let base = base.split("[sinks.file]").next().expect("text").to_string();
+        format!(
+            "{base}\n[sinks.file]\ndir = \"{d}/out\"\n\n[spool]\ndir = \"{d}/{spool}\"\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n",
+            d = d.display()
+        )
+    };
+    let cfg = d.join("station.toml");
+    std::fs::write(&cfg, text("spool")).expect("cfg");
+    let log_path = d.join("stderr.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gaswatch"))
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).expect("log file"))
+        .spawn()
+        .expect("spawn gaswatch");
+    let pid = child.id();
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let telemetry = || -> String {
+        std::fs::read_dir(d.join("out"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("telemetry-"))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .collect()
+    };
+    assert!(
+        support::wait_until(Duration::from_secs(60), || telemetry().lines().count()
+            > 100),
+        "no telemetry:\n{}",
+        log()
+    );
+
+    std::fs::write(&cfg, text("elsewhere")).expect("cfg");
+    kill(pid, "-HUP");
+    assert!(
+        support::wait_until(Duration::from_secs(30), || log()
+            .contains("Reload rejected: [spool] dir cannot change")),
+        "no rejection logged:\n{}",
+        log()
+    );
+    let (_, h) = get(&format!("http://127.0.0.1:{http_port}/health"))
+        .await
+        .expect("health");
+    assert!(h.contains("\"config_generation\":1"), "{h}");
+    assert!(
+        !d.join("elsewhere").exists(),
+        "the new spool folder was created"
+    );
+    assert!(d.join("spool").exists());
+
+    // Points still flow on the running config, then Ctrl-C drains.
+    let before = telemetry().lines().count();
+    assert!(
+        support::wait_until(Duration::from_secs(30), || telemetry().lines().count()
+            > before),
+        "polling stopped after the rejected reload:\n{}",
+        log()
+    );
+    kill(pid, "-INT");
+    let status = {
+        let end = std::time::Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Some(s) = child.try_wait().expect("wait") {
+                break Some(s);
+            }
+            if std::time::Instant::now() > end {
+                let _ = child.kill();
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let text = log();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit {status:?}:\n{text}"
+    );
+    assert!(text.contains("gaswatch stopped."), "{text}");
+    // Drained: every file ends on a whole line.
+    let t = telemetry();
+    assert!(t.ends_with('\n'), "torn last line after the drain");
+    drop(sims);
 }

@@ -56,8 +56,8 @@ pub use encode::{DataType, Encoded, WordOrder, encode};
 pub use physics::{Leak, PhysicsState, PointOverride, SimOptions, Station};
 pub use profile::{CngModel, LngModel, LngSignal, Profile, ProfileKind};
 pub use server::{
-    Fault, Framing, SERVED_LOG_CAPACITY, Served, SimControl, SimHandle, StationSnapshot, serve,
-    serve_all, serve_rtu_line, serve_with,
+    Fault, Framing, SERVED_LOG_CAPACITY, SerialLine, Served, SimControl, SimHandle,
+    StationSnapshot, serve, serve_all, serve_rtu_line, serve_station, serve_with,
 };
 
 /// Errors of the simulator library.

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use gaswatch_sim::{Framing, Leak, SimOptions, Station, serve_all, serve_with};
+use gaswatch_sim::{Framing, Leak, SimOptions, Station, serve_station, serve_with};
 use tracing::info;
 
 /// Simulated city-gate station serving Modbus/TCP.
@@ -202,6 +202,7 @@ async fn main() -> anyhow::Result<()> {
         "Station loaded."
     );
 
+    let mut pty_slaves = Vec::new();
     // A station whose points all come over MQTT serves no Modbus listener.
     let mqtt_only = station.endpoints().is_empty() && !station.mqtt_sources().is_empty();
     let (control, handles) = if mqtt_only {
@@ -214,9 +215,21 @@ async fn main() -> anyhow::Result<()> {
             }
             None => {
                 let mut addrs = Vec::new();
+                // Each serial bus on a pseudo-terminal: the simulator holds
+                // the master side, the daemon opens the slave's path.
+                let mut ptys = std::collections::BTreeMap::new();
                 for ep in station.endpoints() {
                     if ep.is_serial() {
-                        tracing::warn!(%ep, "Serial devices are not served by gaswatch-sim; use --bind (with --rtu) and point the config at it.");
+                        let (master, slave) = tokio_serial::SerialStream::pair()
+                            .with_context(|| format!("opening a pseudo-terminal for {ep}"))?;
+                        let path = tokio_serial::SerialPort::name(&slave)
+                            .with_context(|| format!("the pseudo-terminal for {ep} has no path"))?;
+                        info!(bus = %ep.host, pty = %path, "Serial bus served on a pseudo-terminal: set this device's serial path to it in the daemon's config (8N1: ptys refuse parity).");
+                        println!("serial {} -> {path}", ep.host);
+                        ptys.insert(ep.clone(), master);
+                        // The slave stays open for the run: a pty master
+                        // whose slaves all closed reports a hang-up.
+                        pty_slaves.push(slave);
                         continue;
                     }
                     let addr = tokio::net::lookup_host((ep.host.as_str(), ep.port))
@@ -227,12 +240,16 @@ async fn main() -> anyhow::Result<()> {
                     addrs.push((ep, addr));
                 }
                 let fallback: SocketAddr = ([127, 0, 0, 1], 0).into();
-                serve_all(station, |ep| {
-                    addrs
-                        .iter()
-                        .find(|(e, _)| e == ep)
-                        .map_or(fallback, |(_, a)| *a)
-                })
+                serve_station(
+                    station,
+                    |ep| {
+                        addrs
+                            .iter()
+                            .find(|(e, _)| e == ep)
+                            .map_or(fallback, |(_, a)| *a)
+                    },
+                    |ep| ptys.remove(ep),
+                )
                 .await?
                 .into_values()
                 .collect()

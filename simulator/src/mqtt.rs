@@ -15,6 +15,8 @@
 //!   connection whose will is the NDEATH. After every (re)connect and on an
 //!   NCMD `Node Control/Rebirth`, the node publishes NBIRTH (`bdSeq`, the
 //!   rebirth control and its node metrics, `seq` 0) and a DBIRTH per device;
+//!   `bdSeq` goes up by one (mod 256) with every CONNECT, will included, so
+//!   a late NDEATH of an older session is told apart;
 //!   then NDATA/DDATA with every metric by alias only, `seq` + 1 each
 //!   message (mod 256). Metrics are doubles. On stop it publishes its NDEATH
 //!   and disconnects. The payload encoding is this module's own (the
@@ -26,6 +28,8 @@
 //! what was sent.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use prost::Message;
@@ -229,11 +233,13 @@ fn timestamp_value(format: TimestampFormat, ns: i64) -> Value {
 }
 
 /// Polls the event loop until stopped, reconnecting after errors; reports
-/// connection acknowledgements and received publishes.
+/// connection acknowledgements and received publishes. `before_reconnect`
+/// may change the options of the next CONNECT (a Sparkplug node's will).
 fn drive(
     mut eventloop: EventLoop,
     mut stopped: watch::Receiver<bool>,
     events: mpsc::UnboundedSender<Packet>,
+    mut before_reconnect: impl FnMut(&mut MqttOptions) + Send + 'static,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
@@ -261,6 +267,7 @@ fn drive(
                     Ok(_) => {}
                     Err(error) => {
                         debug!(%error, "MQTT connection failed; retrying.");
+                        before_reconnect(&mut eventloop.mqtt_options);
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }
                 },
@@ -280,7 +287,7 @@ async fn json_source(
     opts.set_keep_alive(Duration::from_secs(30));
     let (client, eventloop) = AsyncClient::new(opts, 256);
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let driver = drive(eventloop, stopped.clone(), tx);
+    let driver = drive(eventloop, stopped.clone(), tx, |_| {});
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut connected = false;
@@ -330,7 +337,9 @@ struct EdgeNode {
     node: String,
     /// (device, point) in alias order (alias = index + 1); device "" = node metric.
     metrics: Vec<(String, MqttPointConfig)>,
-    bd_seq: u64,
+    /// Birth/death sequence of the current connection: one more (mod 256)
+    /// with every CONNECT, so a late will of an older session is told apart.
+    bd_seq: Arc<AtomicU64>,
     seq: u64,
 }
 
@@ -345,7 +354,7 @@ impl EdgeNode {
             group: group.to_string(),
             node: node.to_string(),
             metrics,
-            bd_seq: 0,
+            bd_seq: Arc::new(AtomicU64::new(0)),
             seq: 0,
         }
     }
@@ -369,18 +378,12 @@ impl EdgeNode {
         d
     }
 
+    fn bd_seq(&self) -> u64 {
+        self.bd_seq.load(Ordering::SeqCst)
+    }
+
     fn death(&self) -> Vec<u8> {
-        proto::Payload {
-            timestamp: Some(now_ns() as u64 / 1_000_000),
-            metrics: vec![Metric {
-                name: Some("bdSeq".into()),
-                datatype: Some(INT64),
-                value: Some(metric::Value::LongValue(self.bd_seq)),
-                ..Metric::default()
-            }],
-            ..proto::Payload::default()
-        }
-        .encode_to_vec()
+        death_payload(self.bd_seq())
     }
 
     fn next_seq(&mut self) -> u64 {
@@ -436,7 +439,7 @@ impl EdgeNode {
                 Metric {
                     name: Some("bdSeq".into()),
                     datatype: Some(INT64),
-                    value: Some(metric::Value::LongValue(self.bd_seq)),
+                    value: Some(metric::Value::LongValue(self.bd_seq())),
                     ..Metric::default()
                 },
             );
@@ -493,6 +496,21 @@ fn asks_rebirth(payload: &[u8]) -> bool {
     })
 }
 
+/// An NDEATH payload: the timestamp and `bdSeq`.
+fn death_payload(bd_seq: u64) -> Vec<u8> {
+    proto::Payload {
+        timestamp: Some(now_ns() as u64 / 1_000_000),
+        metrics: vec![Metric {
+            name: Some("bdSeq".into()),
+            datatype: Some(INT64),
+            value: Some(metric::Value::LongValue(bd_seq)),
+            ..Metric::default()
+        }],
+        ..proto::Payload::default()
+    }
+    .encode_to_vec()
+}
+
 async fn edge_node(
     control: SimControl,
     mut node: EdgeNode,
@@ -509,7 +527,19 @@ async fn edge_node(
     ));
     let (client, eventloop) = AsyncClient::new(opts, 256);
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let driver = drive(eventloop, stopped.clone(), tx);
+    // Every new CONNECT carries a will with the next bdSeq; the NBIRTH
+    // after its CONNACK reads the same number.
+    let (bd, ndeath) = (Arc::clone(&node.bd_seq), node.topic("NDEATH", ""));
+    let driver = drive(eventloop, stopped.clone(), tx, move |opts| {
+        let next = (bd.load(Ordering::SeqCst) + 1) % 256;
+        bd.store(next, Ordering::SeqCst);
+        opts.set_last_will(LastWill::new(
+            ndeath.clone(),
+            death_payload(next),
+            QoS::AtLeastOnce,
+            false,
+        ));
+    });
     let ncmd = node.topic("NCMD", "");
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);

@@ -377,6 +377,14 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (shared, units) = one_map(station)?;
+    Ok(start_line(shared, units, line, "serial line".to_string()))
+}
+
+/// Serves `units` of the shared station in RTU framing on `line`.
+fn start_line<S>(shared: Arc<Mutex<Shared>>, units: UnitMap, line: S, name: String) -> SimHandle
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let state = Arc::new(ListenerState {
         units,
         faults: Mutex::new(HashMap::new()),
@@ -385,7 +393,7 @@ where
     let (tx, mut rx) = oneshot::channel::<()>();
     let conn = connection(
         line,
-        "serial line".to_string(),
+        name,
         Framing::Rtu,
         true,
         shared.clone(),
@@ -398,14 +406,18 @@ where
         }
     });
     info!("Simulator serving RTU on a serial line.");
-    Ok(SimHandle {
+    SimHandle {
         local_addr: ([0, 0, 0, 0], 0).into(),
         shared,
         listener: state,
         shutdown: Some(tx),
         task: Some(task),
-    })
+    }
 }
+
+/// A byte stream standing for a serial line (a pty master, a UART).
+pub trait SerialLine: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> SerialLine for T {}
 
 /// Unit id -> device index in the station.
 type UnitMap = HashMap<u8, usize>;
@@ -434,16 +446,25 @@ fn one_map(station: Station) -> Result<(Arc<Mutex<Shared>>, UnitMap), SimError> 
 /// bound where `bind_for` says (e.g. `127.0.0.1:0` in tests), with the
 /// framing of its `transport` (Modbus/TCP or RTU over TCP). All listeners
 /// share one station. Returns one handle per endpoint. Serial endpoints
-/// (`transport = "rtu"`) are not served here: see [`serve_rtu_line`].
+/// (`transport = "rtu"`) are not served here: see [`serve_station`].
 pub async fn serve_all(
     station: Station,
     bind_for: impl Fn(&Endpoint) -> SocketAddr,
 ) -> Result<BTreeMap<Endpoint, SimHandle>, SimError> {
+    serve_station(station, bind_for, |_| None::<Box<dyn SerialLine>>).await
+}
+
+/// [`serve_all`], and each serial endpoint (`transport = "rtu"`) on the
+/// line `line_for` gives for it (e.g. a pseudo-terminal's master side), in
+/// RTU framing; a serial endpoint without a line is not served. All
+/// endpoints share one station.
+pub async fn serve_station<L: SerialLine>(
+    station: Station,
+    bind_for: impl Fn(&Endpoint) -> SocketAddr,
+    mut line_for: impl FnMut(&Endpoint) -> Option<L>,
+) -> Result<BTreeMap<Endpoint, SimHandle>, SimError> {
     let mut per_endpoint: BTreeMap<Endpoint, HashMap<u8, usize>> = BTreeMap::new();
     for (i, d) in station.devices.iter().enumerate() {
-        if d.endpoint.is_serial() {
-            continue;
-        }
         // The config guarantees unit ids are unique per endpoint.
         per_endpoint
             .entry(d.endpoint.clone())
@@ -457,6 +478,14 @@ pub async fn serve_all(
     }));
     let mut out = BTreeMap::new();
     for (endpoint, units) in per_endpoint {
+        if endpoint.is_serial() {
+            if let Some(line) = line_for(&endpoint) {
+                let handle = start_line(shared.clone(), units, line, endpoint.to_string());
+                info!(%endpoint, "Serving serial endpoint.");
+                out.insert(endpoint, handle);
+            }
+            continue;
+        }
         let addr = bind_for(&endpoint);
         let framing = match endpoint.transport {
             Transport::RtuOverTcp => Framing::Rtu,

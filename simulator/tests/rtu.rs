@@ -186,3 +186,111 @@ async fn serve_all_frames_each_endpoint_by_its_transport_and_skips_serial_ports(
         h.stop().await;
     }
 }
+
+/// `serve_station` serves a serial endpoint on the line given for it.
+#[tokio::test]
+async fn serve_station_serves_a_serial_endpoint_on_its_line() {
+    let text = CITY_GATE.replacen(
+        "id = \"plc-out\"\nhost = \"127.0.0.1\"\nport = 5020",
+        "id = \"plc-out\"\ntransport = \"rtu\"\nserial = { path = \"/dev/ttyUSB7\", baud = 9600, parity = \"even\" }",
+        1,
+    );
+    assert_ne!(text, CITY_GATE, "the example config changed shape");
+    let st = Station::from_config_str(&text, &SimOptions::default()).expect("builds");
+    let cfg = gaswatch_sim::StationConfig::from_toml_str(&text).expect("parses");
+    let plc = cfg
+        .devices
+        .iter()
+        .find(|d| d.id == "plc-out")
+        .expect("plc-out");
+    let (unit, first) = (plc.unit_id, plc.points[0].clone());
+    let (ours, theirs) = tokio::io::duplex(1024);
+    let mut line = Some(theirs);
+    let handles = gaswatch_sim::serve_station(
+        st,
+        |_| "127.0.0.1:0".parse().expect("valid"),
+        |ep| ep.is_serial().then(|| line.take()).flatten(),
+    )
+    .await
+    .expect("serve_station");
+    assert!(handles.keys().any(|e| e.transport == Transport::Rtu));
+    let mut ctx = rtu::attach_slave(ours, Slave(unit));
+    assert_eq!(
+        format!("{:?}", first.register),
+        "Input",
+        "the example's first PLC point"
+    );
+    tokio::time::timeout(DEADLINE, ctx.read_input_registers(first.address, 2))
+        .await
+        .expect("in time")
+        .expect("transport")
+        .expect("no exception");
+    for (_, h) in handles {
+        h.stop().await;
+    }
+}
+
+/// The `gaswatch-sim` binary serves a config's serial bus on a
+/// pseudo-terminal and prints its path; an RTU master on that path reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_a_serial_bus_on_a_pty() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = std::env::temp_dir().join(format!("gw-sim-pty-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let cfg = dir.join("serial.toml");
+    std::fs::write(
+        &cfg,
+        r#"
+[station]
+id = "pty"
+kind = "city_gate"
+
+[[devices]]
+id = "rtu1"
+transport = "rtu"
+serial = { path = "/dev/ttyUSB7", baud = 9600, parity = "even" }
+unit_id = 4
+
+[[devices.points]]
+name = "PT_IN"
+register = "holding"
+address = 10
+type = "f32"
+"#,
+    )
+    .expect("config");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gaswatch-sim"))
+        .arg("-c")
+        .arg(&cfg)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn gaswatch-sim");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(l) = lines.next_line().await.expect("read") {
+            if l.starts_with("serial ") {
+                return l;
+            }
+        }
+        panic!("gaswatch-sim printed no serial line");
+    })
+    .await
+    .expect("in time");
+    let pty = line
+        .strip_prefix("serial /dev/ttyUSB7 -> ")
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string();
+    let port = tokio_serial::SerialStream::open(&tokio_serial::new(&pty, 9600)).expect("open pty");
+    let mut ctx = rtu::attach_slave(port, Slave(4));
+    let w = tokio::time::timeout(DEADLINE, ctx.read_holding_registers(10, 2))
+        .await
+        .expect("in time")
+        .expect("transport")
+        .expect("no exception");
+    assert!(f32_abcd(&w).is_finite());
+    child.kill().await.expect("kill");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -365,6 +365,19 @@ impl Spool {
         self.begin_sync()?.run()
     }
 
+    /// A [`SyncJob`] failed: what it covered is not known to be durable, so
+    /// the next [`Spool::begin_sync`] syncs the open segments and the
+    /// directory again even when nothing new was appended. (Segments sealed
+    /// since are not re-synced: after a failed fsync Linux gives no
+    /// guarantee for a retry either; the error was logged and receipts were
+    /// held back.)
+    pub fn sync_failed(&mut self) {
+        for log in &mut self.classes {
+            log.unsynced = log.writer.is_some();
+            log.dir_unsynced = true;
+        }
+    }
+
     /// The first half of [`Spool::sync`]: hands every appended record to the
     /// kernel and returns the fsyncs still owed, to be run without the
     /// spool (and its lock): the sink keeps reading and the engine keeps

@@ -355,6 +355,13 @@ fn sync_job_runs_off_the_spool_while_appends_continue() {
         s.begin_sync().expect("begin_sync").is_empty(),
         "nothing appended since the last begin_sync"
     );
+    // A job that failed re-arms the spool: the next one syncs again with
+    // nothing new appended.
+    s.sync_failed();
+    assert!(
+        !s.begin_sync().expect("begin_sync").is_empty(),
+        "after a failed sync the open segment is synced again"
+    );
     for j in jobs {
         j.join().expect("thread").expect("fsync");
     }

@@ -46,6 +46,8 @@ pub enum ReplayCliError {
     Sink(String),
     #[error(transparent)]
     Influx(#[from] super::replay_influx::InfluxOutError),
+    #[error("--influx-from-config: {config} has no [sinks.influxdb] section")]
+    NoInfluxSink { config: String },
     #[error("{path}:{line}: {message}")]
     Truth {
         path: String,
@@ -98,11 +100,16 @@ pub struct ReplayArgs {
     /// Also write the results (telemetry, alarms, balance windows, archive
     /// records) to this InfluxDB (v1 write API), e.g. http://127.0.0.1:8086,
     /// each line tagged `source=replay` (see --influx-origin).
-    #[arg(long, requires = "influx_db")]
+    #[arg(long, requires = "influx_db", conflicts_with = "influx_from_config")]
     pub influx_url: Option<String>,
     /// The InfluxDB database for --influx-url.
     #[arg(long, requires = "influx_url")]
     pub influx_db: Option<String>,
+    /// Also write the results to the InfluxDB of the station config's
+    /// `[sinks.influxdb]` (v1 or v2, its credentials from env or files, its
+    /// TLS CA), each line tagged `source=replay` (see --influx-origin).
+    #[arg(long)]
+    pub influx_from_config: bool,
     /// Value of the `source` tag on every line written to InfluxDB.
     #[arg(long, default_value = "replay")]
     pub influx_origin: String,
@@ -649,17 +656,33 @@ pub fn run(args: &ReplayArgs) -> Result<Summary, anyhow::Error> {
         pb
     };
     let mut replayer = Replayer::new(Arc::clone(&plan), args.tick, events, args.out_dir.clone())?;
-    if let (Some(url), Some(db)) = (&args.influx_url, &args.influx_db) {
-        crate::sinks::tls::ensure_crypto_provider();
-        let influx =
-            super::replay_influx::InfluxOut::start(super::replay_influx::InfluxOutOptions {
-                url: url.clone(),
-                database: db.clone(),
+    let influx = match (&args.influx_url, &args.influx_db) {
+        (Some(url), Some(db)) => Some(super::replay_influx::InfluxOutOptions::v1(
+            url,
+            db,
+            &args.influx_origin,
+        )),
+        _ if args.influx_from_config => {
+            let Some(influx) = config.sinks.influxdb.clone() else {
+                return Err(ReplayCliError::NoInfluxSink {
+                    config: args.config.display().to_string(),
+                }
+                .into());
+            };
+            Some(super::replay_influx::InfluxOutOptions {
+                influx,
                 origin: args.influx_origin.clone(),
-                spool_dir: args.influx_spool.clone(),
+                spool_dir: None,
                 stall: args.influx_stall,
-            })?;
-        replayer = replayer.with_influx(influx);
+            })
+        }
+        _ => None,
+    };
+    if let Some(mut opts) = influx {
+        crate::sinks::tls::ensure_crypto_provider();
+        opts.spool_dir = args.influx_spool.clone();
+        opts.stall = args.influx_stall;
+        replayer = replayer.with_influx(super::replay_influx::InfluxOut::start(opts)?);
     }
     let mut shown = 0u32;
     let mut on_bad = |b: &RowError| {
@@ -694,7 +717,7 @@ pub fn run(args: &ReplayArgs) -> Result<Summary, anyhow::Error> {
     if let Some(r) = &replayer.influx_report {
         writeln!(
             out,
-            "  influxdb       {} records to {} database {} (source={})",
+            "  influxdb       {} records to {} ({}, source={})",
             r.records, r.url, r.database, args.influx_origin
         )?;
         if let Some(q) = &r.quarantine {

@@ -1,6 +1,9 @@
-//! `gaswatch replay --influx-url URL --influx-db DB`: the replay's results
-//! also go to InfluxDB, every line tagged `source=<origin>` (default
-//! `replay`), so replayed and live results sit on the same dashboard.
+//! `gaswatch replay --influx-url URL --influx-db DB` (v1, no auth) or
+//! `--influx-from-config` (the station config's `[sinks.influxdb]`: v1 or
+//! v2, credentials from env or files, HTTPS with its CA): the replay's
+//! results also go to InfluxDB, every line tagged `source=<origin>`
+//! (default `replay`), so replayed and live results sit on the same
+//! dashboard.
 //!
 //! Nothing here encodes or sends lines itself: the replay's [`Router`]
 //! encodes them with the daemon's line-protocol code (with the origin tag)
@@ -67,8 +70,9 @@ pub struct InfluxReport {
 /// Options of the InfluxDB output.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InfluxOutOptions {
-    pub url: String,
-    pub database: String,
+    /// Where to write: URL, API, database or org/bucket, credentials
+    /// (batching, timeout and pacing are set by the replay).
+    pub influx: InfluxConfig,
     /// Tag value of `source` on every line.
     pub origin: String,
     /// Spool folder; a temporary one when `None`.
@@ -91,7 +95,7 @@ pub struct InfluxOut {
 impl std::fmt::Debug for InfluxOut {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InfluxOut")
-            .field("url", &self.opts.url)
+            .field("url", &self.opts.influx.url)
             .field("spool_dir", &self.spool_dir)
             .finish_non_exhaustive()
     }
@@ -101,6 +105,46 @@ fn spool_err(path: &Path, e: impl std::fmt::Display) -> InfluxOutError {
     InfluxOutError::Spool {
         path: path.display().to_string(),
         message: e.to_string(),
+    }
+}
+
+impl InfluxOutOptions {
+    /// `--influx-url URL --influx-db DB`: the v1 API without credentials.
+    pub fn v1(url: &str, database: &str, origin: &str) -> InfluxOutOptions {
+        InfluxOutOptions {
+            influx: InfluxConfig {
+                url: url.to_string(),
+                api: InfluxApi::V1,
+                database: Some(database.to_string()),
+                retention_policy: None,
+                username: None,
+                password: None,
+                org: None,
+                bucket: None,
+                token: None,
+                batch_size: 0,
+                flush_interval: Duration::ZERO,
+                gzip: true,
+                timeout: Duration::from_secs(10),
+                backfill_lines_per_s: 0,
+                tls_ca_file: None,
+            },
+            origin: origin.to_string(),
+            spool_dir: None,
+            stall: Duration::from_secs(60),
+        }
+    }
+
+    /// The database (v1) or `org/bucket` (v2) written to, for reports.
+    fn target(&self) -> String {
+        match self.influx.api {
+            InfluxApi::V1 => self.influx.database.clone().unwrap_or_default(),
+            InfluxApi::V2 => format!(
+                "{}/{}",
+                self.influx.org.as_deref().unwrap_or(""),
+                self.influx.bucket.as_deref().unwrap_or("")
+            ),
+        }
     }
 }
 
@@ -119,22 +163,12 @@ impl InfluxOut {
             }
         };
         let cfg = InfluxConfig {
-            url: opts.url.clone(),
-            api: InfluxApi::V1,
-            database: Some(opts.database.clone()),
-            retention_policy: None,
-            username: None,
-            password: None,
-            org: None,
-            bucket: None,
-            token: None,
             batch_size: 5000,
             flush_interval: Duration::from_millis(200),
-            gzip: true,
-            timeout: Duration::from_secs(10),
+            timeout: opts.influx.timeout.max(Duration::from_secs(10)),
             // Everything is backlog here; the replay paces itself instead.
             backfill_lines_per_s: 0,
-            tls_ca_file: None,
+            ..opts.influx.clone()
         };
         let writer_cfg = WriterConfig::resolve(&cfg, &spool_dir)
             .map_err(|e| InfluxOutError::Config(e.to_string()))?;
@@ -204,7 +238,7 @@ impl InfluxOut {
                 progress = Instant::now();
             } else if progress.elapsed() > self.opts.stall {
                 return Err(InfluxOutError::Stalled {
-                    url: self.opts.url.clone(),
+                    url: self.opts.influx.url.clone(),
                     stall: self.opts.stall,
                     records,
                     spool: self.spool_dir.display().to_string(),
@@ -244,8 +278,8 @@ impl InfluxOut {
             let _ = std::fs::remove_dir_all(&self.spool_dir);
         }
         Ok(InfluxReport {
-            url: self.opts.url.clone(),
-            database: self.opts.database.clone(),
+            url: self.opts.influx.url.clone(),
+            database: self.opts.target(),
             records: acked,
             quarantine,
         })

@@ -143,7 +143,7 @@ impl DiskSync {
         router: &mut Router,
         journal: &mut Journal,
     ) {
-        self.settle(result, journal);
+        self.settle(result, router, journal);
         if self.wanted || !self.waiting.is_empty() {
             self.start(router, journal, None);
         }
@@ -151,12 +151,12 @@ impl DiskSync {
 
     /// Waits for the running sync, if any, and settles it (no new sync is
     /// started): for reloads and shutdown, which then flush inline.
-    pub async fn finish(&mut self, journal: &mut Journal) {
+    pub async fn finish(&mut self, router: &mut Router, journal: &mut Journal) {
         if self.idle() {
             return;
         }
         let result = self.done().await;
-        self.settle(result, journal);
+        self.settle(result, router, journal);
     }
 
     /// For reloads and shutdown: waits for the running sync, then flushes
@@ -165,7 +165,7 @@ impl DiskSync {
     /// whose sources are gone are harmless to confirm: an archive mark moves
     /// on disk, a closed MQTT session's confirmation goes nowhere.
     pub async fn flush_inline(&mut self, router: &mut Router, journal: &mut Journal, what: &str) {
-        self.finish(journal).await;
+        self.finish(router, journal).await;
         let mut ok = true;
         if let Err(e) = router.flush() {
             error!(error = %e, "Cannot flush the spool to disk {what}.");
@@ -183,8 +183,9 @@ impl DiskSync {
     }
 
     /// Confirms the covered receipts (or drops them when the sync failed)
-    /// and re-marks the journal when its sync did not complete.
-    fn settle(&mut self, result: Result<(), String>, journal: &mut Journal) {
+    /// and re-marks the journal (and on a failure the spools and files)
+    /// when its sync did not complete, so the next sync retries them.
+    fn settle(&mut self, result: Result<(), String>, router: &mut Router, journal: &mut Journal) {
         if std::mem::take(&mut self.journal_unsynced) {
             journal.sync_failed();
         }
@@ -192,6 +193,7 @@ impl DiskSync {
             Ok(()) => self.covered.drain(..).for_each(Receipt::confirm),
             Err(e) => {
                 error!(error = %e, "Cannot sync the spool, file sink or alarm journal to disk; MQTT messages stay unacknowledged.");
+                router.sync_failed();
                 self.covered.clear();
             }
         }

@@ -377,7 +377,7 @@ pub async fn run_reloadable(
                     // A rotation syncs the journal inline (rare: once per
                     // segment): the spools go to disk first, so the journal
                     // is never ahead of them.
-                    disk.finish(&mut emitter.journal).await;
+                    disk.finish(&mut router, &mut emitter.journal).await;
                     if let Err(e) = router.flush() {
                         error!(error = %e, "Cannot flush the spool to disk.");
                     }
@@ -470,7 +470,7 @@ pub async fn run_reloadable(
                         }
                     };
                     // The running fsyncs first: their handles are the old spools' files.
-                    disk.finish(&mut emitter.journal).await;
+                    disk.finish(&mut router, &mut emitter.journal).await;
                     if let Err(e) = router.flush() {
                         error!(error = %e, "Cannot flush the spool to disk before the reload.");
                     }

@@ -292,6 +292,20 @@ impl Router {
         }
         Ok(job)
     }
+
+    /// A [`FlushJob`] failed: the next [`Router::begin_flush`] syncs every
+    /// open spool segment and sink file again, even with nothing new.
+    pub fn sync_failed(&mut self) {
+        if let Some(sp) = &self.influx {
+            sp.lock().sync_failed();
+        }
+        if let Some((sp, _)) = &self.mqtt {
+            sp.lock().sync_failed();
+        }
+        if let Some(f) = &mut self.file {
+            f.sync_failed();
+        }
+    }
 }
 
 /// The fsyncs a [`Router::begin_flush`] still owes: the spools' segments

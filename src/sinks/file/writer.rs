@@ -181,6 +181,15 @@ impl FileSink {
         self.balance.begin_flush(owed)
     }
 
+    /// A flush job failed: every open file is synced again by the next one.
+    pub fn sync_failed(&mut self) {
+        if let Some((_, f)) = &mut self.telemetry {
+            f.unsynced = true;
+        }
+        self.alarms.unsynced = true;
+        self.balance.unsynced = true;
+    }
+
     /// The folder written to.
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -4,13 +4,16 @@
 //! decoding (types x byte orders x register numbering base 0/1), ranked by how
 //! well it fits the range the operator expects (e.g. "a pressure of 0..10000
 //! kPa"). The ranking is a pure function ([`candidates`]) so it is tested
-//! without a device.
+//! without a device. Every transport the poller has: Modbus/TCP, RTU over
+//! TCP (`--transport rtu_over_tcp`) and RTU on a serial port (`--serial
+//! PATH --baud N --parity P`).
 
 use crate::engine::decode::raw_value;
-use crate::sources::modbus::{DataType, RegisterKind, WordOrder};
+use crate::sources::modbus::serial::BusPort;
+use crate::sources::modbus::{DataType, Parity, RegisterKind, SerialConfig, WordOrder};
 use std::fmt::Write as _;
 use std::time::Duration;
-use tokio_modbus::client::{Client, tcp};
+use tokio_modbus::client::{Client, Context, rtu, tcp};
 use tokio_modbus::{Request, Response, Slave};
 
 /// Errors of the probe command.
@@ -20,37 +23,75 @@ pub enum ProbeError {
     Expect(String),
     #[error("--count {0}: expected 1..=124 registers")]
     Count(u16),
-    #[error("{host}:{port}: connect failed: {source}")]
+    #[error("{endpoint}: connect failed: {source}")]
     Connect {
-        host: String,
-        port: u16,
+        /// `host:port` or the serial port's path.
+        endpoint: String,
         source: std::io::Error,
     },
-    #[error("{host}:{port} unit {unit}: no answer within {timeout:?}")]
+    #[error("{endpoint} unit {unit}: no answer within {timeout:?}")]
     Timeout {
-        host: String,
-        port: u16,
+        endpoint: String,
         unit: u8,
         timeout: Duration,
     },
-    #[error("{host}:{port} unit {unit}: {message}")]
+    #[error("{endpoint} unit {unit}: {message}")]
     Read {
-        host: String,
-        port: u16,
+        endpoint: String,
         unit: u8,
         message: String,
     },
+    #[error(
+        "--{0}: expected --host HOST (tcp, rtu_over_tcp) or --serial PATH (rtu), not both or neither"
+    )]
+    Endpoint(&'static str),
+    #[error("--stop-bits {0}: expected 1 or 2")]
+    StopBits(u8),
+}
+
+/// How the probe reaches the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProbeTransport {
+    /// Modbus/TCP (MBAP framing).
+    Tcp,
+    /// RTU frames over a TCP socket (serial-to-Ethernet converters in
+    /// transparent mode).
+    RtuOverTcp,
+}
+
+/// Parity of `--serial`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProbeParity {
+    None,
+    Even,
+    Odd,
 }
 
 /// Arguments of `gaswatch probe`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ProbeArgs {
-    /// Device or gateway host.
+    /// Device or gateway host (Modbus/TCP or RTU over TCP).
     #[arg(long)]
-    pub host: String,
+    pub host: Option<String>,
     /// TCP port.
     #[arg(long, default_value_t = 502)]
     pub port: u16,
+    /// Framing on the TCP connection: tcp or rtu-over-tcp.
+    #[arg(long, value_enum, default_value = "tcp")]
+    pub transport: ProbeTransport,
+    /// Serial port of an RTU bus, e.g. /dev/ttyUSB0 (instead of --host).
+    /// Opened exclusively: stop the daemon's poller on that bus first.
+    #[arg(long, conflicts_with = "host")]
+    pub serial: Option<String>,
+    /// Line speed of --serial.
+    #[arg(long, default_value_t = 9600)]
+    pub baud: u32,
+    /// Parity of --serial (Modbus default even; many devices use none).
+    #[arg(long, value_enum, default_value = "even")]
+    pub parity: ProbeParity,
+    /// Stop bits of --serial: 1 or 2.
+    #[arg(long, default_value_t = 1)]
+    pub stop_bits: u8,
     /// Unit (slave) id.
     #[arg(long, default_value_t = 1)]
     pub unit: u8,
@@ -210,6 +251,75 @@ pub fn render(words: &[u16], read_start: u16, list: &[Candidate], top: usize) ->
     s
 }
 
+/// The endpoint's name for messages, and the connection being made.
+fn connect(
+    args: &ProbeArgs,
+) -> (
+    String,
+    impl std::future::Future<Output = Result<Context, ProbeError>> + use<>,
+) {
+    let args = args.clone();
+    let endpoint = match (&args.host, &args.serial) {
+        (_, Some(path)) => path.clone(),
+        (Some(host), None) => format!("{host}:{}", args.port),
+        (None, None) => String::new(),
+    };
+    let name = endpoint.clone();
+    let connecting = async move {
+        let slave = Slave(args.unit);
+        let connect_err = |source: std::io::Error| ProbeError::Connect {
+            endpoint: name.clone(),
+            source,
+        };
+        match (&args.host, &args.serial) {
+            (None, Some(path)) => {
+                if !(1..=2).contains(&args.stop_bits) {
+                    return Err(ProbeError::StopBits(args.stop_bits));
+                }
+                let line = SerialConfig {
+                    path: path.clone(),
+                    baud: args.baud,
+                    parity: match args.parity {
+                        ProbeParity::None => Parity::None,
+                        ProbeParity::Even => Parity::Even,
+                        ProbeParity::Odd => Parity::Odd,
+                    },
+                    data_bits: 8,
+                    stop_bits: args.stop_bits,
+                };
+                let port = BusPort::open(&line).map_err(connect_err)?;
+                Ok(rtu::attach_slave(port, slave))
+            }
+            (Some(host), None) => {
+                let addr = tokio::net::lookup_host((host.as_str(), args.port))
+                    .await
+                    .map_err(connect_err)?
+                    .next()
+                    .ok_or_else(|| {
+                        connect_err(std::io::Error::new(
+                            std::io::ErrorKind::NotFound,
+                            "no address",
+                        ))
+                    })?;
+                match args.transport {
+                    ProbeTransport::Tcp => {
+                        tcp::connect_slave(addr, slave).await.map_err(connect_err)
+                    }
+                    ProbeTransport::RtuOverTcp => {
+                        let stream = tokio::net::TcpStream::connect(addr)
+                            .await
+                            .map_err(connect_err)?;
+                        let _ = stream.set_nodelay(true);
+                        Ok(rtu::attach_slave(stream, slave))
+                    }
+                }
+            }
+            _ => Err(ProbeError::Endpoint("host")),
+        }
+    };
+    (endpoint, connecting)
+}
+
 /// Runs the probe: one read, then the ranked table on stdout.
 pub async fn run(args: ProbeArgs) -> Result<(), ProbeError> {
     let expect = args.expect.as_deref().map(parse_expect).transpose()?;
@@ -224,43 +334,18 @@ pub async fn run(args: ProbeArgs) -> Result<(), ProbeError> {
     } else {
         RegisterKind::Holding
     };
-    let (host, port, unit, timeout) = (args.host.clone(), args.port, args.unit, args.timeout);
-    let addr = tokio::time::timeout(timeout, tokio::net::lookup_host((host.as_str(), port)))
-        .await
-        .map_err(|_| ProbeError::Timeout {
-            host: host.clone(),
-            port,
-            unit,
-            timeout,
-        })?
-        .map_err(|source| ProbeError::Connect {
-            host: host.clone(),
-            port,
-            source,
-        })?
-        .next()
-        .ok_or_else(|| ProbeError::Connect {
-            host: host.clone(),
-            port,
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
-        })?;
+    let (unit, timeout) = (args.unit, args.timeout);
+    let (endpoint, connecting) = connect(&args);
     let timeout_err = || ProbeError::Timeout {
-        host: host.clone(),
-        port,
+        endpoint: endpoint.clone(),
         unit,
         timeout,
     };
-    let mut ctx = tokio::time::timeout(timeout, tcp::connect_slave(addr, Slave(unit)))
+    let mut ctx = tokio::time::timeout(timeout, connecting)
         .await
-        .map_err(|_| timeout_err())?
-        .map_err(|source| ProbeError::Connect {
-            host: host.clone(),
-            port,
-            source,
-        })?;
+        .map_err(|_| timeout_err())??;
     let read_err = |message: String| ProbeError::Read {
-        host: host.clone(),
-        port,
+        endpoint: endpoint.clone(),
         unit,
         message,
     };
