@@ -70,8 +70,8 @@ pub struct ReplayArgs {
     /// Force the input format: lp, csv or capture.
     #[arg(long, value_parser = parse_format)]
     pub format: Option<Format>,
-    /// Write the events (alarm transitions, balance windows) as JSON lines
-    /// here; `-` for stdout.
+    /// Write the events (alarm transitions, balance windows, leak alerts)
+    /// as JSON lines here; `-` for stdout.
     #[arg(long, short = 'e')]
     pub events: Option<PathBuf>,
     /// Also write the full daemon outputs (telemetry line protocol, alarm and
@@ -417,6 +417,14 @@ impl Replayer {
                     .unwrap_or("%");
                 let p = payload::encode_alarm(&plan.station_id, def, e, unit);
                 write_typed(w.as_mut(), "alarm", &p)?;
+            }
+        }
+        // Leak alerts (with their balance group), after the LEAK events
+        // they detail, as the daemon sends them.
+        if let Some(w) = &mut self.events {
+            for a in &self.out.leaks {
+                let p = payload::encode_leak(&plan.station_id, a);
+                write_typed(w.as_mut(), "leak", &p)?;
             }
         }
         if let Some(router) = &mut self.router {
