@@ -163,8 +163,9 @@ tests = [
   { window = "1h", threshold_sigma = -1.0 },
 ]
 "#;
-    let e = problems(&text);
+    let e = problems(&text.replace("[balance.leak]", "[balance]\nedge = \"2m\"\n[balance.leak]"));
     for want in [
+        "bad.toml: balance.edge: expected at most a quarter of balance.window (75s), got 120s",
         "bad.toml: balance.leak.tests[0].window: expected a window of 20s to 1 day, got 10s",
         "bad.toml: balance.leak.tests[1].edge: expected a half-width above 0 and at most a quarter of the window (75s), got 120s",
         "bad.toml: balance.leak.tests[1].min_leak_percent: expected 0-50 %, got 0",

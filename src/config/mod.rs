@@ -228,6 +228,19 @@ pub struct BalanceConfig {
     /// result to be judged (below it: no alarm, quality uncertain or bad).
     #[serde(default = "default_min_coverage")]
     pub min_coverage: f64,
+    /// Half-width of smoothed edges for the reported windows (`window`,
+    /// `longer_windows`, the gas day): the line pack at a window edge is
+    /// its average over `[edge - this, edge + this]` and the flows are
+    /// weighted to match, so one noisy pressure or temperature scan at a
+    /// boundary no longer moves the 输差 of two windows (see
+    /// `docs/leak-detection.md`). Windows then close this much later, and a
+    /// window's volumes are weighted over its edges (consecutive windows
+    /// still add up exactly). "0s": sharp edges, each window the exact
+    /// integral over `[start, end)` with the pack of the last scan before
+    /// each boundary. At most a quarter of `window`; at least two scans of
+    /// the line-pack points are used. Default "0s" (sharp).
+    #[serde(default, with = "humantime_serde")]
+    pub edge: Option<Duration>,
     /// Longer windows computed beside `window`, epoch-aligned. Default:
     /// ["1h"] when `window` is shorter than an hour, else none.
     #[serde(default, deserialize_with = "durations")]
@@ -384,6 +397,11 @@ fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<Durati
 }
 
 impl BalanceConfig {
+    /// The reported windows' edge half-width in effect (zero: sharp).
+    pub fn edge(&self) -> Duration {
+        self.edge.unwrap_or(Duration::ZERO)
+    }
+
     /// The longer windows in effect (the default depends on `window`).
     pub fn longer_windows(&self) -> Vec<Duration> {
         match &self.longer_windows {
@@ -406,6 +424,7 @@ impl Default for BalanceConfig {
             window: default_window(),
             limit_percent: default_limit_percent(),
             min_coverage: default_min_coverage(),
+            edge: None,
             longer_windows: None,
             gas_day: true,
             contract_hour: default_contract_hour(),

@@ -887,6 +887,16 @@ fn validate_balance_extras(c: &Config, points: &HashMap<&str, PointAt>, p: &mut 
             );
         }
     }
+    let edge = c.balance.edge();
+    if edge > c.balance.window / 4 {
+        p.add(
+            "balance.edge",
+            format!(
+                "expected at most a quarter of balance.window ({:?}), got {edge:?}",
+                c.balance.window / 4
+            ),
+        );
+    }
     if c.balance.contract_hour > 23 {
         p.add(
             "balance.contract_hour",

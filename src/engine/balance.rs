@@ -18,7 +18,8 @@
 //! the window is BAD: an unknown pack change must never look like a leak.
 //!
 //! Smoothed edges ([`Balance::with_edge_ns`], used by the leak test's own
-//! windows, never by the reported 输差 windows): a single pack sample at
+//! windows, and by the reported 输差 windows when `balance.edge` is set):
+//! a single pack sample at
 //! each edge carries the full pressure and temperature noise of one scan
 //! (on 10 km of DN500 at 1.6 MPa, 0.01 % of pressure and 0.05 K are about
 //! 3 and 6 Sm³, as much as a 1 % leak in a minute). With an edge half-width

@@ -135,6 +135,7 @@ fn balance_shape(plan: &EnginePlan) -> impl PartialEq + use<> {
         linepack,
         groups,
         plan.balance_min_coverage,
+        plan.balance_edge_ns,
         plan.gas.clone(),
     )
 }
@@ -249,6 +250,13 @@ impl Engine {
                 .map(|&e| element_specs[e as usize])
                 .collect();
             let first = balances.len();
+            // Reported windows: sharp unless `balance.edge` is set, then at
+            // least two scans of the slowest line-pack point wide.
+            let edge_ns = if plan.balance_edge_ns > 0 {
+                plan.balance_edge_ns.max(2 * scan_ns)
+            } else {
+                0
+            };
             for w in &plan.windows {
                 balances.push(
                     Balance::with_elements(
@@ -258,7 +266,8 @@ impl Engine {
                         &meters,
                         &elements,
                     )
-                    .with_group(g.id),
+                    .with_group(g.id)
+                    .with_edge_ns(edge_ns),
                 );
             }
             let first_leak = leak_balances.len();

@@ -290,6 +290,8 @@ pub struct EnginePlan {
     by_alarm_id: HashMap<String, u32>,
     pub balance_window_ns: i64,
     pub balance_min_coverage: f64,
+    /// Half-width of the reported windows' smoothed edges (ns; 0: sharp).
+    pub balance_edge_ns: i64,
     /// Every balance window: the first is `balance.window`, then the longer
     /// ones, then the gas day.
     pub windows: Vec<WindowPlan>,
@@ -844,6 +846,7 @@ impl EnginePlan {
             by_alarm_id,
             balance_window_ns: i64::try_from(config.balance.window.as_nanos()).unwrap_or(i64::MAX),
             balance_min_coverage: config.balance.min_coverage,
+            balance_edge_ns: ns(config.balance.edge()),
             windows,
             linepack,
             tag_linepack,
