@@ -180,3 +180,91 @@ async fn each_groups_windows_land_in_influxdb_with_its_group_tag() {
     );
     assert!(!raised.iter().any(|id| id.contains("lineB")), "{raised:?}");
 }
+
+/// A 5 % leak on line A after two hours (the leak test's warm-up), replayed
+/// in process: the summary's leak detections name line A and the total,
+/// with the leak alert's rate (line B: none), and the events hold the
+/// leak alerts with their group.
+#[test]
+fn replayed_leak_on_line_a_is_detected_in_line_a_and_the_total_only() {
+    use gaswatch::cli::replay::{ReadOptions, Replayer, replay_files};
+    use gaswatch::config::Config;
+    use gaswatch::engine::EnginePlan;
+    use gaswatch::model::GroupId;
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("leak.csv");
+    let leak_at = 7200 + 100;
+    let mut s = String::from("time,FT_IN1,FT_OUT1,FT_OUT2,PT_A,TT_A,FT_IN2,FT_OUT3,PT_B,TT_B\n");
+    for k in 0..leak_at + 1200 {
+        // A little meter noise (the CUSUM scales with it), no pack change.
+        let n = 1.0 + 0.001 * (k as f64 * 1.3).sin();
+        let nb = 1.0 + 0.001 * (k as f64 * 0.7).cos();
+        let leak = if k >= leak_at { 1000.0 } else { 0.0 };
+        s.push_str(&format!(
+            "{},{},{},{},1600,15,10000,{},1580,15\n",
+            T0_MS + k * 1000,
+            20_000.0 + leak,
+            12_000.0 * n,
+            8_000.0 * n,
+            10_000.0 * nb
+        ));
+    }
+    std::fs::write(&csv, s).expect("csv");
+    let c = Config::from_str_named(STATION, Path::new("two-lines.toml")).expect("config");
+    let plan = Arc::new(EnginePlan::compile(&c));
+    let events = dir.path().join("events.jsonl");
+    let out = std::fs::File::create(&events).expect("events");
+    let mut r = Replayer::new(
+        Arc::clone(&plan),
+        std::time::Duration::from_secs(1),
+        Some(Box::new(std::io::BufWriter::new(out))),
+        None,
+    )
+    .expect("replayer");
+    replay_files(
+        &mut r,
+        &plan,
+        &[csv],
+        ReadOptions::default(),
+        &indicatif::ProgressBar::hidden(),
+        &mut |b| panic!("bad row {b}"),
+    )
+    .expect("replay");
+    r.finish().expect("finish");
+    let leaks: Vec<_> = r
+        .summary
+        .leaks
+        .iter()
+        .filter(|l| l.alarm_id.ends_with("/LEAK"))
+        .collect();
+    let line_a = leaks
+        .iter()
+        .find(|l| l.group == GroupId::new("lineA").expect("id"))
+        .unwrap_or_else(|| panic!("no line A leak in {leaks:?}"));
+    assert_eq!(line_a.alarm_id, "cg02/balance.lineA/LEAK");
+    assert!(line_a.raised.nanos() > (T0_MS + leak_at * 1000) * 1_000_000);
+    assert!(
+        (line_a.rate_sm3_per_h - 1000.0).abs() < 100.0,
+        "rate of the leak alert: {line_a:?}"
+    );
+    assert!(
+        leaks
+            .iter()
+            .any(|l| l.group == GroupId::STATION && l.alarm_id == "cg02/balance/LEAK"),
+        "{leaks:?}"
+    );
+    assert!(
+        !leaks.iter().any(|l| l.alarm_id.contains("lineB")),
+        "{leaks:?}"
+    );
+    let text = std::fs::read_to_string(&events).expect("events");
+    let alerts: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .filter(|v: &serde_json::Value| v["type"] == "leak")
+        .collect();
+    assert!(alerts.iter().any(|v| v["group"] == "lineA"), "{alerts:?}");
+    assert!(!alerts.iter().any(|v| v["group"] == "lineB"), "{alerts:?}");
+}

@@ -361,11 +361,11 @@ impl Replayer {
                     });
                 match e.action {
                     AlarmAction::Raise if e.kind == AlarmKind::Leak => {
-                        let alert = self
-                            .out
-                            .leaks
-                            .iter()
-                            .find(|l| l.detected == e.ts && l.group == group);
+                        // The alert comes in the same output as its raise;
+                        // the raise is stamped when the engine decided (the
+                        // window's end plus its edge), the alert with the
+                        // window's end, so match by group, not by time.
+                        let alert = self.out.leaks.iter().find(|l| l.group == group);
                         s.leaks.push(LeakDetection {
                             group,
                             alarm_id: def.id.clone(),

@@ -362,14 +362,16 @@ impl Engine {
     }
 
     /// The leak-test windows (smoothed edges, not reported) that the last
-    /// `tick` closed, in test order: for diagnostics and the scorecard.
+    /// `tick` closed, group after group (`plan.groups` with a leak test),
+    /// in test order: for diagnostics and the scorecard.
     /// Each comes with the variance (Sm³²) of its window-to-window parts
     /// (see [`Balance::close_due_with_noise`]).
     pub fn leak_windows(&self) -> &[(crate::model::BalanceResult, f64)] {
         &self.leak_results
     }
 
-    /// The leak detectors, one per `balance.leak.tests` entry.
+    /// The leak detectors, one per `balance.leak.tests` entry, group after
+    /// group (`plan.groups` with a leak test).
     pub fn leak_detectors(&self) -> &[LeakDetector] {
         &self.leaks
     }
