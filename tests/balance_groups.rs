@@ -268,3 +268,12 @@ fn replayed_leak_on_line_a_is_detected_in_line_a_and_the_total_only() {
     assert!(alerts.iter().any(|v| v["group"] == "lineA"), "{alerts:?}");
     assert!(!alerts.iter().any(|v| v["group"] == "lineB"), "{alerts:?}");
 }
+
+/// The simulator reads the same file (it ignores `[[balance.groups]]`), so
+/// the example station can be served for a demo or a daemon test.
+#[test]
+fn the_simulator_serves_the_two_line_example() {
+    gaswatch_sim::StationConfig::from_toml_str(STATION).expect("simulator config");
+    gaswatch_sim::Station::from_config_str(STATION, &gaswatch_sim::SimOptions::default())
+        .expect("simulator station");
+}
