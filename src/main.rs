@@ -114,6 +114,24 @@ enum AlarmsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Alarm-system performance over a period (ISA-18.2 / EEMUA 191
+    /// measures): rates, floods, bad actors, chattering, stale and shelved
+    /// alarms, time to acknowledge.
+    Report {
+        /// Station configuration file (gives the journal path).
+        #[arg(short, long, env = "GASWATCH_CONFIG")]
+        config: PathBuf,
+        /// Start of the period: a duration back from --until ("7d") or an
+        /// RFC 3339 time.
+        #[arg(long, default_value = "7d")]
+        since: String,
+        /// End of the period: an RFC 3339 time (default: now).
+        #[arg(long)]
+        until: Option<String>,
+        /// The report as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -284,7 +302,100 @@ fn main() -> ExitCode {
                     json,
                 },
         } => history(&config, since.as_deref(), alarm.as_deref(), json),
+        Command::Alarms {
+            command:
+                AlarmsCommand::Report {
+                    config,
+                    since,
+                    until,
+                    json,
+                },
+        } => alarm_report(&config, &since, until.as_deref(), json),
     }
+}
+
+/// ns since the epoch of an RFC 3339 time.
+fn rfc3339_ns(s: &str) -> Option<i64> {
+    humantime::parse_rfc3339_weak(s).ok().map(|t| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+    })
+}
+
+/// The journal path of the config at `config`, or the config error.
+fn journal_of(config: &std::path::Path) -> Result<std::path::PathBuf, ExitCode> {
+    match Config::load(config) {
+        Ok(c) => Ok(c
+            .alarms
+            .journal
+            .clone()
+            .unwrap_or_else(|| gaswatch::journal::default_path(&c.spool.dir))),
+        Err(e) => {
+            eprintln!("{e}");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+fn alarm_report(
+    config: &std::path::Path,
+    since: &str,
+    until: Option<&str>,
+    json: bool,
+) -> ExitCode {
+    let path = match journal_of(config) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let to_ns = match until {
+        None => gaswatch::model::Timestamp::now().nanos(),
+        Some(u) => match rfc3339_ns(u) {
+            Some(t) => t,
+            None => {
+                eprintln!("--until: expected an RFC 3339 time, got {u:?}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let from_ns = match humantime::parse_duration(since) {
+        Ok(d) => to_ns.saturating_sub(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
+        Err(_) => match rfc3339_ns(since) {
+            Some(t) => t,
+            None => {
+                eprintln!(
+                    "--since: expected a duration (\"7d\") or an RFC 3339 time, got {since:?}"
+                );
+                return ExitCode::from(2);
+            }
+        },
+    };
+    if from_ns >= to_ns {
+        eprintln!("--since must be before --until");
+        return ExitCode::from(2);
+    }
+    let (entries, skipped) = match gaswatch::journal::read_entries(&path) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if skipped > 0 {
+        eprintln!("{}: {skipped} unreadable lines skipped", path.display());
+    }
+    let r = gaswatch::cli::alarm_report::report(&entries, from_ns, to_ns);
+    if json {
+        match serde_json::to_string_pretty(&r) {
+            Ok(t) => println!("{t}"),
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!("{}", gaswatch::cli::alarm_report::render(&r));
+    }
+    ExitCode::SUCCESS
 }
 
 fn history(
@@ -293,12 +404,9 @@ fn history(
     alarm: Option<&str>,
     json: bool,
 ) -> ExitCode {
-    let c = match Config::load(config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
+    let path = match journal_of(config) {
+        Ok(p) => p,
+        Err(code) => return code,
     };
     let since_ns = match since {
         None => None,
@@ -307,12 +415,9 @@ fn history(
                 gaswatch::model::Timestamp::now().nanos()
                     - i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
             ),
-            Err(_) => match humantime::parse_rfc3339_weak(s) {
-                Ok(t) => Some(
-                    t.duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
-                ),
-                Err(_) => {
+            Err(_) => match rfc3339_ns(s) {
+                Some(t) => Some(t),
+                None => {
                     eprintln!(
                         "--since: expected a duration (\"2h\") or an RFC 3339 time, got {s:?}"
                     );
@@ -321,11 +426,6 @@ fn history(
             },
         },
     };
-    let path = c
-        .alarms
-        .journal
-        .clone()
-        .unwrap_or_else(|| gaswatch::journal::default_path(&c.spool.dir));
     let (entries, skipped) = match gaswatch::journal::read_entries(&path) {
         Ok(x) => x,
         Err(e) => {

@@ -4,6 +4,7 @@
 //! (hourly and daily balance reports) and `gaswatch leak-scorecard`. Kept in
 //! the library so tests and benches drive exactly what the command runs.
 
+pub mod alarm_report;
 pub mod gas;
 pub mod leak_scorecard;
 pub mod replay;

@@ -325,6 +325,12 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Sends `sig` (e.g. "-HUP") to the running daemon.
+    pub fn signal(&self, sig: &str) {
+        let c = self.child.as_ref().expect("daemon running");
+        signal(c.id(), sig);
+    }
+
     /// `kill -9`: a crash, nothing drained.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -381,4 +387,19 @@ pub fn history(config: &Path) -> Vec<serde_json::Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("history line {l:?}: {e}")))
         .collect()
+}
+
+/// `gaswatch alarms report -c config --since SINCE --json`.
+pub fn alarm_report(config: &Path, since: &str) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_gaswatch"))
+        .args(["alarms", "report", "--json", "--since", since, "-c"])
+        .arg(config)
+        .output()
+        .expect("run gaswatch alarms report");
+    assert!(
+        out.status.success(),
+        "gaswatch alarms report failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("report JSON")
 }
