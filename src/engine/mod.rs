@@ -376,7 +376,8 @@ impl Engine {
         &self.leaks
     }
 
-    /// State and reason of each leak detector (one per window length).
+    /// State and reason of each leak detector (one per test window length,
+    /// group after group).
     pub fn leak_states(&self) -> impl Iterator<Item = (leak::LeakState, &'static str)> + '_ {
         self.leaks.iter().map(|d| (d.state(), d.reason()))
     }
