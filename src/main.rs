@@ -66,6 +66,10 @@ enum Command {
         /// Seeds of the normal-operation (false alarm) runs.
         #[arg(long, default_value_t = 3)]
         normal_seeds: u64,
+        /// `balance.edge` of the reported 输差 windows, e.g. "30s" (default:
+        /// the config default, sharp edges).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        balance_edge: Option<std::time::Duration>,
     },
     /// Hourly and daily balance (输差) reports from the file sink's balance.jsonl.
     Report {
@@ -148,6 +152,10 @@ fn main() -> ExitCode {
                     plan.alarms.len(),
                     plan.meters.len()
                 );
+                if !c.balance.groups.is_empty() {
+                    let ids: Vec<&str> = plan.groups.iter().map(|g| g.id.as_str()).collect();
+                    println!("  balance groups: {}", ids.join(", "));
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -234,6 +242,7 @@ fn main() -> ExitCode {
             leaks,
             rows,
             normal_seeds,
+            balance_edge,
         } => {
             let plan = gaswatch::cli::leak_scorecard::Plan {
                 seeds,
@@ -242,6 +251,7 @@ fn main() -> ExitCode {
                 steady: rows != "transients",
                 transients: rows != "steady",
                 normal_seeds,
+                balance_edge,
                 ..Default::default()
             };
             match gaswatch::cli::leak_scorecard::run(&plan) {

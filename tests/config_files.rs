@@ -163,8 +163,9 @@ tests = [
   { window = "1h", threshold_sigma = -1.0 },
 ]
 "#;
-    let e = problems(&text);
+    let e = problems(&text.replace("[balance.leak]", "[balance]\nedge = \"2m\"\n[balance.leak]"));
     for want in [
+        "bad.toml: balance.edge: expected at most a quarter of balance.window (75s), got 120s",
         "bad.toml: balance.leak.tests[0].window: expected a window of 20s to 1 day, got 10s",
         "bad.toml: balance.leak.tests[1].edge: expected a half-width above 0 and at most a quarter of the window (75s), got 120s",
         "bad.toml: balance.leak.tests[1].min_leak_percent: expected 0-50 %, got 0",
@@ -318,5 +319,124 @@ sum_tolerance_percent = 20.0
         "bad.toml: gas.gc.components.ethane: expected the name of a point defined under [[devices.points]], got \"NOPE\"",
     ] {
         assert!(e.contains(want), "missing {want:?} in:\n{e}");
+    }
+}
+
+const TWO_LINES: &str = r#"
+[station]
+id = "s1"
+kind = "city_gate"
+[[devices]]
+id = "d1"
+host = "127.0.0.1"
+[[devices.points]]
+name = "F1"
+register = "holding"
+address = 0
+type = "u16"
+[[devices.points]]
+name = "F2"
+register = "holding"
+address = 1
+type = "u16"
+[[devices.points]]
+name = "F3"
+register = "holding"
+address = 2
+type = "u16"
+[[devices.points]]
+name = "P"
+register = "holding"
+address = 3
+type = "u16"
+[[meters]]
+name = "IN1"
+role = "inlet"
+flow = "F1"
+[[meters]]
+name = "OUT1"
+role = "outlet"
+flow = "F2"
+[[meters]]
+name = "OUT2"
+role = "outlet"
+flow = "F3"
+[[linepack]]
+name = "header"
+volume_m3 = 10.0
+pressure = "P"
+temperature = "P"
+[sinks.file]
+dir = "x"
+"#;
+
+/// `[[balance.groups]]`: every problem names the group (by index in the key
+/// and by id in the message) and the key.
+#[test]
+fn balance_groups_are_checked_with_the_group_and_the_key() {
+    let text = TWO_LINES.to_string()
+        + r#"
+[[balance.groups]]
+id = "lineA"
+inlet = ["IN1", "IN9"]
+outlet = ["OUT1", "IN1"]
+linepack = ["header", "sphere"]
+limit_percent = 0.0
+
+[[balance.groups]]
+id = "lineA"
+outlet = ["OUT1"]
+
+[[balance.groups]]
+id = "line A"
+inlet = ["IN1"]
+"#;
+    let e = problems(&text);
+    for want in [
+        "bad.toml: balance.groups[0].inlet[1]: group \"lineA\": expected the name of a [[meters]] entry, got \"IN9\"",
+        "bad.toml: balance.groups[0].outlet[1]: group \"lineA\": meter \"IN1\" is both an inlet and an outlet; a meter takes one role in a group",
+        "bad.toml: balance.groups[0].linepack[1]: group \"lineA\": expected the name of a [[linepack]] entry, got \"sphere\"",
+        "bad.toml: balance.groups[0].limit_percent: group \"lineA\": expected a positive percentage, got 0",
+        "bad.toml: balance.groups[1].id: group id \"lineA\" is already used by balance.groups[0]; ids must be unique",
+        "bad.toml: balance.groups[1].inlet: group \"lineA\" needs at least one inlet meter (its 输差率 is a share of the inlet)",
+        "bad.toml: balance.groups[2].id: expected 1-23 letters, digits, '_' or '-', got \"line A\"",
+        "bad.toml: balance.groups[2].outlet: group \"line A\" needs at least one outlet meter or line-pack element; otherwise all of its inlet counts as imbalance",
+        "bad.toml: meters[2]: meter \"OUT2\" is in no [[balance.groups]] entry: add it to a group's inlet or outlet (its gas is otherwise in no balance), or remove the [[meters]] entry and keep its points",
+    ] {
+        assert!(e.contains(want), "missing {want:?} in:\n{e}");
+    }
+    // The element is in group 0, so it is not reported as unused.
+    assert!(!e.contains("line-pack element \"header\""), "{e}");
+
+    let text = TWO_LINES.to_string()
+        + r#"
+[[balance.groups]]
+id = "lineA"
+inlet = ["IN1"]
+outlet = ["OUT1", "OUT2"]
+"#;
+    let e = problems(&text);
+    assert!(
+        e.contains(
+            "bad.toml: linepack[0]: line-pack element \"header\" is in no [[balance.groups]] entry"
+        ),
+        "{e}"
+    );
+    // A meter may be in several groups, with a different role in each
+    // (the spheres' feed: an outlet of the pipework, the inlet of the spheres).
+    let text = TWO_LINES.to_string()
+        + r#"
+[[balance.groups]]
+id = "pipework"
+inlet = ["IN1"]
+outlet = ["OUT1", "OUT2"]
+
+[[balance.groups]]
+id = "spheres"
+inlet = ["OUT2"]
+linepack = ["header"]
+"#;
+    if let Err(e) = Config::from_str_named(&text, Path::new("ok.toml")) {
+        panic!("{e}");
     }
 }

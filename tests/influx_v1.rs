@@ -192,6 +192,7 @@ async fn round_trip_is_exact() {
         }
         for k in 0..10i64 {
             let b = BalanceResult {
+                group: gaswatch::model::GroupId::STATION,
                 start: Timestamp(T0 + k * 3_600_000_000_000),
                 end: Timestamp(T0 + (k + 1) * 3_600_000_000_000),
                 inlet_sm3: 1000.5 + k as f64,

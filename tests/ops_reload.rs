@@ -223,8 +223,8 @@ async fn reloads_while_points_flow_lose_nothing_and_keep_alarm_state() {
         "gaswatch_spool_backlog_seconds{sink=\"influxdb\"}",
         "gaswatch_alarms_active{priority=",
         "gaswatch_alarms{state=\"normal\"}",
-        "gaswatch_balance_imbalance_percent{station=\"cg01\",window=\"5s\"}",
-        "gaswatch_balance_windows_total{window=\"5s\",quality=",
+        "gaswatch_balance_imbalance_percent{station=\"cg01\",group=\"station\",window=\"5s\"}",
+        "gaswatch_balance_windows_total{group=\"station\",window=\"5s\",quality=",
         "gaswatch_sink_reachable{sink=\"influxdb\"} 1",
     ] {
         assert!(metrics.contains(family), "missing {family} in:\n{metrics}");

@@ -70,8 +70,8 @@ pub struct ReplayArgs {
     /// Force the input format: lp, csv or capture.
     #[arg(long, value_parser = parse_format)]
     pub format: Option<Format>,
-    /// Write the events (alarm transitions, balance windows) as JSON lines
-    /// here; `-` for stdout.
+    /// Write the events (alarm transitions, balance windows, leak alerts)
+    /// as JSON lines here; `-` for stdout.
     #[arg(long, short = 'e')]
     pub events: Option<PathBuf>,
     /// Also write the full daemon outputs (telemetry line protocol, alarm and
@@ -135,6 +135,8 @@ fn parse_format(s: &str) -> Result<Format, String> {
 /// detected leak.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LeakDetection {
+    /// The balance group.
+    pub group: crate::model::GroupId,
     /// The alarm that raised it (`<station>/balance/IMBALANCE`,
     /// `<station>/balance-1h/IMBALANCE`, `<station>/balance/LEAK`, ...).
     pub alarm_id: String,
@@ -151,6 +153,7 @@ pub struct LeakDetection {
 /// One closed balance window.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct WindowLine {
+    pub group: crate::model::GroupId,
     pub start: Timestamp,
     pub end: Timestamp,
     pub imbalance_percent: f64,
@@ -324,6 +327,7 @@ impl Replayer {
         s.samples += self.out.samples.len() as u64;
         for b in &self.out.balances {
             s.windows.push(WindowLine {
+                group: b.group,
                 start: b.start,
                 end: b.end,
                 imbalance_percent: b.imbalance_percent,
@@ -350,10 +354,20 @@ impl Replayer {
                 *s.raised_by_priority.entry(e.priority).or_default() += 1;
             }
             if matches!(e.kind, AlarmKind::Imbalance | AlarmKind::Leak) {
+                let (group, window) = plan
+                    .balance_alarm(e.alarm)
+                    .map_or((crate::model::GroupId::STATION, None), |(g, w)| {
+                        (plan.groups[g].id, w)
+                    });
                 match e.action {
                     AlarmAction::Raise if e.kind == AlarmKind::Leak => {
-                        let alert = self.out.leaks.iter().find(|l| l.detected == e.ts);
+                        // The alert comes in the same output as its raise;
+                        // the raise is stamped when the engine decided (the
+                        // window's end plus its edge), the alert with the
+                        // window's end, so match by group, not by time.
+                        let alert = self.out.leaks.iter().find(|l| l.group == group);
                         s.leaks.push(LeakDetection {
+                            group,
                             alarm_id: def.id.clone(),
                             raised: e.ts,
                             cleared: None,
@@ -363,16 +377,17 @@ impl Replayer {
                     }
                     AlarmAction::Raise => {
                         // The window of this alarm (one per window length).
-                        let window_ns = plan
-                            .windows
-                            .iter()
-                            .find(|w| w.alarm == e.alarm)
+                        let window_ns = window
+                            .and_then(|w| plan.windows.get(w))
                             .map_or(plan.balance_window_ns, |w| w.window_ns);
                         let w = self.out.balances.iter().find(|b| {
-                            b.end == e.ts && b.end.nanos() - b.start.nanos() == window_ns
+                            b.group == group
+                                && b.end == e.ts
+                                && b.end.nanos() - b.start.nanos() == window_ns
                         });
                         let hours = window_ns as f64 / 3.6e12;
                         s.leaks.push(LeakDetection {
+                            group,
                             alarm_id: def.id.clone(),
                             raised: e.ts,
                             cleared: None,
@@ -402,6 +417,14 @@ impl Replayer {
                     .unwrap_or("%");
                 let p = payload::encode_alarm(&plan.station_id, def, e, unit);
                 write_typed(w.as_mut(), "alarm", &p)?;
+            }
+        }
+        // Leak alerts (with their balance group), after the LEAK events
+        // they detail, as the daemon sends them.
+        if let Some(w) = &mut self.events {
+            for a in &self.out.leaks {
+                let p = payload::encode_leak(&plan.station_id, a);
+                write_typed(w.as_mut(), "leak", &p)?;
             }
         }
         if let Some(router) = &mut self.router {
@@ -536,29 +559,60 @@ pub fn print_summary(w: &mut dyn Write, s: &Summary) -> std::io::Result<()> {
             l.rate_sm3_per_h
         )?;
     }
-    let judged: Vec<f64> = s
+    let judged = s
         .windows
         .iter()
-        .map(|w| w.imbalance_percent)
-        .filter(|v| v.is_finite())
-        .collect();
+        .filter(|w| w.imbalance_percent.is_finite())
+        .count();
     writeln!(
         w,
         "  balance windows {} ({} with a 输差)",
         s.windows.len(),
-        judged.len()
+        judged
     )?;
-    if !judged.is_empty() {
+    // Per balance group, in order of first appearance; a station without
+    // groups has only "station" and prints as before (no group column).
+    let mut groups: Vec<crate::model::GroupId> = Vec::new();
+    for x in &s.windows {
+        if !groups.contains(&x.group) {
+            groups.push(x.group);
+        }
+    }
+    let several = groups.len() > 1 || groups.iter().any(|g| !g.is_station());
+    for g in &groups {
+        let judged: Vec<f64> = s
+            .windows
+            .iter()
+            .filter(|w| w.group == *g)
+            .map(|w| w.imbalance_percent)
+            .filter(|v| v.is_finite())
+            .collect();
+        if judged.is_empty() {
+            continue;
+        }
         let mean = judged.iter().sum::<f64>() / judged.len() as f64;
         let min = judged.iter().copied().fold(f64::INFINITY, f64::min);
         let max = judged.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        writeln!(w, "    输差 %  mean {mean:.3}  min {min:.3}  max {max:.3}")?;
+        let label = if several {
+            format!(" group {g}")
+        } else {
+            String::new()
+        };
+        writeln!(
+            w,
+            "    输差 %{label}  mean {mean:.3}  min {min:.3}  max {max:.3}"
+        )?;
     }
     const SHOW: usize = 48;
     for x in s.windows.iter().take(SHOW) {
+        let label = if several {
+            format!("{:<12} ", x.group.as_str())
+        } else {
+            String::new()
+        };
         writeln!(
             w,
-            "    {} .. {}  输差 {:>8.3} %  {:>10.1} Sm3  {}",
+            "    {label}{} .. {}  输差 {:>8.3} %  {:>10.1} Sm3  {}",
             x.start.to_rfc3339(),
             x.end.to_rfc3339(),
             x.imbalance_percent,

@@ -7,6 +7,10 @@
 //! uncertainty adds the windows' absolute uncertainties in quadrature
 //! (meter errors treated as independent between windows, which understates
 //! a steady meter bias: the report says "summed").
+//!
+//! Each balance group (`group` in the JSON; "station" when absent, as in
+//! files written before groups existed) is reported on its own: rows are
+//! ordered by group (first appearance in the file), then by time.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -24,6 +28,8 @@ pub enum ReportError {
 
 #[derive(Debug, Deserialize)]
 struct Line {
+    #[serde(default)]
+    group: Option<String>,
     start_ns: i64,
     end_ns: i64,
     inlet_sm3: Option<f64>,
@@ -39,6 +45,8 @@ struct Line {
 /// One report row.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Row {
+    /// The balance group.
+    pub group: String,
     pub start_ns: i64,
     pub end_ns: i64,
     pub inlet_sm3: f64,
@@ -80,6 +88,7 @@ fn row(l: &Line) -> Option<Row> {
         f64::NAN
     };
     Some(Row {
+        group: l.group.clone().unwrap_or_else(|| "station".into()),
         start_ns: l.start_ns,
         end_ns: l.end_ns,
         inlet_sm3: inlet,
@@ -94,7 +103,7 @@ fn row(l: &Line) -> Option<Row> {
 }
 
 /// Sums rows into buckets of `len` starting at `offset`.
-fn sum_into(rows: &[Row], len: i64, offset: i64) -> Vec<Row> {
+fn sum_into(group: &str, rows: &[Row], len: i64, offset: i64) -> Vec<Row> {
     let mut buckets: BTreeMap<i64, (Row, f64)> = BTreeMap::new();
     for r in rows {
         let start = (r.start_ns - offset).div_euclid(len) * len + offset;
@@ -102,6 +111,7 @@ fn sum_into(rows: &[Row], len: i64, offset: i64) -> Vec<Row> {
         let e = buckets.entry(start).or_insert_with(|| {
             (
                 Row {
+                    group: group.to_string(),
                     start_ns: start,
                     end_ns: start + len,
                     inlet_sm3: 0.0,
@@ -142,7 +152,8 @@ fn sum_into(rows: &[Row], len: i64, offset: i64) -> Vec<Row> {
 /// gas-day start after UTC midnight (contract hour minus UTC offset).
 pub fn from_jsonl(text: &str, gas_day_offset_ns: i64) -> Report {
     let mut rep = Report::default();
-    let mut by_len: BTreeMap<i64, Vec<Row>> = BTreeMap::new();
+    // Per group in order of first appearance, rows by window length.
+    let mut groups: Vec<(String, BTreeMap<i64, Vec<Row>>)> = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
@@ -150,7 +161,18 @@ pub fn from_jsonl(text: &str, gas_day_offset_ns: i64) -> Report {
         match serde_json::from_str::<Line>(line) {
             Ok(l) => match row(&l) {
                 Some(r) if l.end_ns > l.start_ns => {
-                    by_len.entry(l.end_ns - l.start_ns).or_default().push(r)
+                    let g = match groups.iter().position(|(g, _)| *g == r.group) {
+                        Some(g) => g,
+                        None => {
+                            groups.push((r.group.clone(), BTreeMap::new()));
+                            groups.len() - 1
+                        }
+                    };
+                    groups[g]
+                        .1
+                        .entry(l.end_ns - l.start_ns)
+                        .or_default()
+                        .push(r)
                 }
                 _ => rep
                     .skipped
@@ -159,20 +181,24 @@ pub fn from_jsonl(text: &str, gas_day_offset_ns: i64) -> Report {
             Err(e) => rep.skipped.push(format!("line {}: {e}", i + 1)),
         }
     }
-    rep.hourly = match by_len.get(&H) {
-        Some(h) => h.clone(),
-        None => {
-            let short: Vec<Row> = by_len
-                .range(..H)
-                .flat_map(|(_, v)| v.iter().cloned())
-                .collect();
-            sum_into(&short, H, 0)
-        }
-    };
-    rep.daily = match by_len.get(&DAY) {
-        Some(d) => d.clone(),
-        None => sum_into(&rep.hourly, DAY, gas_day_offset_ns),
-    };
+    for (group, by_len) in &groups {
+        let hourly = match by_len.get(&H) {
+            Some(h) => h.clone(),
+            None => {
+                let short: Vec<Row> = by_len
+                    .range(..H)
+                    .flat_map(|(_, v)| v.iter().cloned())
+                    .collect();
+                sum_into(group, &short, H, 0)
+            }
+        };
+        let daily = match by_len.get(&DAY) {
+            Some(d) => d.clone(),
+            None => sum_into(group, &hourly, DAY, gas_day_offset_ns),
+        };
+        rep.hourly.extend(hourly);
+        rep.daily.extend(daily);
+    }
     rep
 }
 
@@ -220,9 +246,34 @@ fn fmt_rows(f: &mut std::fmt::Formatter<'_>, title: &str, rows: &[Row]) -> std::
 
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        fmt_rows(f, "Hourly balance", &self.hourly)?;
-        writeln!(f)?;
-        fmt_rows(f, "Daily balance (gas day)", &self.daily)?;
+        let mut groups: Vec<&str> = Vec::new();
+        for r in self.hourly.iter().chain(&self.daily) {
+            if !groups.contains(&r.group.as_str()) {
+                groups.push(&r.group);
+            }
+        }
+        // A station without groups prints as it always did.
+        let plain = groups.len() <= 1 && groups.iter().all(|g| *g == "station");
+        if plain {
+            fmt_rows(f, "Hourly balance", &self.hourly)?;
+            writeln!(f)?;
+            fmt_rows(f, "Daily balance (gas day)", &self.daily)?;
+        }
+        for (i, g) in groups.iter().enumerate().filter(|_| !plain) {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            let of = |rows: &[Row]| -> Vec<Row> {
+                rows.iter().filter(|r| r.group == *g).cloned().collect()
+            };
+            fmt_rows(f, &format!("Hourly balance, group {g}"), &of(&self.hourly))?;
+            writeln!(f)?;
+            fmt_rows(
+                f,
+                &format!("Daily balance (gas day), group {g}"),
+                &of(&self.daily),
+            )?;
+        }
         for s in &self.skipped {
             writeln!(f, "skipped {s}")?;
         }
@@ -262,6 +313,49 @@ mod tests {
         assert_eq!(r.daily[0].windows, 24);
         assert_eq!(r.skipped.len(), 1);
         assert!(r.skipped[0].starts_with("line 25:"));
+    }
+
+    /// Each balance group is summed on its own; lines without `group`
+    /// (files from before groups) are the station group.
+    #[test]
+    fn groups_are_reported_apart() {
+        let tagged = |g: &str, l: String| {
+            l.replacen(
+                r#""station":"s","#,
+                &format!(r#""station":"s","group":"{g}","#),
+                1,
+            )
+        };
+        let mut text = String::new();
+        for k in 0..12 {
+            text.push_str(&tagged("lineA", line(k * 300, 300, 100.0, 2.0, 1.0)));
+            text.push('\n');
+            text.push_str(&tagged("lineB", line(k * 300, 300, 50.0, 0.0, 1.0)));
+            text.push('\n');
+            text.push_str(&line(k * 300, 300, 150.0, 2.0, 1.0));
+            text.push('\n');
+        }
+        let r = from_jsonl(&text, 0);
+        let groups: Vec<&str> = r.hourly.iter().map(|h| h.group.as_str()).collect();
+        assert_eq!(groups, ["lineA", "lineB", "station"]);
+        let a = &r.hourly[0];
+        assert_eq!(
+            (a.inlet_sm3, a.imbalance_sm3, a.windows),
+            (1200.0, 24.0, 12)
+        );
+        assert!((a.imbalance_percent - 2.0).abs() < 1e-12);
+        assert_eq!(r.hourly[1].imbalance_sm3, 0.0);
+        assert_eq!(r.daily.len(), 3);
+        let shown = r.to_string();
+        assert!(shown.contains("Hourly balance, group lineA"), "{shown}");
+        assert!(
+            shown.contains("Daily balance (gas day), group station"),
+            "{shown}"
+        );
+        // Without groups: the report as it always was.
+        let plain = from_jsonl(&line(0, 3600, 100.0, 1.0, 1.0), 0).to_string();
+        assert!(plain.starts_with("Hourly balance\n"), "{plain}");
+        assert!(!plain.contains("group"), "{plain}");
     }
 
     #[test]

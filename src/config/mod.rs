@@ -228,6 +228,19 @@ pub struct BalanceConfig {
     /// result to be judged (below it: no alarm, quality uncertain or bad).
     #[serde(default = "default_min_coverage")]
     pub min_coverage: f64,
+    /// Half-width of smoothed edges for the reported windows (`window`,
+    /// `longer_windows`, the gas day): the line pack at a window edge is
+    /// its average over `[edge - this, edge + this]` and the flows are
+    /// weighted to match, so one noisy pressure or temperature scan at a
+    /// boundary no longer moves the 输差 of two windows (see
+    /// `docs/leak-detection.md`). Windows then close this much later, and a
+    /// window's volumes are weighted over its edges (consecutive windows
+    /// still add up exactly). "0s": sharp edges, each window the exact
+    /// integral over `[start, end)` with the pack of the last scan before
+    /// each boundary. At most a quarter of `window`; at least two scans of
+    /// the line-pack points are used. Default "0s" (sharp).
+    #[serde(default, with = "humantime_serde")]
+    pub edge: Option<Duration>,
     /// Longer windows computed beside `window`, epoch-aligned. Default:
     /// ["1h"] when `window` is shorter than an hour, else none.
     #[serde(default, deserialize_with = "durations")]
@@ -244,6 +257,41 @@ pub struct BalanceConfig {
     /// The sequential leak test on the shortest window's residual.
     #[serde(default)]
     pub leak: LeakConfig,
+    /// Balance groups (`[[balance.groups]]`), each balanced on its own with
+    /// the windows, gas day and leak-test tuning above. None (the default):
+    /// one group, id "station", of every meter by its `role` and every
+    /// `[[linepack]]` element.
+    #[serde(default)]
+    pub groups: Vec<BalanceGroupConfig>,
+}
+
+/// One balance group: some inlet and outlet meters and line-pack elements
+/// balanced on their own (one pipeline of a city gate, the spheres of a
+/// storage station, the LNG side of an L-CNG station). A meter's role in
+/// a group is the list it is in, whatever its `role`; a meter or element
+/// may be in several groups (a station total beside per-line groups).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BalanceGroupConfig {
+    /// Short id, unique in the station: 1-23 letters, digits, '_' or '-'
+    /// (an InfluxDB tag and part of the group's alarm ids). The id
+    /// "station" keeps the series and alarm ids of a station without groups.
+    pub id: String,
+    /// Name shown in reports, e.g. "Line A (DN500 to Nanzhuang)". Default: the id.
+    pub name: Option<String>,
+    /// Names of the meters (`[[meters]] name`) that feed gas into the group.
+    #[serde(default)]
+    pub inlet: Vec<String>,
+    /// Names of the meters that take gas out of the group.
+    #[serde(default)]
+    pub outlet: Vec<String>,
+    /// Names of the `[[linepack]]` elements inside the group.
+    #[serde(default)]
+    pub linepack: Vec<String>,
+    /// 输差率 limit of this group, %. Default: `balance.limit_percent`.
+    pub limit_percent: Option<f64>,
+    /// Run the leak test on this group. Default: `balance.leak.enabled`.
+    pub leak: Option<bool>,
 }
 
 /// The sequential (CUSUM) leak test; see `src/engine/leak.rs`.
@@ -349,6 +397,11 @@ fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<Durati
 }
 
 impl BalanceConfig {
+    /// The reported windows' edge half-width in effect (zero: sharp).
+    pub fn edge(&self) -> Duration {
+        self.edge.unwrap_or(Duration::ZERO)
+    }
+
     /// The longer windows in effect (the default depends on `window`).
     pub fn longer_windows(&self) -> Vec<Duration> {
         match &self.longer_windows {
@@ -371,11 +424,13 @@ impl Default for BalanceConfig {
             window: default_window(),
             limit_percent: default_limit_percent(),
             min_coverage: default_min_coverage(),
+            edge: None,
             longer_windows: None,
             gas_day: true,
             contract_hour: default_contract_hour(),
             utc_offset_hours: default_utc_offset(),
             leak: LeakConfig::default(),
+            groups: Vec::new(),
         }
     }
 }

@@ -558,7 +558,8 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
         .filter(|m| m.role == MeterRole::Inlet)
         .count();
     let outlets = c.meters.len() - inlets;
-    if !c.meters.is_empty() && (inlets == 0 || outlets == 0) {
+    // With groups, each group is checked on its own (`balance_groups`).
+    if c.balance.groups.is_empty() && !c.meters.is_empty() && (inlets == 0 || outlets == 0) {
         p.add(
             "meters",
             format!("a balance needs at least one inlet and one outlet meter, found {inlets} inlet and {outlets} outlet"),
@@ -592,6 +593,7 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
     }
 
     validate_balance_extras(c, &points, &mut p);
+    balance_groups(c, &mut p);
 
     // Limits.
     for (li, l) in c.limits.iter().enumerate() {
@@ -885,6 +887,16 @@ fn validate_balance_extras(c: &Config, points: &HashMap<&str, PointAt>, p: &mut 
             );
         }
     }
+    let edge = c.balance.edge();
+    if edge > c.balance.window / 4 {
+        p.add(
+            "balance.edge",
+            format!(
+                "expected at most a quarter of balance.window ({:?}), got {edge:?}",
+                c.balance.window / 4
+            ),
+        );
+    }
     if c.balance.contract_hour > 23 {
         p.add(
             "balance.contract_hour",
@@ -961,6 +973,138 @@ fn validate_balance_extras(c: &Config, points: &HashMap<&str, PointAt>, p: &mut 
     if let Some(gc) = &c.gas.gc {
         for (component, point) in &gc.components {
             point_problem(p, format!("gas.gc.components.{component}"), point);
+        }
+    }
+}
+
+/// `[[balance.groups]]`: ids, members, and every meter and line-pack element
+/// in at least one group. A meter in no group is an error, not a warning:
+/// its gas would be in no balance at all, and a leak on its line could
+/// never be seen (a meter only watched, not balanced, is a plain point).
+fn balance_groups(c: &Config, p: &mut Problems) {
+    if c.balance.groups.is_empty() {
+        return;
+    }
+    let mut ids: HashMap<&str, usize> = HashMap::new();
+    let mut meter_used = vec![false; c.meters.len()];
+    let mut element_used = vec![false; c.linepack.len()];
+    for (gi, g) in c.balance.groups.iter().enumerate() {
+        let gk = format!("balance.groups[{gi}]");
+        if crate::model::GroupId::new(&g.id).is_none() {
+            p.add(
+                format!("{gk}.id"),
+                format!(
+                    "expected 1-{} letters, digits, '_' or '-', got {:?}",
+                    crate::model::GroupId::MAX_LEN,
+                    g.id
+                ),
+            );
+        } else if let Some(first) = ids.insert(g.id.as_str(), gi) {
+            ids.insert(g.id.as_str(), first);
+            p.add(
+                format!("{gk}.id"),
+                format!(
+                    "group id {:?} is already used by balance.groups[{first}]; ids must be unique",
+                    g.id
+                ),
+            );
+        }
+        if g.inlet.is_empty() {
+            p.add(
+                format!("{gk}.inlet"),
+                format!(
+                    "group {:?} needs at least one inlet meter (its 输差率 is a share of the inlet)",
+                    g.id
+                ),
+            );
+        } else if g.outlet.is_empty() && g.linepack.is_empty() {
+            p.add(
+                format!("{gk}.outlet"),
+                format!(
+                    "group {:?} needs at least one outlet meter or line-pack element; otherwise all of its inlet counts as imbalance",
+                    g.id
+                ),
+            );
+        }
+        let mut seen: HashMap<&str, &str> = HashMap::new();
+        for (list, names) in [("inlet", &g.inlet), ("outlet", &g.outlet)] {
+            for (j, name) in names.iter().enumerate() {
+                let k = format!("{gk}.{list}[{j}]");
+                match c.meters.iter().position(|m| &m.name == name) {
+                    None => p.add(
+                        k.clone(),
+                        format!(
+                            "group {:?}: expected the name of a [[meters]] entry, got {name:?}",
+                            g.id
+                        ),
+                    ),
+                    Some(mi) => meter_used[mi] = true,
+                }
+                match seen.insert(name.as_str(), list) {
+                    Some(other) if other == list => p.add(
+                        k,
+                        format!("group {:?}: meter {name:?} is listed twice in {list}", g.id),
+                    ),
+                    Some(other) => p.add(
+                        k,
+                        format!(
+                            "group {:?}: meter {name:?} is both an {other} and an {list}; a meter takes one role in a group",
+                            g.id
+                        ),
+                    ),
+                    None => {}
+                }
+            }
+        }
+        let mut seen_el = HashSet::new();
+        for (j, name) in g.linepack.iter().enumerate() {
+            let k = format!("{gk}.linepack[{j}]");
+            match c.linepack.iter().position(|l| &l.name == name) {
+                None => p.add(
+                    k,
+                    format!(
+                        "group {:?}: expected the name of a [[linepack]] entry, got {name:?}",
+                        g.id
+                    ),
+                ),
+                Some(e) => element_used[e] = true,
+            }
+            if !seen_el.insert(name.as_str()) {
+                p.add(
+                    format!("{gk}.linepack[{j}]"),
+                    format!("group {:?}: element {name:?} is listed twice", g.id),
+                );
+            }
+        }
+        if let Some(l) = g.limit_percent
+            && !(l.is_finite() && l > 0.0)
+        {
+            p.add(
+                format!("{gk}.limit_percent"),
+                format!("group {:?}: expected a positive percentage, got {l}", g.id),
+            );
+        }
+    }
+    for (mi, used) in meter_used.iter().enumerate() {
+        if !used {
+            p.add(
+                format!("meters[{mi}]"),
+                format!(
+                    "meter {:?} is in no [[balance.groups]] entry: add it to a group's inlet or outlet (its gas is otherwise in no balance), or remove the [[meters]] entry and keep its points",
+                    c.meters[mi].name
+                ),
+            );
+        }
+    }
+    for (e, used) in element_used.iter().enumerate() {
+        if !used {
+            p.add(
+                format!("linepack[{e}]"),
+                format!(
+                    "line-pack element {:?} is in no [[balance.groups]] entry: add it to the linepack list of the group whose pipework it is",
+                    c.linepack[e].name
+                ),
+            );
         }
     }
 }

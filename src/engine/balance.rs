@@ -18,7 +18,8 @@
 //! the window is BAD: an unknown pack change must never look like a leak.
 //!
 //! Smoothed edges ([`Balance::with_edge_ns`], used by the leak test's own
-//! windows, never by the reported 输差 windows): a single pack sample at
+//! windows, and by the reported 输差 windows when `balance.edge` is set):
+//! a single pack sample at
 //! each edge carries the full pressure and temperature noise of one scan
 //! (on 10 km of DN500 at 1.6 MPa, 0.01 % of pressure and 0.05 K are about
 //! 3 and 6 Sm³, as much as a 1 % leak in a minute). With an edge half-width
@@ -49,7 +50,7 @@
 //! and the 输差率 uncertainty is that over the inlet.
 
 use crate::config::MeterRole;
-use crate::model::{BalanceResult, Quality, Timestamp};
+use crate::model::{BalanceResult, GroupId, Quality, Timestamp};
 use std::collections::VecDeque;
 
 const NS_PER_HOUR: f64 = 3_600e9;
@@ -207,6 +208,8 @@ struct Window {
 /// Balance state for one group of meters and one window length.
 #[derive(Debug, Clone)]
 pub struct Balance {
+    /// The group its results are stamped with.
+    group: GroupId,
     window_ns: i64,
     offset_ns: i64,
     min_coverage: f64,
@@ -247,6 +250,7 @@ impl Balance {
     ) -> Self {
         let window_ns = window_ns.max(1);
         Balance {
+            group: GroupId::STATION,
             window_ns,
             offset_ns: offset_ns.rem_euclid(window_ns),
             min_coverage,
@@ -282,6 +286,12 @@ impl Balance {
     /// window); see the module docs. Call before the first sample.
     pub fn with_edge_ns(mut self, edge_ns: i64) -> Self {
         self.edge_ns = edge_ns.clamp(0, self.window_ns / 4);
+        self
+    }
+
+    /// Stamps results with balance group `group` (default "station").
+    pub fn with_group(mut self, group: GroupId) -> Self {
+        self.group = group;
         self
     }
 
@@ -661,6 +671,7 @@ impl Balance {
             Quality::Bad
         };
         let r = BalanceResult {
+            group: self.group,
             start: Timestamp(w.start),
             end: Timestamp(w.start + self.window_ns),
             inlet_sm3: inlet,

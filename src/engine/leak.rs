@@ -283,6 +283,7 @@ impl LeakDetector {
         };
         let se_x = sigma / n.sqrt();
         LeakAlert {
+            group: r.group,
             window_s: window_ns / 1_000_000_000,
             start,
             detected: r.end,
@@ -344,6 +345,7 @@ mod tests {
     fn window(i: i64, percent: f64, quality: Quality) -> BalanceResult {
         let s = 300_000_000_000i64;
         BalanceResult {
+            group: crate::model::GroupId::STATION,
             start: Timestamp(i * s),
             end: Timestamp((i + 1) * s),
             inlet_sm3: 2500.0,

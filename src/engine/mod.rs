@@ -49,6 +49,13 @@ struct MeterRt {
     last_total: Option<(i64, f64)>,
 }
 
+/// Where one balance group's state lives in the engine's flat vectors.
+#[derive(Debug, Clone)]
+struct GroupRt {
+    balances: std::ops::Range<usize>,
+    leaks: std::ops::Range<usize>,
+}
+
 /// Counters the daemon exports as metrics (the engine does no I/O itself).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BalanceCounters {
@@ -117,11 +124,18 @@ fn balance_shape(plan: &EnginePlan) -> impl PartialEq + use<> {
             )
         })
         .collect();
+    let groups: Vec<_> = plan
+        .groups
+        .iter()
+        .map(|g| (g.id, g.meters.clone(), g.linepack.clone()))
+        .collect();
     (
         meters,
         windows,
         linepack,
+        groups,
         plan.balance_min_coverage,
+        plan.balance_edge_ns,
         plan.gas.clone(),
     )
 }
@@ -132,12 +146,16 @@ pub struct Engine {
     plan: Arc<EnginePlan>,
     tags: Vec<TagState>,
     alarms: AlarmStates,
-    /// One balance per window length (`plan.windows`); empty without meters.
+    /// Per group, one balance per window length (`plan.windows`), group
+    /// after group; empty without meters.
     balances: Vec<Balance>,
     /// The leak test's own balances (`plan.leak.tests`: smoothed edges,
-    /// never reported) and one detector each; empty without a leak test.
+    /// never reported) and one detector each, per group with a leak test.
     leak_balances: Vec<Balance>,
     leaks: Vec<LeakDetector>,
+    /// Per group (`plan.groups`), its ranges in `balances` and in
+    /// `leak_balances` / `leaks`.
+    group_rt: Vec<GroupRt>,
     /// Live gas composition (`[gas.gc]`), and the time of the latest
     /// component sample.
     gc: Option<gc::GcState>,
@@ -204,19 +222,6 @@ impl Engine {
                 uncertainty_percent: l.uncertainty_percent,
             })
             .collect();
-        let balances: Vec<Balance> = plan
-            .windows
-            .iter()
-            .map(|w| {
-                Balance::with_elements(
-                    w.window_ns,
-                    w.offset_ns,
-                    plan.balance_min_coverage,
-                    &meter_specs,
-                    &element_specs,
-                )
-            })
-            .collect();
         // The leak test's balances: each test window with smoothed edges (a
         // quarter of the window unless set), at least two scans of the
         // slowest line-pack point wide.
@@ -225,20 +230,58 @@ impl Engine {
             .map(|e| e.max_gap_ns)
             .max()
             .unwrap_or(0);
-        let (leak_balances, leaks): (Vec<Balance>, Vec<LeakDetector>) = if plan.leak_alarm.is_some()
-        {
-            plan.leak
-                .tests
+        let mut balances = Vec::new();
+        let mut leak_balances = Vec::new();
+        let mut leaks = Vec::new();
+        let mut group_rt = Vec::with_capacity(plan.groups.len());
+        for g in &plan.groups {
+            // The group's own meters (its role for each) and elements.
+            let meters: Vec<MeterSpec> = g
+                .meters
                 .iter()
-                .map(|t| {
+                .map(|&(m, role)| MeterSpec {
+                    role,
+                    ..meter_specs[m as usize]
+                })
+                .collect();
+            let elements: Vec<ElementSpec> = g
+                .linepack
+                .iter()
+                .map(|&e| element_specs[e as usize])
+                .collect();
+            let first = balances.len();
+            // Reported windows: sharp unless `balance.edge` is set, then at
+            // least two scans of the slowest line-pack point wide.
+            let edge_ns = if plan.balance_edge_ns > 0 {
+                plan.balance_edge_ns.max(2 * scan_ns)
+            } else {
+                0
+            };
+            for w in &plan.windows {
+                balances.push(
+                    Balance::with_elements(
+                        w.window_ns,
+                        w.offset_ns,
+                        plan.balance_min_coverage,
+                        &meters,
+                        &elements,
+                    )
+                    .with_group(g.id)
+                    .with_edge_ns(edge_ns),
+                );
+            }
+            let first_leak = leak_balances.len();
+            if g.leak_alarm.is_some() {
+                for t in &plan.leak.tests {
                     let window_ns = i64::try_from(t.window.as_nanos()).unwrap_or(i64::MAX);
                     let b = Balance::with_elements(
                         window_ns,
                         0,
                         plan.balance_min_coverage,
-                        &meter_specs,
-                        &element_specs,
+                        &meters,
+                        &elements,
                     )
+                    .with_group(g.id)
                     .with_edge_ns(
                         t.edge
                             .map_or(window_ns / 4, |e| {
@@ -248,18 +291,20 @@ impl Engine {
                     );
                     // Warm up for an hour of windows, at least 6.
                     let warmup = (3_600_000_000_000 / window_ns.max(1)).max(6) as u32;
-                    let d = LeakDetector::new(LeakTuning {
+                    leaks.push(LeakDetector::new(LeakTuning {
                         min_leak_percent: t.min_leak_percent.unwrap_or(plan.leak.min_leak_percent),
                         threshold_sigma: t.threshold_sigma.unwrap_or(plan.leak.threshold_sigma),
                         bias_windows: plan.leak.bias_windows,
                         warmup,
-                    });
-                    (b, d)
-                })
-                .unzip()
-        } else {
-            (Vec::new(), Vec::new())
-        };
+                    }));
+                    leak_balances.push(b);
+                }
+            }
+            group_rt.push(GroupRt {
+                balances: first..balances.len(),
+                leaks: first_leak..leak_balances.len(),
+            });
+        }
         // Validation builds the gas model first; an ideal gas is the
         // fallback only for unvalidated plans (tests, benches).
         let gas = plan.gas.build().unwrap_or_else(|_| {
@@ -298,6 +343,7 @@ impl Engine {
             balances,
             leak_balances,
             leaks,
+            group_rt,
             leak_results: Vec::new(),
             gc,
             gc_ts: Timestamp(i64::MIN),
@@ -316,19 +362,22 @@ impl Engine {
     }
 
     /// The leak-test windows (smoothed edges, not reported) that the last
-    /// `tick` closed, in test order: for diagnostics and the scorecard.
+    /// `tick` closed, group after group (`plan.groups` with a leak test),
+    /// in test order: for diagnostics and the scorecard.
     /// Each comes with the variance (Sm³²) of its window-to-window parts
     /// (see [`Balance::close_due_with_noise`]).
     pub fn leak_windows(&self) -> &[(crate::model::BalanceResult, f64)] {
         &self.leak_results
     }
 
-    /// The leak detectors, one per `balance.leak.tests` entry.
+    /// The leak detectors, one per `balance.leak.tests` entry, group after
+    /// group (`plan.groups` with a leak test).
     pub fn leak_detectors(&self) -> &[LeakDetector] {
         &self.leaks
     }
 
-    /// State and reason of each leak detector (one per window length).
+    /// State and reason of each leak detector (one per test window length,
+    /// group after group).
     pub fn leak_states(&self) -> impl Iterator<Item = (leak::LeakState, &'static str)> + '_ {
         self.leaks.iter().map(|d| (d.state(), d.reason()))
     }
@@ -452,7 +501,12 @@ impl Engine {
             self.last_pressure.clone_from(&old.last_pressure);
             self.counters = old.counters;
             if self.plan.leak == old.plan.leak
-                && self.plan.leak_alarm.is_some() == old.plan.leak_alarm.is_some()
+                && self
+                    .plan
+                    .groups
+                    .iter()
+                    .map(|g| g.leak_alarm.is_some())
+                    .eq(old.plan.groups.iter().map(|g| g.leak_alarm.is_some()))
             {
                 self.leaks.clone_from(&old.leaks);
             }
@@ -841,10 +895,17 @@ impl Engine {
             self.update_gas(now, out);
         }
         let plan = Arc::clone(&self.plan);
-        for (wi, b) in self.balances.iter_mut().enumerate() {
+        let n_windows = plan.windows.len().max(1);
+        for (bi, b) in self.balances.iter_mut().enumerate() {
             let first = out.balances.len();
             b.close_due(now, &mut out.balances);
-            let def_i = plan.windows[wi].alarm;
+            let Some(&def_i) = plan
+                .groups
+                .get(bi / n_windows)
+                .and_then(|g| g.alarms.get(bi % n_windows))
+            else {
+                continue;
+            };
             let def = &plan.alarms[def_i as usize];
             for r in &out.balances[first..] {
                 if matches!(r.quality, Quality::Good | Quality::Uncertain)
@@ -874,13 +935,17 @@ impl Engine {
                 }
             }
         }
-        if let Some(a) = plan.leak_alarm {
-            self.leak_results.clear();
-            for (b, d) in self.leak_balances.iter_mut().zip(&mut self.leaks) {
+        self.leak_results.clear();
+        for (g, rt) in plan.groups.iter().zip(&self.group_rt) {
+            let Some(a) = g.leak_alarm else {
+                continue;
+            };
+            let group_first = self.leak_results.len();
+            for i in rt.leaks.clone() {
                 let first = self.leak_results.len();
-                b.close_due_with_noise(now, &mut self.leak_results);
+                self.leak_balances[i].close_due_with_noise(now, &mut self.leak_results);
                 for (r, noise) in &self.leak_results[first..] {
-                    if let Some(alert) = d.on_window(r, *noise) {
+                    if let Some(alert) = self.leaks[i].on_window(r, *noise) {
                         out.leaks.push(alert);
                         self.alarms.transition(
                             a,
@@ -896,9 +961,11 @@ impl Engine {
                     }
                 }
             }
-            if !self.leak_results.is_empty()
+            if self.leak_results.len() > group_first
                 && self.alarms.is_active(a)
-                && !self.leaks.iter().any(LeakDetector::in_alarm)
+                && !self.leaks[rt.leaks.clone()]
+                    .iter()
+                    .any(LeakDetector::in_alarm)
             {
                 self.alarms.transition(
                     a,
@@ -979,8 +1046,14 @@ impl Engine {
                     Some(f) if good => (value * f, true),
                     _ => (f64::NAN, false),
                 };
-                for b in self.balances.iter_mut().chain(&mut self.leak_balances) {
-                    b.on_flow(m, ts, v, ok);
+                for &(g, local) in &self.plan.meter_groups[m] {
+                    let rt = &self.group_rt[g as usize];
+                    for b in self.balances[rt.balances.clone()]
+                        .iter_mut()
+                        .chain(&mut self.leak_balances[rt.leaks.clone()])
+                    {
+                        b.on_flow(local as usize, ts, v, ok);
+                    }
                 }
             }
             MeterKind::BaseTotaliser | MeterKind::LineTotaliser => {
@@ -988,8 +1061,14 @@ impl Engine {
                 self.meters[m].last_total = good.then_some((ts.nanos(), value));
                 let Some((t0, v0)) = prev else {
                     // First reading, or after a bad one: nothing to difference.
-                    for b in self.balances.iter_mut().chain(&mut self.leak_balances) {
-                        b.on_volume(m, ts, ts, None);
+                    for &(g, local) in &self.plan.meter_groups[m] {
+                        let rt = &self.group_rt[g as usize];
+                        for b in self.balances[rt.balances.clone()]
+                            .iter_mut()
+                            .chain(&mut self.leak_balances[rt.leaks.clone()])
+                        {
+                            b.on_volume(local as usize, ts, ts, None);
+                        }
                     }
                     return;
                 };
@@ -1012,8 +1091,14 @@ impl Engine {
                     }
                 };
                 let vol = delta.zip(factor).map(|(d, f)| d * f);
-                for b in self.balances.iter_mut().chain(&mut self.leak_balances) {
-                    b.on_volume(m, Timestamp(t0), ts, vol);
+                for &(g, local) in &self.plan.meter_groups[m] {
+                    let rt = &self.group_rt[g as usize];
+                    for b in self.balances[rt.balances.clone()]
+                        .iter_mut()
+                        .chain(&mut self.leak_balances[rt.leaks.clone()])
+                    {
+                        b.on_volume(local as usize, Timestamp(t0), ts, vol);
+                    }
                 }
             }
         }
@@ -1028,8 +1113,14 @@ impl Engine {
             let p = self.tags[l.pressure.0 as usize];
             let lp = pack_sm3(&plan, &self.tags, &mut self.gas, e as usize)
                 + self.pack_offset[e as usize];
-            for b in self.balances.iter_mut().chain(&mut self.leak_balances) {
-                b.on_linepack(e as usize, ts, lp);
+            for &(g, local) in &plan.element_groups[e as usize] {
+                let rt = &self.group_rt[g as usize];
+                for b in self.balances[rt.balances.clone()]
+                    .iter_mut()
+                    .chain(&mut self.leak_balances[rt.leaks.clone()])
+                {
+                    b.on_linepack(local as usize, ts, lp);
+                }
             }
             if l.pressure.0 as usize != i {
                 continue;
@@ -1079,3 +1170,5 @@ fn pack_sm3(plan: &EnginePlan, tags: &[TagState], gas: &mut GasModel, e: usize) 
 mod tests;
 #[cfg(test)]
 mod tests_balance;
+#[cfg(test)]
+mod tests_groups;

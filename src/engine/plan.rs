@@ -16,7 +16,7 @@
 //! Point offsets are in words from the start of the answer.
 
 use crate::config::{Config, MeterKind, MeterRole};
-use crate::model::{BlockId, DeviceId, Priority, TagId};
+use crate::model::{BlockId, DeviceId, GroupId, Priority, TagId};
 use crate::sources::modbus::{DataType, Link, RegisterKind, WordOrder};
 use foldhash::{HashMap, HashMapExt};
 use std::time::Duration;
@@ -239,8 +239,35 @@ pub struct WindowPlan {
     pub window_ns: i64,
     /// Windows start at `offset_ns + k * window_ns` since the epoch.
     pub offset_ns: i64,
-    /// Index of its 输差 (imbalance) alarm.
-    pub alarm: u32,
+}
+
+/// A balance group as configured (or the implicit station group), members
+/// by name, before they are resolved to plan indices.
+struct GroupDef {
+    id: GroupId,
+    name: String,
+    members: Vec<(String, MeterRole)>,
+    linepack: Vec<String>,
+    limit: f64,
+    leak: bool,
+}
+
+/// One balance group compiled: its members and alarms.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupPlan {
+    pub id: GroupId,
+    /// Name for reports (the id when none was configured).
+    pub name: String,
+    /// (index into `EnginePlan::meters`, role in this group).
+    pub meters: Vec<(u32, MeterRole)>,
+    /// Indices into `EnginePlan::linepack`.
+    pub linepack: Vec<u32>,
+    /// 输差率 limit, %.
+    pub limit_percent: f64,
+    /// Its 输差 (imbalance) alarm per window (`EnginePlan::windows` order).
+    pub alarms: Vec<u32>,
+    /// Its leak alarm, when the leak test runs on it.
+    pub leak_alarm: Option<u32>,
 }
 
 /// Everything the engine and the pollers need, compiled from the config.
@@ -253,8 +280,6 @@ pub struct EnginePlan {
     /// Per tag, the alarm definitions watching it (indices into `alarms`).
     pub tag_alarms: Vec<Vec<u32>>,
     pub meters: Vec<MeterPlan>,
-    /// Index of the imbalance alarm in `alarms`, when there is a balance.
-    pub imbalance_alarm: Option<u32>,
     /// Per device, its communication-loss alarm.
     pub device_comm_alarm: Vec<Option<u32>>,
     /// The station's flood alarm (parent of flood groups).
@@ -265,14 +290,23 @@ pub struct EnginePlan {
     by_alarm_id: HashMap<String, u32>,
     pub balance_window_ns: i64,
     pub balance_min_coverage: f64,
+    /// Half-width of the reported windows' smoothed edges (ns; 0: sharp).
+    pub balance_edge_ns: i64,
     /// Every balance window: the first is `balance.window`, then the longer
     /// ones, then the gas day.
     pub windows: Vec<WindowPlan>,
     pub linepack: Vec<LinepackPlan>,
     /// Per tag, the line-pack elements whose P or T it is.
     pub tag_linepack: Vec<Vec<u32>>,
-    /// Index of the leak alarm, and the leak test tuning.
-    pub leak_alarm: Option<u32>,
+    /// The balance groups (the implicit station group when none are
+    /// configured); empty without meters.
+    pub groups: Vec<GroupPlan>,
+    /// Per meter (index into `meters`), the (group, index of the meter in
+    /// that group's `meters`) it feeds.
+    pub meter_groups: Vec<Vec<(u32, u32)>>,
+    /// Per line-pack element, the (group, index in the group's `linepack`).
+    pub element_groups: Vec<Vec<(u32, u32)>>,
+    /// The leak test tuning (station-wide).
     pub leak: crate::config::LeakConfig,
     pub gas: crate::engine::gas::GasConfig,
     /// Live gas composition from GC points (`[gas.gc]`).
@@ -571,66 +605,125 @@ impl EnginePlan {
                 })
             })
             .collect();
-        let imbalance_alarm = if meters.is_empty() {
-            None
-        } else {
-            alarms.push(AlarmDef {
-                id: format!("{station}/balance/IMBALANCE"),
-                source: "balance".to_string(),
-                kind: crate::model::AlarmKind::Imbalance,
-                priority: Priority::High,
+        // Balance groups: the configured ones, or the implicit station group
+        // of every meter by its role and every line-pack element.
+        let group_defs: Vec<GroupDef> = if meters.is_empty() {
+            Vec::new()
+        } else if config.balance.groups.is_empty() {
+            vec![GroupDef {
+                id: GroupId::STATION,
+                name: GroupId::STATION.to_string(),
+                members: config
+                    .meters
+                    .iter()
+                    .map(|m| (m.name.clone(), m.role))
+                    .collect(),
+                linepack: config.linepack.iter().map(|l| l.name.clone()).collect(),
                 limit: config.balance.limit_percent,
-                deadband: config.balance.limit_percent * 0.2,
-                mgmt: per_window(Priority::High),
-            });
-            Some(alarms.len() as u32 - 1)
+                leak: config.balance.leak.enabled,
+            }]
+        } else {
+            config
+                .balance
+                .groups
+                .iter()
+                .filter_map(|g| {
+                    let id = GroupId::new(&g.id)?;
+                    let members = g
+                        .inlet
+                        .iter()
+                        .map(|m| (m.clone(), MeterRole::Inlet))
+                        .chain(g.outlet.iter().map(|m| (m.clone(), MeterRole::Outlet)))
+                        .collect();
+                    Some(GroupDef {
+                        id,
+                        name: g.name.clone().unwrap_or_else(|| g.id.clone()),
+                        members,
+                        linepack: g.linepack.clone(),
+                        limit: g.limit_percent.unwrap_or(config.balance.limit_percent),
+                        leak: g.leak.unwrap_or(config.balance.leak.enabled),
+                    })
+                })
+                .collect()
         };
         let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
         let mut windows = Vec::new();
-        if let Some(first) = imbalance_alarm {
+        if !group_defs.is_empty() {
             windows.push(WindowPlan {
                 label: humantime::format_duration(config.balance.window).to_string(),
                 window_ns: nanos(config.balance.window),
                 offset_ns: 0,
-                alarm: first,
             });
-            let mut more: Vec<(String, i64, i64)> = config
-                .balance
-                .longer_windows()
-                .iter()
-                .map(|&w| (humantime::format_duration(w).to_string(), nanos(w), 0))
-                .collect();
+            for w in config.balance.longer_windows() {
+                windows.push(WindowPlan {
+                    label: humantime::format_duration(w).to_string(),
+                    window_ns: nanos(w),
+                    offset_ns: 0,
+                });
+            }
             if config.balance.gas_day {
                 let hours = i64::from(config.balance.contract_hour)
                     - i64::from(config.balance.utc_offset_hours);
-                more.push((
-                    "gasday".into(),
-                    86_400 * NS,
-                    hours.rem_euclid(24) * 3_600 * NS,
-                ));
-            }
-            for (label, window_ns, offset_ns) in more {
-                alarms.push(AlarmDef {
-                    id: format!("{station}/balance-{label}/IMBALANCE"),
-                    source: format!("balance-{label}"),
-                    kind: crate::model::AlarmKind::Imbalance,
-                    priority: Priority::High,
-                    limit: config.balance.limit_percent,
-                    deadband: config.balance.limit_percent * 0.2,
-                    mgmt: per_window(Priority::High),
-                });
                 windows.push(WindowPlan {
-                    label,
-                    window_ns,
-                    offset_ns,
-                    alarm: alarms.len() as u32 - 1,
+                    label: "gasday".into(),
+                    window_ns: 86_400 * NS,
+                    offset_ns: hours.rem_euclid(24) * 3_600 * NS,
                 });
             }
         }
-        let leak_alarm = (imbalance_alarm.is_some() && config.balance.leak.enabled).then(|| {
+        // Alarm ids: the station group keeps those of a single-balance
+        // station (`<station>/balance/IMBALANCE`, `.../balance-1h/...`,
+        // `.../balance/LEAK`), so an upgrade raises nothing new; another
+        // group's source is `balance.<id>` (`balance.<id>-1h`).
+        let source = |id: &GroupId, wi: usize| {
+            let head = if id.is_station() {
+                "balance".to_string()
+            } else {
+                format!("balance.{id}")
+            };
+            if wi == 0 {
+                head
+            } else {
+                format!("{head}-{}", windows[wi].label)
+            }
+        };
+        let mut groups: Vec<GroupPlan> = Vec::with_capacity(group_defs.len());
+        for GroupDef {
+            id, name, limit, ..
+        } in &group_defs
+        {
+            let mut window_alarms = Vec::with_capacity(windows.len());
+            for wi in 0..windows.len() {
+                let src = source(id, wi);
+                alarms.push(AlarmDef {
+                    id: format!("{station}/{src}/IMBALANCE"),
+                    source: src,
+                    kind: crate::model::AlarmKind::Imbalance,
+                    priority: Priority::High,
+                    limit: *limit,
+                    deadband: limit * 0.2,
+                    mgmt: per_window(Priority::High),
+                });
+                window_alarms.push(alarms.len() as u32 - 1);
+            }
+            groups.push(GroupPlan {
+                id: *id,
+                name: name.clone(),
+                meters: Vec::new(),
+                linepack: Vec::new(),
+                limit_percent: *limit,
+                alarms: window_alarms,
+                leak_alarm: None,
+            });
+        }
+        for (g, def) in groups.iter_mut().zip(&group_defs) {
+            if !def.leak {
+                continue;
+            }
+            let src = source(&g.id, 0);
             alarms.push(AlarmDef {
-                id: format!("{station}/balance/LEAK"),
-                source: "balance".to_string(),
+                id: format!("{station}/{src}/LEAK"),
+                source: src,
                 kind: crate::model::AlarmKind::Leak,
                 priority: Priority::Critical,
                 limit: config.balance.leak.threshold_sigma,
@@ -641,8 +734,8 @@ impl EnginePlan {
                 // raise); re-alarm and the rest as any critical alarm.
                 mgmt: per_window(Priority::Critical),
             });
-            alarms.len() as u32 - 1
-        });
+            g.leak_alarm = Some(alarms.len() as u32 - 1);
+        }
         let gc = config.gas.gc.as_ref().map(|g| {
             let components: Vec<(String, TagId)> = g
                 .components
@@ -672,7 +765,7 @@ impl EnginePlan {
         });
         let mut tag_linepack = vec![Vec::new(); tags.len()];
         let mut linepack = Vec::new();
-        if imbalance_alarm.is_some() {
+        if !groups.is_empty() {
             for l in &config.linepack {
                 let (Some(&p), Some(&t)) = (by_name.get(&l.pressure), by_name.get(&l.temperature))
                 else {
@@ -706,6 +799,23 @@ impl EnginePlan {
                 });
             }
         }
+        // Group members by name (unvalidated plans may have dropped some).
+        let mut meter_groups = vec![Vec::new(); meters.len()];
+        let mut element_groups = vec![Vec::new(); linepack.len()];
+        for (gi, (g, def)) in groups.iter_mut().zip(&group_defs).enumerate() {
+            for (name, role) in &def.members {
+                if let Some(m) = meters.iter().position(|m| &m.name == name) {
+                    meter_groups[m].push((gi as u32, g.meters.len() as u32));
+                    g.meters.push((m as u32, *role));
+                }
+            }
+            for name in &def.linepack {
+                if let Some(e) = linepack.iter().position(|l: &LinepackPlan| &l.name == name) {
+                    element_groups[e].push((gi as u32, g.linepack.len() as u32));
+                    g.linepack.push(e as u32);
+                }
+            }
+        }
         let alarm_policy = AlarmPolicy::from_config(ac);
         alarms.push(AlarmDef {
             id: format!("{station}/system/FLOOD"),
@@ -729,7 +839,6 @@ impl EnginePlan {
             alarms,
             tag_alarms,
             meters,
-            imbalance_alarm,
             device_comm_alarm,
             flood_alarm,
             tag_suppresses,
@@ -737,15 +846,33 @@ impl EnginePlan {
             by_alarm_id,
             balance_window_ns: i64::try_from(config.balance.window.as_nanos()).unwrap_or(i64::MAX),
             balance_min_coverage: config.balance.min_coverage,
+            balance_edge_ns: ns(config.balance.edge()),
             windows,
             linepack,
             tag_linepack,
-            leak_alarm,
+            groups,
+            meter_groups,
+            element_groups,
             leak: config.balance.leak.clone(),
             gas: config.gas.clone(),
             gc,
             by_name,
         }
+    }
+
+    /// The (group, window) indices of imbalance alarm `alarm`, or the
+    /// (group, `None`) of a leak alarm; `None` for any other alarm.
+    pub fn balance_alarm(&self, alarm: u32) -> Option<(usize, Option<usize>)> {
+        self.groups.iter().enumerate().find_map(|(gi, g)| {
+            if g.leak_alarm == Some(alarm) {
+                Some((gi, None))
+            } else {
+                g.alarms
+                    .iter()
+                    .position(|&a| a == alarm)
+                    .map(|wi| (gi, Some(wi)))
+            }
+        })
     }
 
     /// Looks a tag up by point name.

@@ -636,9 +636,83 @@ pub struct AlarmHealth {
     pub activations_total: u64,
 }
 
-/// The result of one closed balance window (输差).
+/// A balance group's id (`[[balance.groups]] id`): 1 to
+/// [`GroupId::MAX_LEN`] ASCII letters, digits, '_' or '-', so it is safe as
+/// an InfluxDB tag, a JSON string and part of an alarm id. Stored inline so
+/// [`BalanceResult`] and [`LeakAlert`] stay `Copy` and the engine allocates
+/// nothing per window. A station without groups has one, [`GroupId::STATION`].
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupId {
+    len: u8,
+    bytes: [u8; GroupId::MAX_LEN],
+}
+
+impl GroupId {
+    /// Longest id.
+    pub const MAX_LEN: usize = 23;
+    /// The implicit group of a station without `[[balance.groups]]` (every
+    /// meter by its role, every line-pack element).
+    pub const STATION: GroupId = GroupId::from_static("station");
+
+    const fn from_static(s: &str) -> GroupId {
+        let b = s.as_bytes();
+        let mut bytes = [0u8; GroupId::MAX_LEN];
+        let mut i = 0;
+        while i < b.len() && i < GroupId::MAX_LEN {
+            bytes[i] = b[i];
+            i += 1;
+        }
+        GroupId {
+            len: i as u8,
+            bytes,
+        }
+    }
+
+    /// `None` unless `s` is a valid id (see the type's docs).
+    pub fn new(s: &str) -> Option<GroupId> {
+        let ok = !s.is_empty()
+            && s.len() <= GroupId::MAX_LEN
+            && s.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
+        ok.then(|| GroupId::from_static(s))
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ever built from validated ASCII.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("")
+    }
+
+    /// Whether this is the station group (implicit, or configured with id
+    /// "station"): it keeps the series and alarm ids of a single-balance
+    /// station.
+    pub fn is_station(&self) -> bool {
+        *self == GroupId::STATION
+    }
+}
+
+impl Default for GroupId {
+    fn default() -> Self {
+        GroupId::STATION
+    }
+}
+
+impl std::fmt::Debug for GroupId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+impl std::fmt::Display for GroupId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The result of one closed balance window (输差) of one balance group.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BalanceResult {
+    /// The balance group.
+    pub group: GroupId,
     /// Window start; the window covers `[start, end)`.
     pub start: Timestamp,
     pub end: Timestamp,
@@ -668,6 +742,8 @@ pub struct BalanceResult {
 /// `AlarmKind::Leak` alarm event.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LeakAlert {
+    /// The balance group whose leak test fired.
+    pub group: GroupId,
     /// Window length of the detector that fired (s).
     pub window_s: i64,
     /// Estimated leak start (CUSUM change point).

@@ -808,12 +808,15 @@ fn record_output(out: &Output, engine: &Engine) {
             .find(|w| w.window_ns == len)
             .map_or("other", |w| w.label.as_str())
             .to_string();
-        metrics::counter!("gaswatch_balance_windows_total", "window" => window.clone(), "quality" => b.quality.as_str())
+        // And each balance group (issue #10: 输差 per group); the label set
+        // is bounded by the configured groups.
+        let group = b.group.as_str().to_string();
+        metrics::counter!("gaswatch_balance_windows_total", "group" => group.clone(), "window" => window.clone(), "quality" => b.quality.as_str())
             .increment(1);
         if b.imbalance_percent.is_finite() && b.quality != Quality::Bad {
-            metrics::gauge!("gaswatch_balance_imbalance_percent", "station" => plan.station_id.clone(), "window" => window.clone())
+            metrics::gauge!("gaswatch_balance_imbalance_percent", "station" => plan.station_id.clone(), "group" => group.clone(), "window" => window.clone())
                 .set(b.imbalance_percent);
-            metrics::gauge!("gaswatch_balance_imbalance_sm3", "station" => plan.station_id.clone(), "window" => window)
+            metrics::gauge!("gaswatch_balance_imbalance_sm3", "station" => plan.station_id.clone(), "group" => group, "window" => window)
                 .set(b.imbalance_sm3);
         }
     }

@@ -405,6 +405,7 @@ mod tests {
         );
         let mut out = Output::default();
         out.leaks.push(LeakAlert {
+            group: crate::model::GroupId::STATION,
             window_s: 60,
             start: Timestamp(1_700_000_000_000_000_000),
             detected: Timestamp(1_700_000_180_000_000_000),

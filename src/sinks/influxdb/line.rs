@@ -281,9 +281,13 @@ pub fn encode_alarm_from(
     f.end(e.ts.nanos());
 }
 
-/// `balance,station=,window_s= inlet_sm3=,outlet_sm3=,linepack_change_sm3=,imbalance_sm3=,imbalance_percent=,uncertainty_percent=,coverage=,quality="" <window end>`.
+/// `balance,group=,station=,window_s= inlet_sm3=,outlet_sm3=,linepack_change_sm3=,imbalance_sm3=,imbalance_percent=,uncertainty_percent=,coverage=,quality="" <window end>`.
 ///
 /// `imbalance_percent` (and any other non-finite number) is left out when NaN.
+/// `group` is the balance group; the station group (a station without
+/// `[[balance.groups]]`, or a group with id "station") has no `group` tag,
+/// so a single-balance station keeps writing the series it always wrote
+/// (in InfluxQL: `WHERE "group" = ''`).
 pub fn encode_balance(buf: &mut Vec<u8>, station: &str, b: &BalanceResult) {
     encode_balance_from(buf, station, b, None);
 }
@@ -296,6 +300,9 @@ pub fn encode_balance_from(
     origin: Option<&str>,
 ) {
     measurement(buf, "balance");
+    if !b.group.is_station() {
+        tag(buf, "group", b.group.as_str());
+    }
     if let Some(o) = origin {
         tag(buf, "source", o);
     }
@@ -314,7 +321,7 @@ pub fn encode_balance_from(
     f.end(b.end.nanos());
 }
 
-/// `leak,station=,window_s= start_ns=<n>i,rate_sm3_per_h=,rate_uncertainty_sm3_per_h=,rate_percent=,confidence=,method="" <detected>`.
+/// `leak,group=,station=,window_s= start_ns=<n>i,rate_sm3_per_h=,rate_uncertainty_sm3_per_h=,rate_percent=,confidence=,method="" <detected>`.
 ///
 /// One leak alert (the details of a `balance/LEAK` raise): the leak test's
 /// window length as a tag (several tests may report one episode), the
@@ -322,6 +329,10 @@ pub fn encode_balance_from(
 /// that crossed the threshold. Non-finite numbers are left out.
 pub fn encode_leak_from(buf: &mut Vec<u8>, station: &str, a: &LeakAlert, origin: Option<&str>) {
     measurement(buf, "leak");
+    // As for `balance`: no tag for the station group.
+    if !a.group.is_station() {
+        tag(buf, "group", a.group.as_str());
+    }
     if let Some(o) = origin {
         tag(buf, "source", o);
     }
@@ -500,6 +511,7 @@ mod tests {
     #[test]
     fn balance_line_omits_nan_percent() {
         let b = BalanceResult {
+            group: crate::model::GroupId::STATION,
             start: Timestamp::from_secs(1_700_000_000),
             end: Timestamp::from_secs(1_700_003_600),
             inlet_sm3: 0.0,
@@ -534,6 +546,42 @@ mod tests {
         buf.clear();
         encode_balance(&mut buf, "cg01", &b);
         assert!(s(&buf).contains("linepack_change_sm3=-3.5,imbalance_sm3=-12.25,imbalance_percent=0.5,uncertainty_percent=1.25,"));
+    }
+
+    /// The station group writes the series of a single-balance station (no
+    /// `group` tag); another group adds its id as the first tag (key order).
+    #[test]
+    fn balance_line_tags_the_group_except_the_station_group() {
+        let b = BalanceResult {
+            group: crate::model::GroupId::new("lineA").expect("id"),
+            start: Timestamp::from_secs(1_700_000_000),
+            end: Timestamp::from_secs(1_700_000_300),
+            inlet_sm3: 1000.0,
+            outlet_sm3: 990.0,
+            imbalance_sm3: 10.0,
+            uncertainty_percent: 1.5,
+            linepack_change_sm3: 0.0,
+            imbalance_percent: 1.0,
+            coverage: 1.0,
+            quality: Quality::Good,
+        };
+        let mut buf = Vec::new();
+        encode_balance_from(&mut buf, "cg01", &b, Some("replay"));
+        assert_eq!(
+            s(&buf),
+            "balance,group=lineA,source=replay,station=cg01,window_s=300 inlet_sm3=1000.0,outlet_sm3=990.0,linepack_change_sm3=0.0,imbalance_sm3=10.0,imbalance_percent=1.0,uncertainty_percent=1.5,coverage=1.0,quality=\"good\" 1700000300000000000\n"
+        );
+        buf.clear();
+        let station = BalanceResult {
+            group: crate::model::GroupId::STATION,
+            ..b
+        };
+        encode_balance(&mut buf, "cg01", &station);
+        assert!(
+            s(&buf).starts_with("balance,station=cg01,window_s=300 "),
+            "{}",
+            s(&buf)
+        );
     }
 
     #[test]
@@ -614,6 +662,7 @@ mod tests {
     #[test]
     fn leak_alert_line() {
         let a = LeakAlert {
+            group: crate::model::GroupId::STATION,
             window_s: 60,
             start: crate::model::Timestamp(1_700_000_000_000_000_000),
             detected: crate::model::Timestamp(1_700_000_180_000_000_000),
@@ -627,6 +676,17 @@ mod tests {
         assert_eq!(
             s(&buf),
             "leak,source=replay,station=cg01,window_s=60 start_ns=1700000000000000000i,rate_sm3_per_h=1500.5,rate_uncertainty_sm3_per_h=61.25,rate_percent=5.0,confidence=1.0,method=\"cusum_compensated_volume_balance\" 1700000180000000000\n"
+        );
+        let a = LeakAlert {
+            group: crate::model::GroupId::new("lineB").expect("id"),
+            ..a
+        };
+        buf.clear();
+        encode_leak_from(&mut buf, "cg01", &a, None);
+        assert!(
+            s(&buf).starts_with("leak,group=lineB,station=cg01,window_s=60 start_ns="),
+            "{}",
+            s(&buf)
         );
     }
 }

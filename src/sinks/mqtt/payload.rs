@@ -238,6 +238,7 @@ pub fn encode_alarm_with(
 struct BalanceJson<'a> {
     v: u8,
     station: &'a str,
+    group: &'a str,
     start: String,
     end: String,
     start_ns: i64,
@@ -257,6 +258,7 @@ pub fn encode_balance(station: &str, b: &BalanceResult) -> Vec<u8> {
     let json = BalanceJson {
         v: PAYLOAD_VERSION,
         station,
+        group: b.group.as_str(),
         start: b.start.to_rfc3339(),
         end: b.end.to_rfc3339(),
         start_ns: b.start.nanos(),
@@ -563,6 +565,7 @@ pub fn encode_health(station: &str, h: &AlarmHealth) -> Vec<u8> {
 struct LeakJson<'a> {
     v: u8,
     station: &'a str,
+    group: &'a str,
     window_s: i64,
     start: String,
     start_ns: i64,
@@ -580,6 +583,7 @@ pub fn encode_leak(station: &str, a: &LeakAlert) -> Vec<u8> {
     let json = LeakJson {
         v: PAYLOAD_VERSION,
         station,
+        group: a.group.as_str(),
         window_s: a.window_s,
         start: a.start.to_rfc3339(),
         start_ns: a.start.nanos(),
@@ -670,6 +674,7 @@ mod tests {
     #[test]
     fn balance_json_is_exact_and_nan_is_null() {
         let b = BalanceResult {
+            group: crate::model::GroupId::STATION,
             start: Timestamp::from_secs(1_795_820_400),
             end: Timestamp::from_secs(1_795_824_000),
             inlet_sm3: 0.0,
@@ -682,8 +687,18 @@ mod tests {
             quality: Quality::Uncertain,
         };
         let got = encode_balance("cg01", &b);
-        let want = r#"{"v":1,"station":"cg01","start":"2026-11-27T23:00:00.000Z","end":"2026-11-28T00:00:00.000Z","start_ns":1795820400000000000,"end_ns":1795824000000000000,"inlet_sm3":0.0,"outlet_sm3":12.5,"linepack_change_sm3":0.0,"imbalance_sm3":-12.5,"imbalance_percent":null,"uncertainty_percent":null,"coverage":0.75,"quality":"uncertain"}"#;
+        let want = r#"{"v":1,"station":"cg01","group":"station","start":"2026-11-27T23:00:00.000Z","end":"2026-11-28T00:00:00.000Z","start_ns":1795820400000000000,"end_ns":1795824000000000000,"inlet_sm3":0.0,"outlet_sm3":12.5,"linepack_change_sm3":0.0,"imbalance_sm3":-12.5,"imbalance_percent":null,"uncertainty_percent":null,"coverage":0.75,"quality":"uncertain"}"#;
         assert_eq!(String::from_utf8_lossy(&got), want);
+        // Another balance group: the same payload with its id.
+        let b = BalanceResult {
+            group: crate::model::GroupId::new("lineA").expect("id"),
+            ..b
+        };
+        let got = String::from_utf8_lossy(&encode_balance("cg01", &b)).into_owned();
+        assert_eq!(
+            got,
+            want.replace(r#""group":"station""#, r#""group":"lineA""#)
+        );
     }
 
     #[test]
@@ -819,6 +834,7 @@ mod tests {
     #[test]
     fn leak_json_is_exact_and_goes_to_the_leaks_topic() {
         let a = LeakAlert {
+            group: crate::model::GroupId::STATION,
             window_s: 300,
             start: Timestamp(1_795_820_400_000_000_000),
             detected: Timestamp(1_795_821_000_000_000_000),
@@ -827,12 +843,21 @@ mod tests {
             rate_percent: 2.0,
             confidence: 0.999,
         };
-        let want = r#"{"v":1,"station":"cg01","window_s":300,"start":"2026-11-27T23:00:00.000Z","start_ns":1795820400000000000,"detected":"2026-11-27T23:10:00.000Z","detected_ns":1795821000000000000,"rate_sm3_per_h":600.5,"rate_uncertainty_sm3_per_h":null,"rate_percent":2.0,"confidence":0.999,"method":"cusum_compensated_volume_balance"}"#;
+        let want = r#"{"v":1,"station":"cg01","group":"station","window_s":300,"start":"2026-11-27T23:00:00.000Z","start_ns":1795820400000000000,"detected":"2026-11-27T23:10:00.000Z","detected_ns":1795821000000000000,"rate_sm3_per_h":600.5,"rate_uncertainty_sm3_per_h":null,"rate_percent":2.0,"confidence":0.999,"method":"cusum_compensated_volume_balance"}"#;
         assert_eq!(String::from_utf8_lossy(&encode_leak("cg01", &a)), want);
         let topics = Topics::new("gaswatch", "cg01");
         let rec = decode_record(&leak_record(&topics, "cg01", &a)).expect("record");
         assert_eq!(rec.topic, "gaswatch/cg01/leaks");
         assert!(!rec.retain);
         assert_eq!(rec.payload, want.as_bytes());
+        let a = LeakAlert {
+            group: crate::model::GroupId::new("line-B").expect("id"),
+            ..a
+        };
+        let got = String::from_utf8_lossy(&encode_leak("cg01", &a)).into_owned();
+        assert_eq!(
+            got,
+            want.replace(r#""group":"station""#, r#""group":"line-B""#)
+        );
     }
 }
