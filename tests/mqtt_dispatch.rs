@@ -166,6 +166,46 @@ async fn wait_for(
     }
 }
 
+/// The publisher writes spool acknowledgements at most 50 ms after their
+/// PUBACK (coalesced, so a burst does not write and rename the ack file
+/// once per record), and writes what is still pending when it stops: a
+/// stop right after delivery leaves nothing to send again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_right_after_delivery_writes_the_pending_acknowledgements() {
+    let broker = Mosquitto::start();
+    let events = "gaswatch/cg01/alarms/events";
+    let mut sub = Subscriber::connect(broker.port(), "test-stop", &[events], false).await;
+    let mut h = Harness::start(broker.port());
+    let d = def("PT_OUT1");
+    for seq in 1..=6 {
+        let action = if seq % 2 == 1 {
+            AlarmAction::Raise
+        } else {
+            AlarmAction::Clear
+        };
+        h.append_alarm(&d, &event(action, seq));
+    }
+    for _ in 0..6 {
+        let m = sub
+            .next(Duration::from_secs(10))
+            .await
+            .expect("all 6 alarm events within 10 s");
+        assert_eq!(m.topic, events);
+    }
+    // Stop at once (the publisher drains its outstanding PUBACKs first).
+    h.cancel.cancel();
+    let task = h.task.take().expect("running");
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("publisher stops within 10 s")
+        .expect("no panic");
+    let left = h.spool.lock().stats(RecordClass::Alarm);
+    assert_eq!(
+        left.records, 0,
+        "still unacknowledged after the stop: {left:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alarms_arrive_exactly_in_order_and_leave_the_spool_after_puback() {
     let broker = Mosquitto::start();
