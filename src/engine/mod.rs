@@ -787,12 +787,8 @@ impl Engine {
         st.value = s.value;
         let good = s.quality == Quality::Good;
         let t = s.ts.nanos();
-        // Rate per minute from the previous good value.
-        let rate = if good && st.prev_good.1 != i64::MIN && t > st.prev_good.1 {
-            (s.value - st.prev_good.0) / ((t - st.prev_good.1) as f64 / 60e9)
-        } else {
-            f64::NAN
-        };
+        // For a rate-of-change alarm (computed only when the tag has one).
+        let prev_good = st.prev_good;
         if good {
             st.prev_good = (s.value, t);
         }
@@ -839,10 +835,18 @@ impl Engine {
                     Quality::Good => 0.0,
                     _ => continue,
                 },
-                AlarmKind::RateOfChange if rate.is_finite() => rate,
-                _ if good && !matches!(plan.alarms[a as usize].kind, AlarmKind::RateOfChange) => {
-                    s.value
+                AlarmKind::RateOfChange => {
+                    // Per minute, from the previous good value.
+                    if !good || prev_good.1 == i64::MIN || t <= prev_good.1 {
+                        continue;
+                    }
+                    let rate = (s.value - prev_good.0) / ((t - prev_good.1) as f64 / 60e9);
+                    if !rate.is_finite() {
+                        continue;
+                    }
+                    rate
                 }
+                _ if good => s.value,
                 _ => continue,
             };
             self.alarms.evaluate(
