@@ -377,3 +377,70 @@ fn reload_carries_the_open_balance_window_and_last_values() {
     );
     assert!(first.coverage < 0.999, "{first:?}");
 }
+
+/// A rate-of-change alarm reads the change per minute since the previous
+/// GOOD value of its point; a bad sample in between gives no rate.
+#[test]
+fn rate_of_change_alarm_uses_the_previous_good_value() {
+    let text = STATION.replace(
+        "[sinks.file]",
+        "[[limits]]\npoint = \"FT_IN\"\nrate_per_min = 600.0\n\n[sinks.file]",
+    );
+    let c = Config::from_str_named(&text, Path::new("test.toml")).expect("valid config");
+    let mut e = Engine::new(Arc::new(EnginePlan::compile(&c)), 0);
+    let mut out = Output::default();
+    let mut events = Vec::new();
+    // 1000 -> 1005 in 1 s is 300/min; -> 1020 is 900/min; flat is 0/min.
+    for (t, flow) in [
+        (0, 1000.0),
+        (1, 1005.0),
+        (2, 1020.0),
+        (3, 1020.0),
+        (4, 1020.0),
+    ] {
+        out.clear();
+        poll(&mut e, t * S, regs(flow, 1500.0, 1000.0), &mut out);
+        events.extend(
+            out.alarms
+                .iter()
+                .filter(|a| a.kind == AlarmKind::RateOfChange)
+                .map(|a| (t, a.action, a.value)),
+        );
+    }
+    assert_eq!(
+        events.first().map(|e| (e.0, e.1)),
+        Some((2, AlarmAction::Raise)),
+        "{events:?}"
+    );
+    assert_eq!(events.first().map(|e| e.2), Some(900.0));
+    assert!(
+        events.iter().any(|e| e.1 == AlarmAction::Clear),
+        "flat flow clears it: {events:?}"
+    );
+    // A failed read, then +30 two seconds after the last good value: 900/min
+    // from the last GOOD value (not from the bad sample, which has none).
+    let n = events.len();
+    out.clear();
+    e.process(
+        &Input::ReadFailed {
+            device: DeviceId(0),
+            block: BlockId(0),
+            ts: Timestamp(5 * S),
+            error: ReadError::Exception(4),
+        },
+        &mut out,
+    );
+    out.clear();
+    poll(&mut e, 6 * S, regs(1050.0, 1500.0, 1000.0), &mut out);
+    let raised: Vec<_> = out
+        .alarms
+        .iter()
+        .filter(|a| a.kind == AlarmKind::RateOfChange)
+        .map(|a| (a.action, a.value))
+        .collect();
+    assert_eq!(
+        raised,
+        vec![(AlarmAction::Raise, 900.0)],
+        "after {n} events"
+    );
+}
