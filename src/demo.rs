@@ -7,7 +7,7 @@
 use crate::config::{Config, SinksConfig};
 use crate::model::{AlarmAction, Quality};
 use crate::sinks::file::config::FileSinkConfig;
-use crate::sinks::influxdb::config::{InfluxApi, InfluxConfig};
+use crate::sinks::influxdb::config::InfluxConfig;
 use crate::sinks::mqtt::config::MqttConfig;
 use crate::telemetry::{LogFormat, init_logging};
 use crate::topology::{self, RunOptions, live::LiveState};
@@ -136,23 +136,10 @@ pub fn demo_config(
         file: Some(FileSinkConfig {
             dir: args.data.clone(),
         }),
-        influxdb: args.influx.as_ref().map(|url| InfluxConfig {
-            tls_ca_file: None,
-            url: url.clone(),
-            api: InfluxApi::V1,
-            database: Some(args.influx_db.clone()),
-            retention_policy: None,
-            username: None,
-            password: None,
-            org: None,
-            bucket: None,
-            token: None,
-            batch_size: 5000,
-            flush_interval: Duration::from_secs(1),
-            gzip: true,
-            timeout: Duration::from_secs(10),
-            backfill_lines_per_s: 50_000,
-        }),
+        influxdb: args
+            .influx
+            .as_ref()
+            .map(|url| InfluxConfig::v1(url, &args.influx_db)),
         mqtt: match &args.mqtt {
             Some(url) => {
                 let (host, port) = parse_mqtt_url(url)?;

@@ -112,23 +112,7 @@ impl InfluxOutOptions {
     /// `--influx-url URL --influx-db DB`: the v1 API without credentials.
     pub fn v1(url: &str, database: &str, origin: &str) -> InfluxOutOptions {
         InfluxOutOptions {
-            influx: InfluxConfig {
-                url: url.to_string(),
-                api: InfluxApi::V1,
-                database: Some(database.to_string()),
-                retention_policy: None,
-                username: None,
-                password: None,
-                org: None,
-                bucket: None,
-                token: None,
-                batch_size: 0,
-                flush_interval: Duration::ZERO,
-                gzip: true,
-                timeout: Duration::from_secs(10),
-                backfill_lines_per_s: 0,
-                tls_ca_file: None,
-            },
+            influx: InfluxConfig::v1(url, database),
             origin: origin.to_string(),
             spool_dir: None,
             stall: Duration::from_secs(60),

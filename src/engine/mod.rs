@@ -1050,30 +1050,14 @@ impl Engine {
                     Some(f) if good => (value * f, true),
                     _ => (f64::NAN, false),
                 };
-                for &(g, local) in &self.plan.meter_groups[m] {
-                    let rt = &self.group_rt[g as usize];
-                    for b in self.balances[rt.balances.clone()]
-                        .iter_mut()
-                        .chain(&mut self.leak_balances[rt.leaks.clone()])
-                    {
-                        b.on_flow(local as usize, ts, v, ok);
-                    }
-                }
+                self.each_balance_of_meter(m, |b, local| b.on_flow(local, ts, v, ok));
             }
             MeterKind::BaseTotaliser | MeterKind::LineTotaliser => {
                 let prev = self.meters[m].last_total;
                 self.meters[m].last_total = good.then_some((ts.nanos(), value));
                 let Some((t0, v0)) = prev else {
                     // First reading, or after a bad one: nothing to difference.
-                    for &(g, local) in &self.plan.meter_groups[m] {
-                        let rt = &self.group_rt[g as usize];
-                        for b in self.balances[rt.balances.clone()]
-                            .iter_mut()
-                            .chain(&mut self.leak_balances[rt.leaks.clone()])
-                        {
-                            b.on_volume(local as usize, ts, ts, None);
-                        }
-                    }
+                    self.each_balance_of_meter(m, |b, local| b.on_volume(local, ts, ts, None));
                     return;
                 };
                 let delta = if !good {
@@ -1095,15 +1079,24 @@ impl Engine {
                     }
                 };
                 let vol = delta.zip(factor).map(|(d, f)| d * f);
-                for &(g, local) in &self.plan.meter_groups[m] {
-                    let rt = &self.group_rt[g as usize];
-                    for b in self.balances[rt.balances.clone()]
-                        .iter_mut()
-                        .chain(&mut self.leak_balances[rt.leaks.clone()])
-                    {
-                        b.on_volume(local as usize, Timestamp(t0), ts, vol);
-                    }
-                }
+                self.each_balance_of_meter(m, |b, local| {
+                    b.on_volume(local, Timestamp(t0), ts, vol);
+                });
+            }
+        }
+    }
+
+    /// Calls `f` with every balance (reported windows and leak-test
+    /// windows) of every group meter `m` belongs to, and the meter's index
+    /// in that group.
+    fn each_balance_of_meter(&mut self, m: usize, mut f: impl FnMut(&mut Balance, usize)) {
+        for &(g, local) in &self.plan.meter_groups[m] {
+            let rt = &self.group_rt[g as usize];
+            for b in self.balances[rt.balances.clone()]
+                .iter_mut()
+                .chain(&mut self.leak_balances[rt.leaks.clone()])
+            {
+                f(b, local as usize);
             }
         }
     }

@@ -61,6 +61,31 @@ pub struct InfluxConfig {
     pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
+impl InfluxConfig {
+    /// The v1 write API at `url` into `database`, no credentials, every
+    /// other key at its default (as a `[sinks.influxdb]` with only `url` and
+    /// `database` gives).
+    pub fn v1(url: &str, database: &str) -> InfluxConfig {
+        InfluxConfig {
+            url: url.to_string(),
+            api: InfluxApi::V1,
+            database: Some(database.to_string()),
+            retention_policy: None,
+            username: None,
+            password: None,
+            org: None,
+            bucket: None,
+            token: None,
+            batch_size: default_batch_size(),
+            flush_interval: default_flush_interval(),
+            gzip: default_true(),
+            timeout: default_timeout(),
+            backfill_lines_per_s: default_backfill_lines_per_s(),
+            tls_ca_file: None,
+        }
+    }
+}
+
 fn default_batch_size() -> usize {
     5000
 }
