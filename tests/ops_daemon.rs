@@ -46,6 +46,25 @@ fn kill(pid: u32, sig: &str) {
     assert!(st.success());
 }
 
+/// The daemon's exit status once it exits within `limit` after a signal;
+/// `None` (and the process killed) when it does not.
+async fn exit_within(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> Option<std::process::ExitStatus> {
+    let end = std::time::Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            return Some(s);
+        }
+        if std::time::Instant::now() > end {
+            let _ = child.kill();
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_serves_health_and_metrics_reloads_on_sighup_and_drains_on_sigterm() {
     gaswatch::sinks::tls::ensure_crypto_provider();
@@ -241,19 +260,7 @@ async fn daemon_serves_health_and_metrics_reloads_on_sighup_and_drains_on_sigter
 
     // SIGTERM while points flow: drains and exits 0.
     kill(pid, "-TERM");
-    let status = {
-        let end = std::time::Instant::now() + Duration::from_secs(40);
-        loop {
-            if let Some(s) = child.try_wait().expect("wait") {
-                break Some(s);
-            }
-            if std::time::Instant::now() > end {
-                let _ = child.kill();
-                break None;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
+    let status = exit_within(&mut child, Duration::from_secs(40)).await;
     let text = log();
     assert!(
         status.is_some_and(|s| s.success()),
@@ -383,19 +390,7 @@ async fn sigint_drains_and_a_spool_dir_change_is_rejected() {
         log()
     );
     kill(pid, "-INT");
-    let status = {
-        let end = std::time::Instant::now() + Duration::from_secs(40);
-        loop {
-            if let Some(s) = child.try_wait().expect("wait") {
-                break Some(s);
-            }
-            if std::time::Instant::now() > end {
-                let _ = child.kill();
-                break None;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
+    let status = exit_within(&mut child, Duration::from_secs(40)).await;
     let text = log();
     assert!(
         status.is_some_and(|s| s.success()),

@@ -143,6 +143,18 @@ async fn serial_line_survives_a_close_fault() {
     h.stop().await;
 }
 
+/// `text` (the example city gate) with its PLC moved to serial port
+/// /dev/ttyUSB7.
+fn plc_on_serial(text: &str) -> String {
+    let moved = text.replacen(
+        "id = \"plc-out\"\nhost = \"127.0.0.1\"\nport = 5020",
+        "id = \"plc-out\"\ntransport = \"rtu\"\nserial = { path = \"/dev/ttyUSB7\", baud = 9600, parity = \"even\" }",
+        1,
+    );
+    assert_ne!(moved, text, "the example config changed shape");
+    moved
+}
+
 #[tokio::test]
 async fn serve_all_frames_each_endpoint_by_its_transport_and_skips_serial_ports() {
     let text = CITY_GATE.replacen(
@@ -151,11 +163,7 @@ async fn serve_all_frames_each_endpoint_by_its_transport_and_skips_serial_ports(
         1,
     );
     assert_ne!(text, CITY_GATE, "the example config changed shape");
-    let text = text.replacen(
-        "id = \"plc-out\"\nhost = \"127.0.0.1\"\nport = 5020",
-        "id = \"plc-out\"\ntransport = \"rtu\"\nserial = { path = \"/dev/ttyUSB7\", baud = 9600, parity = \"even\" }",
-        1,
-    );
+    let text = plc_on_serial(&text);
     let st = Station::from_config_str(&text, &SimOptions::default()).expect("builds");
     let eps = st.endpoints();
     assert!(
@@ -190,12 +198,7 @@ async fn serve_all_frames_each_endpoint_by_its_transport_and_skips_serial_ports(
 /// `serve_station` serves a serial endpoint on the line given for it.
 #[tokio::test]
 async fn serve_station_serves_a_serial_endpoint_on_its_line() {
-    let text = CITY_GATE.replacen(
-        "id = \"plc-out\"\nhost = \"127.0.0.1\"\nport = 5020",
-        "id = \"plc-out\"\ntransport = \"rtu\"\nserial = { path = \"/dev/ttyUSB7\", baud = 9600, parity = \"even\" }",
-        1,
-    );
-    assert_ne!(text, CITY_GATE, "the example config changed shape");
+    let text = plc_on_serial(CITY_GATE);
     let st = Station::from_config_str(&text, &SimOptions::default()).expect("builds");
     let cfg = gaswatch_sim::StationConfig::from_toml_str(&text).expect("parses");
     let plc = cfg
