@@ -9,7 +9,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 use support::influxdb::InfluxServer;
 
 const STATION: &str = include_str!("../config/city-gate-two-lines.toml");
@@ -53,18 +52,7 @@ async fn each_groups_windows_land_in_influxdb_with_its_group_tag() {
     std::fs::write(&config, STATION).expect("config");
     let out_dir = dir.path().join("replayed");
 
-    let output = Command::new(env!("CARGO_BIN_EXE_gaswatch"))
-        .args(["replay", "--no-progress", "-c"])
-        .arg(&config)
-        .arg(&csv)
-        .arg("--out-dir")
-        .arg(&out_dir)
-        .args(["--influx-url", &influx.url(), "--influx-db", "groups"])
-        .output()
-        .expect("run gaswatch replay");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let stdout = support::replay_to_influx(&config, &csv, &out_dir, &influx.url(), "groups");
     // The summary speaks per group.
     for g in ["station", "lineA", "lineB"] {
         assert!(stdout.contains(&format!("输差 % group {g} ")), "{stdout}");

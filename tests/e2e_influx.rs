@@ -80,34 +80,10 @@ async fn every_polled_point_lands_in_a_real_influxdb_exactly_once() {
         backfill_lines_per_s: 0,
     });
     c.spool.dir = dir.path().join("spool");
-    let plan = gaswatch::engine::EnginePlan::compile(&c);
-    let live = Arc::new(Mutex::new(LiveState::new(&plan)));
-    let cancel = CancellationToken::new();
-    let daemon = tokio::spawn(topology::run(
-        c,
-        RunOptions {
-            live: Some(live.clone()),
-            ..Default::default()
-        },
-        cancel.clone(),
-    ));
-
-    // Let every point be polled a good number of times.
-    let enough = plan.tags.len() as u64 * 20;
-    assert!(
-        support::wait_until_async(Duration::from_secs(30), || async {
-            live.lock().map(|s| s.samples >= enough).unwrap_or(false)
-        })
-        .await,
-        "too few samples"
-    );
-    // Stop the station first, then the daemon: SIGTERM-style drain delivers the rest.
-    let served: Vec<gaswatch_sim::Served> = handles.values().flat_map(|h| h.served()).collect();
-    for (_, h) in handles {
-        h.stop().await;
-    }
-    cancel.cancel();
-    daemon.await.expect("join").expect("daemon");
+    // Every point polled a good number of times; then the station stops
+    // first and the daemon drains the rest.
+    let enough = gaswatch::engine::EnginePlan::compile(&c).tags.len() as u64 * 20;
+    let served = run_until_polled(c, handles, 20).await;
 
     let written = parse_file_lines(&dir.path().join("files"));
     assert!(written.len() as u64 >= enough, "{} lines", written.len());
@@ -174,31 +150,7 @@ async fn the_first_poll_made_during_start_up_reaches_the_sink() {
         dir: dir.path().join("files"),
     });
     c.spool.dir = dir.path().join("spool");
-    let plan = gaswatch::engine::EnginePlan::compile(&c);
-    let live = Arc::new(Mutex::new(LiveState::new(&plan)));
-    let cancel = CancellationToken::new();
-    let daemon = tokio::spawn(topology::run(
-        c,
-        RunOptions {
-            live: Some(live.clone()),
-            ..Default::default()
-        },
-        cancel.clone(),
-    ));
-    let enough = plan.tags.len() as u64 * 3;
-    assert!(
-        support::wait_until_async(Duration::from_secs(30), || async {
-            live.lock().map(|s| s.samples >= enough).unwrap_or(false)
-        })
-        .await,
-        "too few samples"
-    );
-    let served: Vec<gaswatch_sim::Served> = handles.values().flat_map(|h| h.served()).collect();
-    for (_, h) in handles {
-        h.stop().await;
-    }
-    cancel.cancel();
-    daemon.await.expect("join").expect("daemon");
+    let served = run_until_polled(c, handles, 3).await;
 
     let mut first_served: BTreeMap<&str, f64> = BTreeMap::new();
     for s in &served {
@@ -227,4 +179,40 @@ async fn the_first_poll_made_during_start_up_reaches_the_sink() {
         compared += 1;
     }
     assert!(compared > 0, "no good first sample to compare");
+}
+
+/// Runs the daemon on `c` until every point was sampled about `times`
+/// times (counted by the live view), stops the simulator, then the daemon
+/// (a drain); returns what the simulator served.
+async fn run_until_polled(
+    c: gaswatch::config::Config,
+    handles: std::collections::BTreeMap<gaswatch_sim::Endpoint, gaswatch_sim::SimHandle>,
+    times: u64,
+) -> Vec<gaswatch_sim::Served> {
+    let plan = gaswatch::engine::EnginePlan::compile(&c);
+    let live = Arc::new(Mutex::new(LiveState::new(&plan)));
+    let cancel = CancellationToken::new();
+    let daemon = tokio::spawn(topology::run(
+        c,
+        RunOptions {
+            live: Some(live.clone()),
+            ..Default::default()
+        },
+        cancel.clone(),
+    ));
+    let enough = plan.tags.len() as u64 * times;
+    assert!(
+        support::wait_until_async(Duration::from_secs(30), || async {
+            live.lock().map(|s| s.samples >= enough).unwrap_or(false)
+        })
+        .await,
+        "too few samples"
+    );
+    let served: Vec<gaswatch_sim::Served> = handles.values().flat_map(|h| h.served()).collect();
+    for (_, h) in handles {
+        h.stop().await;
+    }
+    cancel.cancel();
+    daemon.await.expect("join").expect("daemon");
+    served
 }

@@ -10,7 +10,6 @@ mod support;
 use gaswatch_sim::scenario::{Runner, Scenario, Span, generate_offline};
 use gaswatch_sim::{SimOptions, Station, StationConfig};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 use support::influxdb::InfluxServer;
 
@@ -112,18 +111,7 @@ async fn replayed_points_and_events_land_in_influxdb_tagged_source_replay() {
         .status();
     assert_eq!(status.as_u16(), 204);
 
-    let output = Command::new(env!("CARGO_BIN_EXE_gaswatch"))
-        .args(["replay", "--no-progress", "-c"])
-        .arg(&config)
-        .arg(&csv)
-        .arg("--out-dir")
-        .arg(&out_dir)
-        .args(["--influx-url", &influx.url(), "--influx-db", "cmp"])
-        .output()
-        .expect("run gaswatch replay");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let stdout = support::replay_to_influx(&config, &csv, &out_dir, &influx.url(), "cmp");
     assert!(
         stdout.contains("influxdb") && stdout.contains("source=replay"),
         "{stdout}"

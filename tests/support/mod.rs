@@ -65,3 +65,28 @@ pub fn find_program(name: &str) -> Option<std::path::PathBuf> {
         .map(|d| d.join(name))
         .find(|p| p.is_file())
 }
+
+/// `gaswatch replay -c config csv --out-dir out --influx-url url
+/// --influx-db db` (the real binary); asserts it succeeded and returns its
+/// standard output.
+pub fn replay_to_influx(
+    config: &std::path::Path,
+    csv: &std::path::Path,
+    out_dir: &std::path::Path,
+    url: &str,
+    db: &str,
+) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_gaswatch"))
+        .args(["replay", "--no-progress", "-c"])
+        .arg(config)
+        .arg(csv)
+        .arg("--out-dir")
+        .arg(out_dir)
+        .args(["--influx-url", url, "--influx-db", db])
+        .output()
+        .expect("run gaswatch replay");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    stdout
+}
