@@ -738,12 +738,12 @@ async fn a_reload_keeps_every_links_phase_and_reads_each_interval_once() {
     assert_eq!(reloaded.devices[0].timeout, Duration::from_millis(400));
     let start = tokio::time::Instant::now();
     let grid = PollGrid::new(&plan, start);
-    let mut run = Running::start_on(Arc::clone(&plan), grid, start);
+    let mut run = Running::start_on(Arc::clone(&plan), grid.clone(), start);
     // Reloads at odd moments: mid-interval, and twice within one interval.
     let mut stops = Vec::new();
     for at in [1_370u64, 2_910, 3_020] {
         run_until(start + Duration::from_millis(at)).await;
-        stops.push(run.restart_on(Arc::clone(&reloaded), grid).await - start);
+        stops.push(run.restart_on(Arc::clone(&reloaded), grid.clone()).await - start);
     }
     run_until(start + Duration::from_millis(6_500)).await;
     for (d, times) in plan.devices.iter().zip(reads_by_device(&run)) {
@@ -774,4 +774,60 @@ async fn a_reload_keeps_every_links_phase_and_reads_each_interval_once() {
     for s in sims {
         s.stop().await;
     }
+}
+
+/// A reload while a link is busy: four units behind one gateway, each
+/// answer taking 100 ms, so a cycle takes 400 ms and a reload lands while
+/// some units still wait for their turn and one is mid-read. The new poller
+/// takes over the ticks the old one left unfinished: every unit is still
+/// read once per interval, none skipped (the cut read is made again).
+#[tokio::test(start_paused = true)]
+async fn a_reload_on_a_busy_link_skips_no_units_tick() {
+    let mut text = String::from("[station]\nid = \"busy\"\nkind = \"city_gate\"\n");
+    for u in 1..=4 {
+        text.push_str(&format!(
+            "[[devices]]\nid = \"u{u}\"\nhost = \"127.0.0.1\"\nport = 502\nunit_id = {u}\n\
+             poll_interval = \"1s\"\ntimeout = \"500ms\"\n\
+             [[devices.points]]\nname = \"B{u}\"\nregister = \"holding\"\naddress = 40\ntype = \"u16\"\n"
+        ));
+    }
+    text.push_str("[sinks.file]\ndir = \"unused\"\n");
+    let sim = simulator(&text).await;
+    for u in 1..=4 {
+        sim.set_fault(u, Fault::DelayAt(40, Duration::from_millis(100)));
+    }
+    let plan = plan_for(&text, sim.local_addr().port());
+    let reloaded = plan_for(
+        &text.replace("timeout = \"500ms\"", "timeout = \"450ms\""),
+        sim.local_addr().port(),
+    );
+    let start = tokio::time::Instant::now();
+    let grid = PollGrid::new(&plan, start);
+    let mut run = Running::start_on(Arc::clone(&plan), grid.clone(), start);
+    // 150 ms into the second cycle: u1 read, u2 mid-read, u3 and u4 waiting.
+    run_until(start + Duration::from_millis(1_150)).await;
+    run.restart_on(Arc::clone(&reloaded), grid.clone()).await;
+    run_until(start + Duration::from_millis(3_900)).await;
+    let reads = reads_by_device(&run);
+    for (d, times) in plan.devices.iter().zip(&reads) {
+        // Ticks at 0, 1, 2 and 3 s; the units follow each other on the link.
+        assert_eq!(
+            times.len(),
+            4,
+            "{}: reads at {:?}",
+            d.id,
+            times.iter().map(|t| *t - start).collect::<Vec<_>>()
+        );
+        for (k, t) in times.iter().enumerate() {
+            let tick = start + Duration::from_secs(k as u64);
+            assert!(
+                *t > tick && *t - tick < Duration::from_millis(800),
+                "{}: read {k} at {:?}",
+                d.id,
+                *t - start
+            );
+        }
+    }
+    drop(run);
+    sim.stop().await;
 }

@@ -14,7 +14,10 @@
 //! quiet point of the engine task, the old sources stop, what they sent is
 //! processed by the old engine and made durable, and the new plan starts
 //! with the engine state carried over by name ([`Engine::carry_state_from`]:
-//! alarm states, last values, open balance windows).
+//! alarm states, last values, open balance windows). The pollers restart on
+//! the daemon's poll grid ([`modbus::poller::PollGrid`]): every device keeps
+//! its ticks and stagger phase, and resumes at the tick its old poller left
+//! unfinished, so a reload neither polls an interval twice nor skips one.
 //! `[spool] dir` cannot change by reload (the backlog is in the running
 //! folder); `[http]` changes wait for a restart.
 
@@ -302,7 +305,8 @@ pub async fn run_reloadable(
     // it, so every device keeps its ticks (and its stagger phase).
     let start = tokio::time::Instant::now();
     let grid = modbus::poller::PollGrid::new(&plan, start);
-    let mut source_tasks = spawn_sources(&plan, &config, &tx, &sources_cancel, grid, start)?;
+    let mut source_tasks =
+        spawn_sources(&plan, &config, &tx, &sources_cancel, grid.clone(), start)?;
     // Nothing reads the device points any more (the plan has them): keep
     // the config without its expanded map points (15,000 `PointConfig`s at
     // 500 devices x 30 points), freed before the rest allocates, only to
@@ -591,11 +595,11 @@ pub async fn run_reloadable(
                 source_fp = new_source_fp;
                 router = Router::new(Arc::clone(&plan), sinks.influx.clone(), sinks.mqtt.clone(), router.file.take());
                 sources_cancel = started.child_token();
-                source_tasks = match spawn_sources(&plan, &config, &tx, &sources_cancel, grid, stopped) {
+                source_tasks = match spawn_sources(&plan, &config, &tx, &sources_cancel, grid.clone(), stopped) {
                     Ok(t) => t,
                     Err(e) => {
                         error!(error = %e, "MQTT sources cannot start after the reload; only Modbus runs.");
-                        modbus::poller::spawn_on(Arc::clone(&plan), tx.clone(), sources_cancel.clone(), grid, stopped)
+                        modbus::poller::spawn_on(Arc::clone(&plan), tx.clone(), sources_cancel.clone(), grid.clone(), stopped)
                     }
                 };
                 metrics::counter!("gaswatch_config_reloads_total", "result" => "applied").increment(1);

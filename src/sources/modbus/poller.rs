@@ -82,10 +82,11 @@
 //!   the second instead of all on one tick (the engine would take 15,000
 //!   samples in one burst and an alarm in it would wait behind them); the
 //!   devices of one link still follow each other on the link's phase. The
-//!   grid is the daemon's, kept across reloads: restarted pollers resume at
-//!   the first tick after the old ones stopped, so a reload neither polls an
-//!   interval twice nor skips one. The link with the smallest phase polls
-//!   at start, the others within one interval.
+//!   grid is the daemon's, kept across reloads: a restarted poller resumes
+//!   each device at the tick the old one left unfinished (else the first
+//!   tick after the stop), so a reload neither polls an interval twice nor
+//!   skips one. The link with the smallest phase polls at start, the others
+//!   within one interval.
 //! - **Never blocks on the engine.** Inputs go out with `try_send`; when the
 //!   channel is full the rest of that device cycle is dropped and counted
 //!   (`gaswatch_source_dropped_total{reason="channel_full"}`), with one WARN
@@ -140,9 +141,10 @@ pub fn spawn(
 }
 
 /// Like [`spawn`], on an existing `grid`: each device's first poll is the
-/// first tick of its grid at or after `from`. A reload passes the daemon's
-/// grid and the moment the previous pollers stopped, so the ticks before it
-/// were the old pollers' and no interval is polled twice or skipped.
+/// tick its previous poller left unfinished (see [`PollGrid::resume_at`]),
+/// else the first tick of its grid at or after `from`. A reload passes the
+/// daemon's grid and the moment the previous pollers stopped (all of them
+/// ended), so no interval is polled twice or skipped.
 pub fn spawn_on(
     plan: Arc<EnginePlan>,
     tx: mpsc::Sender<Input>,
@@ -150,14 +152,16 @@ pub fn spawn_on(
     grid: PollGrid,
     from: Instant,
 ) -> Vec<JoinHandle<()>> {
+    let left = Arc::new(grid.take_left());
     endpoints(&plan)
         .into_iter()
         .map(|(endpoint, devices)| {
             let (plan, tx, cancel) = (Arc::clone(&plan), tx.clone(), cancel.clone());
+            let (grid, left) = (grid.clone(), Arc::clone(&left));
             // Built in the task (per-device metric handles): the first
             // endpoint polls while the others are still being set up.
             tokio::spawn(async move {
-                EndpointTask::new(plan, endpoint, devices, tx, cancel, grid, from)
+                EndpointTask::new(plan, endpoint, devices, tx, cancel, grid, from, &left)
                     .run()
                     .await
             })
@@ -169,8 +173,9 @@ pub fn spawn_on(
 /// `origin + offset(d) + k * poll_interval(d)`, with `offset(d)` its
 /// [`DevicePlan::poll_phase`] minus `shift`, modulo its interval. The daemon
 /// keeps one grid for its whole life, so pollers restarted by a reload keep
-/// every device's ticks where they were.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// every device's ticks where they were. Clones share the book of where
+/// stopped pollers left their devices.
+#[derive(Debug, Clone)]
 pub struct PollGrid {
     origin: Instant,
     /// The smallest phase of the plan the grid was made for: subtracted
@@ -178,6 +183,9 @@ pub struct PollGrid {
     /// `origin` (start-up to first poll is not delayed by the stagger) and
     /// the others follow over the interval.
     shift: Duration,
+    /// By device id: the tick a stopped poller had not finished (not
+    /// started: the link was busy with another unit, or cut short).
+    left: Arc<std::sync::Mutex<HashMap<String, Instant>>>,
 }
 
 impl PollGrid {
@@ -190,7 +198,42 @@ impl PollGrid {
             .map(|d| d.poll_phase)
             .min()
             .unwrap_or(Duration::ZERO);
-        PollGrid { origin, shift }
+        PollGrid {
+            origin,
+            shift,
+            left: Arc::default(),
+        }
+    }
+
+    /// Where a new poller starts `device`: the tick its previous poller left
+    /// unfinished (in `left`, from [`PollGrid::take_left`]) when that tick is
+    /// on the device's grid (same interval and phase), else the first tick
+    /// at or after `from`. So a reload that stops a busy link (units still
+    /// waiting for their turn, or one cut mid-read) skips no unit's tick; a
+    /// read cut short is made again, once.
+    pub fn resume_at(
+        &self,
+        device: &DevicePlan,
+        from: Instant,
+        left: &HashMap<String, Instant>,
+    ) -> Instant {
+        match left.get(&device.id) {
+            Some(&due) if self.first_due(device, due) == due => due,
+            _ => self.first_due(device, from),
+        }
+    }
+
+    /// Takes the book of unfinished ticks that stopped pollers left.
+    pub fn take_left(&self) -> HashMap<String, Instant> {
+        std::mem::take(&mut *self.left.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// A stopping poller notes each device's next tick (not yet polled).
+    pub(crate) fn leave(&self, device: &str, due: Instant) {
+        self.left
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(device.to_string(), due);
     }
 
     /// The first tick of `device`'s grid at or after `from`.
@@ -661,9 +704,12 @@ struct EndpointTask {
     link_ok: bool,
     connects_ok: Counter,
     connects_err: Counter,
+    /// Told where each device stands when the poller stops.
+    grid: PollGrid,
 }
 
 impl EndpointTask {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         plan: Arc<EnginePlan>,
         link: Link,
@@ -672,6 +718,7 @@ impl EndpointTask {
         cancel: CancellationToken,
         grid: PollGrid,
         from: Instant,
+        left: &HashMap<String, Instant>,
     ) -> Self {
         let name = link.to_string();
         let devices: Vec<DeviceState> = ids
@@ -680,7 +727,7 @@ impl EndpointTask {
                 let d = plan.device(id);
                 DeviceState {
                     id,
-                    due: grid.first_due(d, from),
+                    due: grid.resume_at(d, from, left),
                     block_error: vec![None; d.blocks.len()],
                     splits: vec![None; d.blocks.len()],
                     holds: HashMap::new(),
@@ -736,6 +783,7 @@ impl EndpointTask {
             unreachable: false,
             channel_full: false,
             link_ok: false,
+            grid,
         }
     }
 
@@ -863,6 +911,11 @@ impl EndpointTask {
                     break;
                 }
             }
+        }
+        // `due` advances only after a device's cycle ends: a cycle cut
+        // short or not yet started is left for the next poller.
+        for st in &self.devices {
+            self.grid.leave(&self.plan.device(st.id).id, st.due);
         }
         debug!(endpoint = %self.name, "Modbus poller stopped.");
     }

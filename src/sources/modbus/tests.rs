@@ -656,3 +656,38 @@ fn a_bad_stagger_names_the_file_line_and_key() {
         "{e}"
     );
 }
+
+#[test]
+fn a_restarted_poller_takes_over_the_ticks_its_predecessor_left() {
+    let plan = plan_of(&three_links("", ""));
+    let t0 = Instant::now();
+    let grid = PollGrid::new(&plan, t0);
+    let d = &plan.devices[1];
+    let second = Duration::from_secs(1);
+    let unfinished = grid.first_due(d, t0) + 2 * second;
+    let from = unfinished + Duration::from_millis(150);
+    let mut left = std::collections::HashMap::new();
+    left.insert(d.id.clone(), unfinished);
+    // On its grid: the unfinished tick, although it is before `from`.
+    assert_eq!(grid.resume_at(d, from, &left), unfinished);
+    // Not in the book: the first tick at or after `from`.
+    assert_eq!(
+        grid.resume_at(&plan.devices[0], from, &left),
+        grid.first_due(&plan.devices[0], from)
+    );
+    // The reload changed the device's interval: its old tick means nothing.
+    let slower = plan_of(&three_links("", "").replacen(
+        "unit_id = 2",
+        "unit_id = 2\npoll_interval = \"3s\"",
+        1,
+    ));
+    assert_eq!(slower.devices[1].poll_interval, 3 * second);
+    assert_eq!(
+        grid.resume_at(&slower.devices[1], from, &left),
+        grid.first_due(&slower.devices[1], from)
+    );
+    // The book empties when taken.
+    grid.leave(&d.id, unfinished);
+    assert_eq!(grid.take_left().len(), 1);
+    assert!(grid.take_left().is_empty());
+}
