@@ -916,11 +916,17 @@ impl Engine {
     /// evaluates the imbalance alarm on them.
     pub fn tick(&mut self, now: Timestamp, out: &mut Output) {
         let n = now.nanos();
-        for i in 0..self.tags.len() {
-            let st = &mut self.tags[i];
-            if matches!(st.quality, Quality::Good | Quality::Uncertain)
+        let due = |st: &TagState| {
+            matches!(st.quality, Quality::Good | Quality::Uncertain)
                 && n.saturating_sub(st.last_ts) > st.stale_after_ns
-            {
+        };
+        // Nearly every tick finds nothing stale: a tight read-only scan
+        // first, the marking loop (which feeds meters and line pack) only
+        // when needed.
+        let first_due = self.tags.iter().position(due).unwrap_or(self.tags.len());
+        for i in first_due..self.tags.len() {
+            let st = &mut self.tags[i];
+            if due(st) {
                 st.quality = Quality::Stale;
                 st.value = f64::NAN;
                 let meter = st.meter;
