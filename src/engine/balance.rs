@@ -549,6 +549,14 @@ impl Balance {
             Some(h) if a >= h && (a.wrapping_sub(h) as u64) < w_ns as u64 => h,
             _ => self.window_start(a),
         };
+        // The usual case: the whole interval inside one window, away from
+        // its smoothed edges: one piece (the loop below would find the same).
+        if t0 >= ws + h && t1 <= ws + w_ns - h {
+            let hours = (t1 - t0) as f64 / NS_PER_HOUR;
+            self.add(ws, m, (v0 + flow(t1)) / 2.0 * hours, (t1 - t0) as f64);
+            self.hint_ws = Some(ws);
+            return;
+        }
         while a < t1 {
             if a >= ws + w_ns {
                 ws += w_ns;
