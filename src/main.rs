@@ -207,7 +207,23 @@ fn main() -> ExitCode {
                     ..Default::default()
                 };
                 let reloads = gaswatch::topology::signals::spawn_reload_on_sighup(config);
-                gaswatch::topology::run_reloadable(c, opts, reloads, cancel).await
+                // The daemon (the engine task's loop) runs as a task on the
+                // runtime's workers, not on this thread (`block_on`): a poller
+                // that hands it an input then wakes it in its own worker's
+                // LIFO slot instead of waking this thread with a futex, one
+                // thread switch per input. It matters with staggered polls,
+                // where inputs come one by one instead of in one burst
+                // (loadbench, 500 devices x 30 points: 4.9-5.9 % of one core
+                // on this thread, 3.4-3.9 % on a worker).
+                match tokio::spawn(gaswatch::topology::run_reloadable(c, opts, reloads, cancel))
+                    .await
+                {
+                    Ok(result) => result,
+                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    Err(e) => Err(gaswatch::topology::StartError::Sink(format!(
+                        "the daemon task ended abnormally: {e}"
+                    ))),
+                }
             })
         }
         Command::Gas(args) => {

@@ -8,6 +8,7 @@ mod support;
 
 use gaswatch::engine::EnginePlan;
 use gaswatch::model::{Input, Quality, Reason};
+use gaswatch::sources::modbus::poller::PollGrid;
 use gaswatch_sim::{Fault, SimHandle, SimOptions, Station};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -574,6 +575,259 @@ dir = "unused"
     // Between two S reads (ticks n and n+4): ticks n+1, n+2 skipped, F alone
     // at n+3, F then S at n+4.
     assert_eq!(f.len(), 2 * s.len() - 1 + usize::from(f.last() > s.last()));
+    drop(run);
+    sim.stop().await;
+}
+
+/// `n` gateways, one unit each (unit ids 1..=n), polled every second; ports
+/// are placeholders 1000 + i until [`staggered_station`] binds them.
+fn gateways(n: usize, modbus: &str) -> String {
+    let mut text = format!("[station]\nid = \"stag\"\nkind = \"city_gate\"\n{modbus}\n");
+    for i in 0..n {
+        text.push_str(&format!(
+            "[[devices]]\nid = \"gw{i}\"\nhost = \"127.0.0.1\"\nport = {}\nunit_id = {}\n\
+             poll_interval = \"1s\"\ntimeout = \"500ms\"\n\
+             [[devices.points]]\nname = \"P{i}\"\nregister = \"holding\"\naddress = 0\ntype = \"u16\"\n",
+            1000 + i,
+            i + 1
+        ));
+    }
+    text + "[sinks.file]\ndir = \"unused\"\n"
+}
+
+/// One simulator listener per gateway; the config with their ports.
+async fn staggered_station(text: &str, n: usize) -> (Vec<SimHandle>, String) {
+    let mut sims = Vec::new();
+    let mut bound = text.to_string();
+    for i in 0..n {
+        let sim = simulator(text).await;
+        bound = bound.replace(
+            &format!("port = {}\n", 1000 + i),
+            &format!("port = {}\n", sim.local_addr().port()),
+        );
+        sims.push(sim);
+    }
+    (sims, bound)
+}
+
+/// Per device (plan order): the tokio times of its register reads.
+fn reads_by_device(run: &Running) -> Vec<Vec<tokio::time::Instant>> {
+    let mut by = vec![Vec::new(); run.plan.devices.len()];
+    for (t, i) in run.inputs.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        if let Input::Registers { device, .. } = i {
+            by[device.0 as usize].push(*t);
+        }
+    }
+    by
+}
+
+/// Runs the paused clock until `until` (tokio time).
+async fn run_until(until: tokio::time::Instant) {
+    while tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Stagger (issue #9): twelve gateways with the same 1 s interval are not
+/// all polled on one tick. Each one's first read comes at the first tick of
+/// its own grid (its link's phase; the smallest at start, so start-up is not
+/// delayed), the first reads spread over the second, and each gateway is
+/// then read exactly once per interval. Paused clock: the times are tokio's
+/// virtual time, exact up to the timer's 1 ms granularity.
+#[tokio::test(start_paused = true)]
+async fn links_are_polled_on_their_own_phases_spread_over_the_interval() {
+    const N: usize = 12;
+    let (sims, text) = staggered_station(&gateways(N, ""), N).await;
+    let plan = plan_of(&text);
+    let start = tokio::time::Instant::now();
+    let run = Running::start(Arc::clone(&plan));
+    let grid = PollGrid::new(&plan, start);
+    run_until(start + Duration::from_millis(3_500)).await;
+    let reads = reads_by_device(&run);
+    let mut firsts = Vec::new();
+    for (d, times) in plan.devices.iter().zip(&reads) {
+        let due = grid.first_due(d, start);
+        assert!(due < start + Duration::from_secs(1), "{}", d.id);
+        let first = *times
+            .first()
+            .unwrap_or_else(|| panic!("{} never read", d.id));
+        assert!(
+            first >= due && first - due < Duration::from_millis(5),
+            "{}: first read {:?} after start, its tick {:?}",
+            d.id,
+            first - start,
+            due - start
+        );
+        firsts.push(first);
+        // Ticks at due, due + 1 s, due + 2 s, due + 3 s (< 3.5 s): never two
+        // in one interval, none skipped.
+        let expected = if due + Duration::from_secs(3) < start + Duration::from_millis(3_500) {
+            4
+        } else {
+            3
+        };
+        assert_eq!(times.len(), expected, "{}: {times:?}", d.id);
+        for pair in times.windows(2) {
+            let gap = pair[1] - pair[0];
+            assert!(
+                gap > Duration::from_millis(995) && gap < Duration::from_millis(1_005),
+                "{}: reads {gap:?} apart",
+                d.id
+            );
+        }
+    }
+    let earliest = firsts.iter().min().copied().unwrap_or(start);
+    let latest = firsts.iter().max().copied().unwrap_or(start);
+    assert!(
+        earliest - start < Duration::from_millis(5),
+        "the first link polls at start, not {:?} later",
+        earliest - start
+    );
+    // Twelve hashed phases inside 100 ms: about 1 in 10^10.
+    assert!(
+        latest - earliest > Duration::from_millis(100),
+        "first reads spread over {:?} only",
+        latest - earliest
+    );
+    drop(run);
+    for s in sims {
+        s.stop().await;
+    }
+}
+
+/// `[modbus] stagger = false`: every gateway is read on the grid aligned at
+/// start, all together, once per interval (time-aligned snapshots).
+#[tokio::test(start_paused = true)]
+async fn stagger_false_polls_every_link_together_at_start() {
+    const N: usize = 6;
+    let (sims, text) = staggered_station(&gateways(N, "[modbus]\nstagger = false"), N).await;
+    let plan = plan_of(&text);
+    let start = tokio::time::Instant::now();
+    let run = Running::start(Arc::clone(&plan));
+    run_until(start + Duration::from_millis(2_500)).await;
+    for (d, times) in plan.devices.iter().zip(reads_by_device(&run)) {
+        assert_eq!(times.len(), 3, "{}: {times:?}", d.id);
+        for (k, t) in times.iter().enumerate() {
+            let tick = start + Duration::from_secs(k as u64);
+            assert!(
+                *t >= tick && *t - tick < Duration::from_millis(5),
+                "{}: read {k} at {:?}",
+                d.id,
+                *t - start
+            );
+        }
+    }
+    drop(run);
+    for s in sims {
+        s.stop().await;
+    }
+}
+
+/// A config reload restarts the pollers (on the daemon's grid, from the
+/// moment the old ones stopped): every gateway keeps its phase, and no
+/// interval is read twice or skipped, wherever in the interval the reload
+/// falls. Before the grid, restarted pollers read every device at once: one
+/// interval read twice, and the phases would start over.
+#[tokio::test(start_paused = true)]
+async fn a_reload_keeps_every_links_phase_and_reads_each_interval_once() {
+    const N: usize = 8;
+    let (sims, text) = staggered_station(&gateways(N, ""), N).await;
+    let plan = plan_of(&text);
+    // The reloaded config: other timeouts, same devices and points.
+    let reloaded = plan_of(&text.replace("timeout = \"500ms\"", "timeout = \"400ms\""));
+    assert_eq!(reloaded.devices[0].timeout, Duration::from_millis(400));
+    let start = tokio::time::Instant::now();
+    let grid = PollGrid::new(&plan, start);
+    let mut run = Running::start_on(Arc::clone(&plan), grid.clone(), start);
+    // Reloads at odd moments: mid-interval, and twice within one interval.
+    let mut stops = Vec::new();
+    for at in [1_370u64, 2_910, 3_020] {
+        run_until(start + Duration::from_millis(at)).await;
+        stops.push(run.restart_on(Arc::clone(&reloaded), grid.clone()).await - start);
+    }
+    run_until(start + Duration::from_millis(6_500)).await;
+    for (d, times) in plan.devices.iter().zip(reads_by_device(&run)) {
+        let due = grid.first_due(d, start);
+        let ticks: Vec<_> = (0..7u32)
+            .map(|k| due + Duration::from_secs(1) * k)
+            .filter(|t| *t < start + Duration::from_millis(6_500))
+            .collect();
+        assert_eq!(
+            times.len(),
+            ticks.len(),
+            "{}: reads at {:?} (reloads at {stops:?}), ticks at {:?}",
+            d.id,
+            times.iter().map(|t| *t - start).collect::<Vec<_>>(),
+            ticks.iter().map(|t| *t - start).collect::<Vec<_>>()
+        );
+        for (t, tick) in times.iter().zip(&ticks) {
+            assert!(
+                *t >= *tick && *t - *tick < Duration::from_millis(5),
+                "{}: read at {:?}, its tick at {:?}",
+                d.id,
+                *t - start,
+                *tick - start
+            );
+        }
+    }
+    drop(run);
+    for s in sims {
+        s.stop().await;
+    }
+}
+
+/// A reload while a link is busy: four units behind one gateway, each
+/// answer taking 100 ms, so a cycle takes 400 ms and a reload lands while
+/// some units still wait for their turn and one is mid-read. The new poller
+/// takes over the ticks the old one left unfinished: every unit is still
+/// read once per interval, none skipped (the cut read is made again).
+#[tokio::test(start_paused = true)]
+async fn a_reload_on_a_busy_link_skips_no_units_tick() {
+    let mut text = String::from("[station]\nid = \"busy\"\nkind = \"city_gate\"\n");
+    for u in 1..=4 {
+        text.push_str(&format!(
+            "[[devices]]\nid = \"u{u}\"\nhost = \"127.0.0.1\"\nport = 502\nunit_id = {u}\n\
+             poll_interval = \"1s\"\ntimeout = \"500ms\"\n\
+             [[devices.points]]\nname = \"B{u}\"\nregister = \"holding\"\naddress = 40\ntype = \"u16\"\n"
+        ));
+    }
+    text.push_str("[sinks.file]\ndir = \"unused\"\n");
+    let sim = simulator(&text).await;
+    for u in 1..=4 {
+        sim.set_fault(u, Fault::DelayAt(40, Duration::from_millis(100)));
+    }
+    let plan = plan_for(&text, sim.local_addr().port());
+    let reloaded = plan_for(
+        &text.replace("timeout = \"500ms\"", "timeout = \"450ms\""),
+        sim.local_addr().port(),
+    );
+    let start = tokio::time::Instant::now();
+    let grid = PollGrid::new(&plan, start);
+    let mut run = Running::start_on(Arc::clone(&plan), grid.clone(), start);
+    // 150 ms into the second cycle: u1 read, u2 mid-read, u3 and u4 waiting.
+    run_until(start + Duration::from_millis(1_150)).await;
+    run.restart_on(Arc::clone(&reloaded), grid.clone()).await;
+    run_until(start + Duration::from_millis(3_900)).await;
+    let reads = reads_by_device(&run);
+    for (d, times) in plan.devices.iter().zip(&reads) {
+        // Ticks at 0, 1, 2 and 3 s; the units follow each other on the link.
+        assert_eq!(
+            times.len(),
+            4,
+            "{}: reads at {:?}",
+            d.id,
+            times.iter().map(|t| *t - start).collect::<Vec<_>>()
+        );
+        for (k, t) in times.iter().enumerate() {
+            let tick = start + Duration::from_secs(k as u64);
+            assert!(
+                *t > tick && *t - tick < Duration::from_millis(800),
+                "{}: read {k} at {:?}",
+                d.id,
+                *t - start
+            );
+        }
+    }
     drop(run);
     sim.stop().await;
 }

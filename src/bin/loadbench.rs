@@ -129,6 +129,10 @@ struct Args {
     /// Also measure alarm-to-broker latency with a real mosquitto.
     #[arg(long)]
     alarm_latency: bool,
+    /// Give the daemon `[modbus] stagger = false`: every endpoint polled on
+    /// one tick (the behaviour before the stagger; for A/B runs).
+    #[arg(long)]
+    no_stagger: bool,
     /// The daemon binary.
     #[arg(long, default_value = "target/release/gaswatch")]
     daemon: PathBuf,
@@ -1070,6 +1074,9 @@ async fn main() -> anyhow::Result<()> {
         work.join("spool").display(),
         humantime::format_duration(a.flush_interval)
     );
+    if a.no_stagger {
+        extra.push_str("\n[modbus]\nstagger = false\n");
+    }
     let gzip = a.gzip;
     match a.sink {
         SinkKind::File => {
@@ -1140,7 +1147,7 @@ async fn main() -> anyhow::Result<()> {
 
     let bin_size = std::fs::metadata(&daemon).map(|m| m.len()).unwrap_or(0);
     println!(
-        "loadbench: {} devices x {} points ({:?}) every {:?}, {} endpoints ({} units each, simulator {:?}), sink {:?}, flush {:?}, warm-up {:?}, measured {:?}",
+        "loadbench: {} devices x {} points ({:?}) every {:?}, {} endpoints ({} units each, simulator {:?}), sink {:?}, flush {:?}, warm-up {:?}, measured {:?}, stagger {}",
         a.devices,
         a.points,
         a.point_type,
@@ -1151,7 +1158,8 @@ async fn main() -> anyhow::Result<()> {
         a.sink,
         a.flush_interval,
         a.warmup,
-        a.duration
+        a.duration,
+        if a.no_stagger { "off" } else { "on" }
     );
     println!(
         "daemon binary {} : {:.1} MiB",

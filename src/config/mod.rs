@@ -17,7 +17,7 @@ use crate::sinks::file::config::FileSinkConfig;
 use crate::sinks::influxdb::config::InfluxConfig;
 use crate::sinks::mqtt::config::MqttConfig;
 use crate::sinks::sparkplug::config::SparkplugConfig;
-use crate::sources::modbus::{DeviceConfig, PointMapConfig};
+use crate::sources::modbus::{DeviceConfig, ModbusConfig, PointMapConfig};
 use crate::sources::mqtt::config::MqttSourceConfig;
 use serde::Deserialize;
 use std::fmt;
@@ -30,6 +30,9 @@ use std::time::Duration;
 pub struct Config {
     /// The station this gateway serves.
     pub station: StationConfig,
+    /// Settings of all Modbus devices (`[modbus]`: poll stagger).
+    #[serde(default)]
+    pub modbus: ModbusConfig,
     /// Modbus/TCP devices and their points.
     #[serde(default)]
     pub devices: Vec<DeviceConfig>,

@@ -83,6 +83,9 @@ pub struct DevicePlan {
     /// Silence between requests on the device's link; wait after connect.
     pub pause_between_requests: Duration,
     pub pause_after_connect: Duration,
+    /// Offset of the device's poll grid within its `poll_interval`: its
+    /// link's [`Link::poll_phase`] when staggered, zero when not.
+    pub poll_phase: Duration,
     /// The flow computer's hourly archive, when configured.
     pub archive: Option<ArchivePlan>,
 }
@@ -393,6 +396,11 @@ impl EnginePlan {
                 config_error_retry: d.config_error_retry,
                 pause_between_requests: d.pause_between_requests,
                 pause_after_connect: d.pause_after_connect,
+                poll_phase: if d.stagger.unwrap_or(config.modbus.stagger) {
+                    d.link().poll_phase(d.poll_interval)
+                } else {
+                    Duration::ZERO
+                },
                 archive: d.archive.as_ref().map(|a| {
                     let base = u16::from(d.address_base);
                     ArchivePlan {
@@ -443,6 +451,7 @@ impl EnginePlan {
                             config_error_retry: Duration::ZERO,
                             pause_between_requests: Duration::ZERO,
                             pause_after_connect: Duration::ZERO,
+                            poll_phase: Duration::ZERO,
                             archive: None,
                         });
                         devices.len() - 1

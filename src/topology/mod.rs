@@ -14,7 +14,10 @@
 //! quiet point of the engine task, the old sources stop, what they sent is
 //! processed by the old engine and made durable, and the new plan starts
 //! with the engine state carried over by name ([`Engine::carry_state_from`]:
-//! alarm states, last values, open balance windows).
+//! alarm states, last values, open balance windows). The pollers restart on
+//! the daemon's poll grid ([`modbus::poller::PollGrid`]): every device keeps
+//! its ticks and stagger phase, and resumes at the tick its old poller left
+//! unfinished, so a reload neither polls an interval twice nor skips one.
 //! `[spool] dir` cannot change by reload (the backlog is in the running
 //! folder); `[http]` changes wait for a restart.
 
@@ -298,7 +301,12 @@ pub async fn run_reloadable(
     // that is up, so no input is processed without its sinks.
     let mut plan = Arc::new(EnginePlan::compile(&config));
     let mut sources_cancel = started.child_token();
-    let mut source_tasks = spawn_sources(&plan, &config, &tx, &sources_cancel)?;
+    // One poll grid for the daemon's life: a reload restarts the pollers on
+    // it, so every device keeps its ticks (and its stagger phase).
+    let start = tokio::time::Instant::now();
+    let grid = modbus::poller::PollGrid::new(&plan, start);
+    let mut source_tasks =
+        spawn_sources(&plan, &config, &tx, &sources_cancel, grid.clone(), start)?;
     // Nothing reads the device points any more (the plan has them): keep
     // the config without its expanded map points (15,000 `PointConfig`s at
     // 500 devices x 30 points), freed before the rest allocates, only to
@@ -539,6 +547,8 @@ pub async fn run_reloadable(
                 // 2. Sources and engine switch at a quiet point: the old
                 //    sources stop, what they sent goes through the old engine
                 //    and into the spools, then the new plan starts.
+                // Grid ticks from here on are the new pollers'.
+                let stopped = tokio::time::Instant::now();
                 sources_cancel.cancel();
                 for t in source_tasks.drain(..) {
                     let _ = t.await;
@@ -585,11 +595,11 @@ pub async fn run_reloadable(
                 source_fp = new_source_fp;
                 router = Router::new(Arc::clone(&plan), sinks.influx.clone(), sinks.mqtt.clone(), router.file.take());
                 sources_cancel = started.child_token();
-                source_tasks = match spawn_sources(&plan, &config, &tx, &sources_cancel) {
+                source_tasks = match spawn_sources(&plan, &config, &tx, &sources_cancel, grid.clone(), stopped) {
                     Ok(t) => t,
                     Err(e) => {
                         error!(error = %e, "MQTT sources cannot start after the reload; only Modbus runs.");
-                        modbus::poller::spawn(Arc::clone(&plan), tx.clone(), sources_cancel.clone())
+                        modbus::poller::spawn_on(Arc::clone(&plan), tx.clone(), sources_cancel.clone(), grid.clone(), stopped)
                     }
                 };
                 metrics::counter!("gaswatch_config_reloads_total", "result" => "applied").increment(1);
@@ -860,12 +870,15 @@ fn alarm_gauges(engine: &Engine) {
     }
 }
 
-/// Starts the MQTT sources (secrets resolved first) and the Modbus pollers.
+/// Starts the MQTT sources (secrets resolved first) and the Modbus pollers
+/// (on `grid`, first polls at or after `from`).
 fn spawn_sources(
     plan: &Arc<EnginePlan>,
     config: &Config,
     tx: &mpsc::Sender<Input>,
     cancel: &CancellationToken,
+    grid: modbus::poller::PollGrid,
+    from: tokio::time::Instant,
 ) -> Result<Vec<JoinHandle<()>>, StartError> {
     let mut passwords = Vec::new();
     for src in &config.mqtt_sources {
@@ -887,10 +900,12 @@ fn spawn_sources(
         tx.clone(),
         cancel.clone(),
     );
-    tasks.extend(modbus::poller::spawn(
+    tasks.extend(modbus::poller::spawn_on(
         Arc::clone(plan),
         tx.clone(),
         cancel.clone(),
+        grid,
+        from,
     ));
     Ok(tasks)
 }

@@ -9,6 +9,7 @@ use gaswatch::config::Config;
 use gaswatch::engine::{Engine, EnginePlan};
 use gaswatch::model::{Input, Output, Quality, Sample};
 use gaswatch::sources::modbus;
+use gaswatch::sources::modbus::poller::PollGrid;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -61,15 +62,26 @@ pub struct Running {
     pub inputs: Arc<Mutex<Vec<(tokio::time::Instant, Input)>>>,
     /// The engine, for its current text values and qualities.
     pub engine: Arc<Mutex<Engine>>,
+    /// For pollers started again by [`Running::restart_on`].
+    tx: mpsc::Sender<Input>,
 }
 
 impl Running {
+    /// Pollers on a fresh grid starting now (as the daemon starts them).
     pub fn start(plan: Arc<EnginePlan>) -> Running {
+        let now = tokio::time::Instant::now();
+        let grid = PollGrid::new(&plan, now);
+        Running::start_on(plan, grid, now)
+    }
+
+    /// Pollers on `grid`, first polls at or after `from`.
+    pub fn start_on(plan: Arc<EnginePlan>, grid: PollGrid, from: tokio::time::Instant) -> Running {
         // The recorder must exist before the poller registers its metrics.
         metrics();
         let (tx, mut rx) = mpsc::channel::<Input>(4096);
         let cancel = CancellationToken::new();
-        let handles = modbus::spawn(Arc::clone(&plan), tx, cancel.clone());
+        let handles =
+            modbus::poller::spawn_on(Arc::clone(&plan), tx.clone(), cancel.clone(), grid, from);
         let samples = Arc::new(Mutex::new(Vec::new()));
         let inputs = Arc::new(Mutex::new(Vec::new()));
         let engine = Arc::new(Mutex::new(Engine::new(Arc::clone(&plan), 0)));
@@ -101,7 +113,34 @@ impl Running {
             samples,
             inputs,
             engine,
+            tx,
         }
+    }
+
+    /// What a config reload does to the pollers: stops them (noting the
+    /// moment, as the daemon does) and starts pollers for `plan` on the same
+    /// `grid` from that moment. The engine keeps its plan: `plan` must have
+    /// the same devices and blocks. Returns the moment of the stop.
+    pub async fn restart_on(
+        &mut self,
+        plan: Arc<EnginePlan>,
+        grid: PollGrid,
+    ) -> tokio::time::Instant {
+        let stopped = tokio::time::Instant::now();
+        self.cancel.cancel();
+        for h in std::mem::take(&mut self.handles) {
+            h.await.expect("poller task panicked");
+        }
+        self.cancel = CancellationToken::new();
+        self.handles = modbus::poller::spawn_on(
+            Arc::clone(&plan),
+            self.tx.clone(),
+            self.cancel.clone(),
+            grid,
+            stopped,
+        );
+        self.plan = plan;
+        stopped
     }
 
     pub fn samples_of(&self, name: &str) -> Vec<Sample> {

@@ -90,6 +90,12 @@ pub struct DeviceConfig {
     /// of the link's devices applies.
     #[serde(default, with = "humantime_serde")]
     pub pause_after_connect: Duration,
+    /// Whether this device's poll grid is offset within its `poll_interval`
+    /// by its link's phase (see [`ModbusConfig::stagger`]). Absent: the
+    /// `[modbus]` setting. `false`: polled on the grid aligned at start, with
+    /// every other unstaggered device (time-aligned snapshots).
+    #[serde(default)]
+    pub stagger: Option<bool>,
     /// Poll groups: points with `group = NAME` are read every `interval`
     /// (a multiple of `poll_interval`) instead of every cycle, e.g. slow
     /// totals beside fast pressures. Blocks of a group are staggered over
@@ -112,6 +118,34 @@ pub struct DeviceConfig {
     /// volume. Absent: no archive is read.
     #[serde(default)]
     pub archive: Option<ArchiveConfig>,
+}
+
+/// Settings shared by all Modbus devices (`[modbus]`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusConfig {
+    /// Spread the links' polls over the poll interval (default true): each
+    /// link (a `host:port` or a serial port) starts its devices' poll grid at
+    /// a phase within their `poll_interval` derived from a hash of the link,
+    /// so 50 gateways do not all answer on one tick (the engine would take
+    /// every answer of the station in one burst), and the same link keeps its
+    /// phase across restarts and reloads. `false`: every device is polled on
+    /// a grid aligned at start (time-aligned snapshots of the whole station).
+    /// A device's own `stagger` overrides this.
+    #[serde(default = "default_stagger")]
+    pub stagger: bool,
+}
+
+impl Default for ModbusConfig {
+    fn default() -> Self {
+        ModbusConfig {
+            stagger: default_stagger(),
+        }
+    }
+}
+
+fn default_stagger() -> bool {
+    true
 }
 
 /// Words in one archive record (see [`ArchiveConfig`]).
@@ -317,6 +351,40 @@ impl Link {
     pub fn is_rtu(&self) -> bool {
         !matches!(self, Link::Tcp { .. })
     }
+
+    /// Where in each `interval` this link's polls fall when staggered:
+    /// `interval * h / 2^64`, `h` a hash of the link's key (framing, then
+    /// `host:port` or the serial path). Depends on nothing else (not on the
+    /// other links, their order or the process), so a link keeps its phase
+    /// across restarts and reloads, and adding a link moves no other one.
+    /// Always less than `interval`.
+    pub fn poll_phase(&self, interval: Duration) -> Duration {
+        let kind = match self {
+            Link::Tcp { .. } => "tcp",
+            Link::RtuOverTcp { .. } => "rtu_over_tcp",
+            Link::Serial(_) => "rtu",
+        };
+        let h = stable_hash(format!("{kind}/{self}").as_bytes());
+        let ns = (interval.as_nanos().min(u128::from(u64::MAX)) * u128::from(h)) >> 64;
+        Duration::from_nanos(u64::try_from(ns).unwrap_or(0))
+    }
+}
+
+/// FNV-1a over `bytes`, then the splitmix64 finaliser so that keys that
+/// differ in one character (ports 5020, 5021...) land far apart. Fixed by
+/// this code, unlike `std`'s hasher, whose algorithm may change between
+/// Rust releases (a phase must not move with a rebuild).
+fn stable_hash(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
 }
 
 impl fmt::Display for Link {

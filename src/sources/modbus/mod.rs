@@ -13,7 +13,7 @@ mod tests;
 
 pub use config::{
     ARCHIVE_HEADER_WORDS, ARCHIVE_RECORD_WORDS, ArchiveConfig, DataType, DeviceConfig, Link,
-    Parity, PointConfig, PointMapConfig, PollGroupConfig, RegisterKind, SerialConfig, Transport,
-    WordOrder,
+    ModbusConfig, Parity, PointConfig, PointMapConfig, PollGroupConfig, RegisterKind, SerialConfig,
+    Transport, WordOrder,
 };
 pub use poller::spawn;

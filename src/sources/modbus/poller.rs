@@ -75,6 +75,18 @@
 //!   link holding the bus) are skipped and counted
 //!   (`gaswatch_modbus_overruns_total`), never run back to back to catch up.
 //!   Ticks missed while the link was down are skipped but not counted.
+//! - **Links staggered over the interval.** A device's grid is
+//!   `origin + phase + k * poll_interval` ([`PollGrid`]), the phase a hash of
+//!   its link ([`crate::sources::modbus::Link::poll_phase`]; zero with
+//!   `stagger = false`). So the 50 gateways of a station answer spread over
+//!   the second instead of all on one tick (the engine would take 15,000
+//!   samples in one burst and an alarm in it would wait behind them); the
+//!   devices of one link still follow each other on the link's phase. The
+//!   grid is the daemon's, kept across reloads: a restarted poller resumes
+//!   each device at the tick the old one left unfinished (else the first
+//!   tick after the stop), so a reload neither polls an interval twice nor
+//!   skips one. The link with the smallest phase polls at start, the others
+//!   within one interval.
 //! - **Never blocks on the engine.** Inputs go out with `try_send`; when the
 //!   channel is full the rest of that device cycle is dropped and counted
 //!   (`gaswatch_source_dropped_total{reason="channel_full"}`), with one WARN
@@ -112,9 +124,10 @@ const BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// Shortest poll interval honoured (guards a zero interval).
 const MIN_INTERVAL: Duration = Duration::from_millis(1);
 
-/// Spawns one task per link (host:port and framing, or serial port).
-/// Devices sharing a link (several unit ids behind one serial gateway or on
-/// one bus) share ONE connection; requests on it are serialised.
+/// Spawns one task per link (host:port and framing, or serial port) on a
+/// fresh [`PollGrid`] starting now. Devices sharing a link (several unit ids
+/// behind one serial gateway or on one bus) share ONE connection; requests
+/// on it are serialised.
 ///
 /// The tasks run until `cancel` fires or the engine side of `tx` is closed.
 pub fn spawn(
@@ -122,19 +135,123 @@ pub fn spawn(
     tx: mpsc::Sender<Input>,
     cancel: CancellationToken,
 ) -> Vec<JoinHandle<()>> {
+    let now = Instant::now();
+    let grid = PollGrid::new(&plan, now);
+    spawn_on(plan, tx, cancel, grid, now)
+}
+
+/// Like [`spawn`], on an existing `grid`: each device's first poll is the
+/// tick its previous poller left unfinished (see [`PollGrid::resume_at`]),
+/// else the first tick of its grid at or after `from`. A reload passes the
+/// daemon's grid and the moment the previous pollers stopped (all of them
+/// ended), so no interval is polled twice or skipped.
+pub fn spawn_on(
+    plan: Arc<EnginePlan>,
+    tx: mpsc::Sender<Input>,
+    cancel: CancellationToken,
+    grid: PollGrid,
+    from: Instant,
+) -> Vec<JoinHandle<()>> {
+    let left = Arc::new(grid.take_left());
     endpoints(&plan)
         .into_iter()
         .map(|(endpoint, devices)| {
             let (plan, tx, cancel) = (Arc::clone(&plan), tx.clone(), cancel.clone());
+            let (grid, left) = (grid.clone(), Arc::clone(&left));
             // Built in the task (per-device metric handles): the first
             // endpoint polls while the others are still being set up.
             tokio::spawn(async move {
-                EndpointTask::new(plan, endpoint, devices, tx, cancel)
+                EndpointTask::new(plan, endpoint, devices, tx, cancel, grid, from, &left)
                     .run()
                     .await
             })
         })
         .collect()
+}
+
+/// The time axis the pollers of one daemon share: device `d` is polled at
+/// `origin + offset(d) + k * poll_interval(d)`, with `offset(d)` its
+/// [`DevicePlan::poll_phase`] minus `shift`, modulo its interval. The daemon
+/// keeps one grid for its whole life, so pollers restarted by a reload keep
+/// every device's ticks where they were. Clones share the book of where
+/// stopped pollers left their devices.
+#[derive(Debug, Clone)]
+pub struct PollGrid {
+    origin: Instant,
+    /// The smallest phase of the plan the grid was made for: subtracted
+    /// from every phase, so the link whose phase comes first polls at
+    /// `origin` (start-up to first poll is not delayed by the stagger) and
+    /// the others follow over the interval.
+    shift: Duration,
+    /// By device id: the tick a stopped poller had not finished (not
+    /// started: the link was busy with another unit, or cut short).
+    left: Arc<std::sync::Mutex<HashMap<String, Instant>>>,
+}
+
+impl PollGrid {
+    /// A grid starting at `origin`, for the polled devices of `plan`.
+    pub fn new(plan: &EnginePlan, origin: Instant) -> Self {
+        let shift = plan
+            .devices
+            .iter()
+            .filter(|d| !d.blocks.is_empty())
+            .map(|d| d.poll_phase)
+            .min()
+            .unwrap_or(Duration::ZERO);
+        PollGrid {
+            origin,
+            shift,
+            left: Arc::default(),
+        }
+    }
+
+    /// Where a new poller starts `device`: the tick its previous poller left
+    /// unfinished (in `left`, from [`PollGrid::take_left`]) when that tick is
+    /// on the device's grid (same interval and phase), else the first tick
+    /// at or after `from`. So a reload that stops a busy link (units still
+    /// waiting for their turn, or one cut mid-read) skips no unit's tick; a
+    /// read cut short is made again, once.
+    pub fn resume_at(
+        &self,
+        device: &DevicePlan,
+        from: Instant,
+        left: &HashMap<String, Instant>,
+    ) -> Instant {
+        match left.get(&device.id) {
+            Some(&due) if self.first_due(device, due) == due => due,
+            _ => self.first_due(device, from),
+        }
+    }
+
+    /// Takes the book of unfinished ticks that stopped pollers left.
+    pub fn take_left(&self) -> HashMap<String, Instant> {
+        std::mem::take(&mut *self.left.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// A stopping poller notes each device's next tick (not yet polled).
+    pub(crate) fn leave(&self, device: &str, due: Instant) {
+        self.left
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(device.to_string(), due);
+    }
+
+    /// The first tick of `device`'s grid at or after `from`.
+    pub fn first_due(&self, device: &DevicePlan, from: Instant) -> Instant {
+        let step = device.poll_interval.max(MIN_INTERVAL).as_nanos();
+        let phase = device.poll_phase.as_nanos() % step;
+        let offset = (phase + step - self.shift.as_nanos() % step) % step;
+        let first = self.origin + nanos(offset);
+        if first >= from {
+            return first;
+        }
+        let ticks = from.duration_since(first).as_nanos().div_ceil(step);
+        first + nanos(ticks.saturating_mul(step))
+    }
+}
+
+fn nanos(n: u128) -> Duration {
+    Duration::from_nanos(u64::try_from(n).unwrap_or(u64::MAX))
 }
 
 /// Groups the devices with at least one block by [`Link`], in config order.
@@ -587,25 +704,30 @@ struct EndpointTask {
     link_ok: bool,
     connects_ok: Counter,
     connects_err: Counter,
+    /// Told where each device stands when the poller stops.
+    grid: PollGrid,
 }
 
 impl EndpointTask {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         plan: Arc<EnginePlan>,
         link: Link,
         ids: Vec<DeviceId>,
         tx: mpsc::Sender<Input>,
         cancel: CancellationToken,
+        grid: PollGrid,
+        from: Instant,
+        left: &HashMap<String, Instant>,
     ) -> Self {
         let name = link.to_string();
-        let now = Instant::now();
         let devices: Vec<DeviceState> = ids
             .into_iter()
             .map(|id| {
                 let d = plan.device(id);
                 DeviceState {
                     id,
-                    due: now,
+                    due: grid.resume_at(d, from, left),
                     block_error: vec![None; d.blocks.len()],
                     splits: vec![None; d.blocks.len()],
                     holds: HashMap::new(),
@@ -661,6 +783,7 @@ impl EndpointTask {
             unreachable: false,
             channel_full: false,
             link_ok: false,
+            grid,
         }
     }
 
@@ -788,6 +911,11 @@ impl EndpointTask {
                     break;
                 }
             }
+        }
+        // `due` advances only after a device's cycle ends: a cycle cut
+        // short or not yet started is left for the next poller.
+        for st in &self.devices {
+            self.grid.leave(&self.plan.device(st.id).id, st.due);
         }
         debug!(endpoint = %self.name, "Modbus poller stopped.");
     }

@@ -4,8 +4,8 @@
 
 use super::RegisterKind;
 use super::poller::{
-    Backoff, Outcome, SplitRanges, advance, classify, endpoints, next_group_tick, part_words,
-    read_request,
+    Backoff, Outcome, PollGrid, SplitRanges, advance, classify, endpoints, next_group_tick,
+    part_words, read_request,
 };
 use crate::model::ReadError;
 use std::io;
@@ -469,4 +469,225 @@ fn a_poll_group_stays_on_its_grid_when_its_tick_is_skipped() {
     // Every tick.
     assert_eq!(next_group_tick(7, 1, 0), 8);
     assert_eq!(next_group_tick(0, 0, 0), 1, "every = 0 is taken as 1");
+}
+
+fn plan_of(text: &str) -> crate::engine::EnginePlan {
+    let config = crate::config::Config::from_str_named(text, std::path::Path::new("t.toml"))
+        .unwrap_or_else(|e| panic!("{e}\n{text}"));
+    crate::engine::EnginePlan::compile(&config)
+}
+
+fn tcp(host: &str, port: u16) -> super::Link {
+    super::Link::Tcp {
+        host: host.to_string(),
+        port,
+    }
+}
+
+#[test]
+fn a_links_phase_depends_on_the_link_alone_and_links_spread_over_the_interval() {
+    let second = Duration::from_secs(1);
+    // Pinned: a phase that moved with a rebuild or a Rust release would
+    // move every link of a running site at its next restart.
+    assert_eq!(
+        tcp("192.0.2.10", 502).poll_phase(second),
+        tcp("192.0.2.10", 502).poll_phase(second)
+    );
+    let pinned = tcp("192.0.2.10", 502).poll_phase(second).as_nanos();
+    assert_eq!(pinned, 751_987_586, "the stable hash changed");
+    // The same fraction of every interval.
+    let two = tcp("192.0.2.10", 502).poll_phase(2 * second).as_nanos();
+    assert!(two.abs_diff(2 * pinned) <= 1, "{two} vs 2 x {pinned}");
+    // Framing is part of the key.
+    let rtu = super::Link::RtuOverTcp {
+        host: "192.0.2.10".into(),
+        port: 502,
+    };
+    assert_ne!(
+        rtu.poll_phase(second),
+        tcp("192.0.2.10", 502).poll_phase(second)
+    );
+    // 50 gateways: every phase inside the interval, no two alike, every
+    // tenth of the second used and none crowded.
+    let phases: Vec<Duration> = (1..=50)
+        .map(|i| tcp(&format!("10.0.0.{i}"), 502).poll_phase(second))
+        .collect();
+    assert!(phases.iter().all(|p| *p < second));
+    let distinct: std::collections::BTreeSet<_> = phases.iter().collect();
+    assert_eq!(distinct.len(), 50);
+    let mut bins = [0u32; 10];
+    for p in &phases {
+        bins[(p.as_millis() / 100) as usize] += 1;
+    }
+    assert!(
+        bins.iter().all(|&n| (1..=10).contains(&n)),
+        "links per 100 ms: {bins:?}"
+    );
+    // Neighbouring ports (loadbench's gateways) spread too.
+    let ports: Vec<u128> = (5020..5030)
+        .map(|p| tcp("127.0.0.1", p).poll_phase(second).as_millis() / 100)
+        .collect();
+    let used: std::collections::BTreeSet<_> = ports.iter().collect();
+    assert!(used.len() >= 5, "ten ports in tenths {ports:?}");
+}
+
+/// Three links, one with two units and one at a slower interval.
+fn three_links(modbus: &str, extra: &str) -> String {
+    let mut devices = vec![
+        "host = \"10.0.0.1\"\nunit_id = 1",
+        "host = \"10.0.0.1\"\nunit_id = 2",
+        "host = \"10.0.0.2\"",
+        "host = \"10.0.0.3\"\npoll_interval = \"5s\"",
+    ];
+    if !extra.is_empty() {
+        devices.push(extra);
+    }
+    station_with(&devices).replacen("[[devices]]", &format!("{modbus}\n[[devices]]"), 1)
+}
+
+#[test]
+fn the_first_link_polls_at_start_and_the_others_within_their_interval() {
+    let plan = plan_of(&three_links("", ""));
+    let t0 = Instant::now();
+    let grid = PollGrid::new(&plan, t0);
+    let first: Vec<Instant> = plan.devices.iter().map(|d| grid.first_due(d, t0)).collect();
+    assert_eq!(first.iter().min(), Some(&t0), "{first:?}");
+    for (d, f) in plan.devices.iter().zip(&first) {
+        assert!(*f < t0 + d.poll_interval, "{}: {:?}", d.id, *f - t0);
+        assert!(d.poll_phase < d.poll_interval);
+    }
+    assert_eq!(first[0], first[1], "units of one link share its phase");
+    assert_ne!(first[0], first[2], "two links, two phases");
+    // Later, the first tick at or after `from`, on the same grid.
+    for (d, f) in plan.devices.iter().zip(&first) {
+        let from = t0 + Duration::from_millis(12_345);
+        let due = grid.first_due(d, from);
+        assert!(due >= from && due < from + d.poll_interval);
+        let steps = (due - *f).as_nanos() / d.poll_interval.as_nanos();
+        assert_eq!(*f + d.poll_interval * steps as u32, due, "{}", d.id);
+    }
+}
+
+#[test]
+fn pollers_restarted_on_the_grid_neither_double_nor_skip_a_tick() {
+    let old = plan_of(&three_links("", ""));
+    // The reload adds a link and changes a timeout: the old links keep
+    // their phases.
+    let new = plan_of(&three_links("", "host = \"10.0.0.9\"").replace(
+        "[[devices]]\nid = \"d2\"\n",
+        "[[devices]]\nid = \"d2\"\ntimeout = \"300ms\"\n",
+    ));
+    assert_eq!(new.devices[2].timeout, Duration::from_millis(300));
+    let t0 = Instant::now();
+    let grid = PollGrid::new(&old, t0);
+    for stop_ms in [0u64, 1, 999, 1000, 2_500, 7_777] {
+        let stop = t0 + Duration::from_millis(stop_ms);
+        for (i, d) in old.devices.iter().enumerate() {
+            // The old poller's ticks (on time: no overruns) up to the stop.
+            let mut due = grid.first_due(d, t0);
+            let mut ticks = Vec::new();
+            for _ in 0..20 {
+                ticks.push(due);
+                due = advance(due, d.poll_interval, due).0;
+            }
+            let polled = ticks.iter().filter(|t| **t < stop).count();
+            let resumed = grid.first_due(&new.devices[i], stop);
+            assert_eq!(
+                resumed, ticks[polled],
+                "{} stopped at {stop_ms} ms: resumes on the next tick of its grid",
+                d.id
+            );
+        }
+    }
+    // The new link has a phase of its own, inside its interval.
+    let added = &new.devices[4];
+    let due = grid.first_due(added, t0 + Duration::from_secs(3));
+    assert!(due >= t0 + Duration::from_secs(3) && due < t0 + Duration::from_secs(4));
+}
+
+#[test]
+fn stagger_false_aligns_every_device_on_the_grid_at_start() {
+    let t0 = Instant::now();
+    let off = plan_of(&three_links("[modbus]\nstagger = false", ""));
+    let grid = PollGrid::new(&off, t0);
+    for d in &off.devices {
+        assert_eq!(d.poll_phase, Duration::ZERO);
+        assert_eq!(grid.first_due(d, t0), t0, "{}", d.id);
+    }
+    // Per device: an unstaggered device in a staggered station, and the
+    // other way round.
+    let mixed = plan_of(&three_links("", "host = \"10.0.0.4\"\nstagger = false"));
+    assert_eq!(mixed.devices[4].poll_phase, Duration::ZERO);
+    assert!(mixed.devices[2].poll_phase > Duration::ZERO);
+    let grid = PollGrid::new(&mixed, t0);
+    assert_eq!(grid.first_due(&mixed.devices[4], t0), t0);
+    let only = plan_of(&three_links(
+        "[modbus]\nstagger = false",
+        "host = \"10.0.0.4\"\nstagger = true",
+    ));
+    assert_eq!(only.devices[2].poll_phase, Duration::ZERO);
+    assert_eq!(
+        only.devices[4].poll_phase,
+        tcp("10.0.0.4", 502).poll_phase(Duration::from_secs(1))
+    );
+}
+
+#[test]
+fn a_bad_stagger_names_the_file_line_and_key() {
+    let bad = |text: &str| match crate::config::Config::from_str_named(
+        text,
+        std::path::Path::new("st.toml"),
+    ) {
+        Ok(_) => panic!("expected an error for\n{text}"),
+        Err(e) => e.to_string(),
+    };
+    let e = bad(&three_links("[modbus]\nstagger = \"no\"", ""));
+    assert!(e.starts_with("st.toml:7: stagger: "), "{e}");
+    assert!(e.contains("expected a boolean"), "{e}");
+    let e = bad(&three_links("[modbus]\nstager = false", ""));
+    assert!(e.starts_with("st.toml:7: stager: "), "{e}");
+    assert!(
+        e.contains("unknown field `stager`") && e.contains("`stagger`"),
+        "{e}"
+    );
+    let e = bad(&three_links("", "host = \"10.0.0.4\"\nstagger = 0"));
+    assert!(
+        e.contains(": stagger: ") && e.contains("expected a boolean"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_restarted_poller_takes_over_the_ticks_its_predecessor_left() {
+    let plan = plan_of(&three_links("", ""));
+    let t0 = Instant::now();
+    let grid = PollGrid::new(&plan, t0);
+    let d = &plan.devices[1];
+    let second = Duration::from_secs(1);
+    let unfinished = grid.first_due(d, t0) + 2 * second;
+    let from = unfinished + Duration::from_millis(150);
+    let mut left = std::collections::HashMap::new();
+    left.insert(d.id.clone(), unfinished);
+    // On its grid: the unfinished tick, although it is before `from`.
+    assert_eq!(grid.resume_at(d, from, &left), unfinished);
+    // Not in the book: the first tick at or after `from`.
+    assert_eq!(
+        grid.resume_at(&plan.devices[0], from, &left),
+        grid.first_due(&plan.devices[0], from)
+    );
+    // The reload changed the device's interval: its old tick means nothing.
+    let slower = plan_of(&three_links("", "").replacen(
+        "unit_id = 2",
+        "unit_id = 2\npoll_interval = \"3s\"",
+        1,
+    ));
+    assert_eq!(slower.devices[1].poll_interval, 3 * second);
+    assert_eq!(
+        grid.resume_at(&slower.devices[1], from, &left),
+        grid.first_due(&slower.devices[1], from)
+    );
+    // The book empties when taken.
+    grid.leave(&d.id, unfinished);
+    assert_eq!(grid.take_left().len(), 1);
+    assert!(grid.take_left().is_empty());
 }
