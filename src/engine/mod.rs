@@ -21,6 +21,7 @@ pub mod balance;
 pub mod decode;
 pub mod gas;
 pub mod gc;
+pub mod index;
 pub mod leak;
 pub mod plan;
 

@@ -390,7 +390,7 @@ mod tests {
     fn info(name: &str, unit: &str) -> TagInfo {
         TagInfo {
             name: name.to_string(),
-            unit: unit.to_string(),
+            unit: unit.into(),
             device: DeviceId(0),
             stale_after_ns: 0,
         }
