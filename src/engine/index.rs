@@ -66,11 +66,13 @@ impl PartialEq for NameIndex {
 }
 
 /// A list of `u32` per tag, flat: tag `i`'s list is
-/// `items[starts[i]..starts[i + 1]]`. Index it like the `Vec<Vec<u32>>` it
-/// replaces: `&lists[i]` is a slice (empty past the end).
+/// `items[spans[i].0..spans[i].1]`. Index it like the `Vec<Vec<u32>>` it
+/// replaces: `&lists[i]` is a slice (empty past the end). 8 bytes per tag
+/// instead of 24, and the engine's lookup stays one bounds check plus a
+/// range check (it runs up to three times per sample).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PerTag {
-    starts: Vec<u32>,
+    spans: Vec<(u32, u32)>,
     items: Vec<u32>,
 }
 
@@ -78,46 +80,46 @@ impl PerTag {
     /// Flattens `(tag, item)` pairs for `tags` tags; a tag's items keep the
     /// order they were given in. Pairs naming a tag `>= tags` are dropped.
     pub fn build(tags: usize, pairs: &[(u32, u32)]) -> PerTag {
-        let mut starts = vec![0u32; tags + 1];
+        let mut counts = vec![0u32; tags];
         for &(t, _) in pairs {
-            if let Some(c) = starts.get_mut(t as usize + 1)
-                && (t as usize) < tags
-            {
+            if let Some(c) = counts.get_mut(t as usize) {
                 *c += 1;
             }
         }
-        for i in 1..starts.len() {
-            starts[i] += starts[i - 1];
+        let mut spans = Vec::with_capacity(tags);
+        let mut end = 0u32;
+        for c in counts {
+            spans.push((end, end));
+            end += c;
         }
-        let mut fill = starts.clone();
-        let mut items = vec![0u32; starts.last().map_or(0, |&n| n as usize)];
+        let mut items = vec![0u32; end as usize];
         for &(t, item) in pairs {
-            if (t as usize) < tags {
-                let at = &mut fill[t as usize];
-                items[*at as usize] = item;
-                *at += 1;
+            if let Some(span) = spans.get_mut(t as usize) {
+                items[span.1 as usize] = item;
+                span.1 += 1;
             }
         }
-        PerTag { starts, items }
+        PerTag { spans, items }
     }
 
     /// Number of tags.
     pub fn len(&self) -> usize {
-        self.starts.len().saturating_sub(1)
+        self.spans.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.spans.is_empty()
     }
 }
 
 impl std::ops::Index<usize> for PerTag {
     type Output = [u32];
 
+    #[inline]
     fn index(&self, i: usize) -> &[u32] {
-        match (self.starts.get(i), self.starts.get(i + 1)) {
-            (Some(&a), Some(&b)) => &self.items[a as usize..b as usize],
-            _ => &[],
+        match self.spans.get(i) {
+            Some(&(a, b)) => self.items.get(a as usize..b as usize).unwrap_or(&[]),
+            None => &[],
         }
     }
 }
