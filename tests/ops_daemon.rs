@@ -33,6 +33,9 @@ fn config_text(sim_port: u16, http_port: u16, mqtt_port: u16, dir: &Path, extra:
 }
 
 async fn get(url: &str) -> Option<(u16, String)> {
+    // Process-wide and idempotent: every test that GETs needs it, whichever
+    // runs first (a test run alone panicked in reqwest without it).
+    gaswatch::sinks::tls::ensure_crypto_provider();
     let r = reqwest::get(url).await.ok()?;
     let code = r.status().as_u16();
     Some((code, r.text().await.ok()?))
@@ -389,6 +392,12 @@ async fn sigint_drains_and_a_spool_dir_change_is_rejected() {
     );
     kill(pid, "-INT");
     drained(&mut child, &log_path).await;
+    // Text logs to a file (or journald) carry no colour escape codes.
+    assert!(
+        !log().contains('\u{1b}'),
+        "escape codes in a log that is not a terminal:\n{}",
+        log()
+    );
     // Drained: every file ends on a whole line.
     let t = telemetry();
     assert!(t.ends_with('\n'), "torn last line after the drain");

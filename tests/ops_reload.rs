@@ -36,6 +36,8 @@ const POLL_MS: u64 = 500;
 const WINDOW_NS: i64 = 5_000_000_000;
 
 async fn get(url: &str) -> Option<String> {
+    // reqwest is built without a default TLS provider (DEPENDENCIES.md).
+    gaswatch::sinks::tls::ensure_crypto_provider();
     reqwest::get(url).await.ok()?.text().await.ok()
 }
 

@@ -149,26 +149,107 @@ async fn replaying_a_capture_reproduces_the_daemon_outputs_byte_for_byte() {
     assert!(sink_bytes(&again_dir) == replayed, "two replays differ");
 }
 
-#[test]
-fn a_capture_from_another_config_is_refused_with_the_file_named() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let c = Config::from_str_named(STATION, Path::new("city-gate.toml")).expect("config");
-    let plan = EnginePlan::compile(&c);
-    let path = tmp.path().join("x.gwcap");
+/// A one-tick capture of `config` at `dir/name`.
+fn tiny_capture(config: &Config, dir: &Path, name: &str) -> PathBuf {
+    let plan = EnginePlan::compile(config);
+    let path = dir.join(name);
     let mut w =
         gaswatch::sources::replay::capture::CaptureWriter::create(&path, &plan).expect("create");
     w.tick(gaswatch::model::Timestamp::from_secs(1))
         .expect("tick");
     w.flush().expect("flush");
-    let mut other = c.clone();
-    other.balance.window = Duration::from_secs(60);
-    let other = Arc::new(EnginePlan::compile(&other));
-    let err = gaswatch::sources::replay::open(&path, None, &other)
-        .err()
-        .expect("refused");
-    let msg = err.to_string();
+    path
+}
+
+fn open_with(path: &Path, config: &Config) -> Result<Vec<String>, String> {
+    let plan = Arc::new(EnginePlan::compile(config));
+    gaswatch::sources::replay::open(path, None, &plan)
+        .map(|(_, reader)| reader.notes().to_vec())
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn a_capture_from_another_layout_is_refused_with_the_file_named() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let c = Config::from_str_named(STATION, Path::new("city-gate.toml")).expect("config");
+    let path = tiny_capture(&c, tmp.path(), "x.gwcap");
+    assert_eq!(open_with(&path, &c), Ok(vec![]), "same config: no note");
+    // A point moved to another register: the recorded words mean something else.
+    let mut moved = c.clone();
+    moved.devices[0].points[0].address += 2;
+    let msg = open_with(&path, &moved).expect_err("refused");
     assert!(
-        msg.contains("x.gwcap") && msg.contains("different station config"),
+        msg.contains("x.gwcap")
+            && msg.contains("different station config")
+            && msg.contains("points or registers differ"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_capture_replays_under_other_tuning_with_a_note() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let c = Config::from_str_named(STATION, Path::new("city-gate.toml")).expect("config");
+    let path = tiny_capture(&c, tmp.path(), "t.gwcap");
+    // What an engineer changes to tune: a window, a limit, a point's scale.
+    let mut tuned = c.clone();
+    tuned.balance.window = Duration::from_secs(60);
+    tuned.limits[0].h = Some(tuned.limits[0].h.unwrap_or(1.0) * 0.9);
+    tuned.devices[0].points[0].scale *= 1.01;
+    let notes = open_with(&path, &tuned).expect("accepted");
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].contains("t.gwcap") && notes[0].contains("other tuning"),
+        "{notes:?}"
+    );
+    // The replay summary carries the note.
+    let plan = Arc::new(EnginePlan::compile(&tuned));
+    let mut r =
+        Replayer::new(Arc::clone(&plan), Duration::from_secs(1), None, None).expect("replayer");
+    replay_files(
+        &mut r,
+        &plan,
+        &[path],
+        gaswatch::cli::replay::ReadOptions::default(),
+        &indicatif::ProgressBar::hidden(),
+        &mut |b| panic!("{b}"),
+    )
+    .expect("replay");
+    let mut text = Vec::new();
+    gaswatch::cli::replay::print_summary(&mut text, &r.summary).expect("print");
+    let text = String::from_utf8_lossy(&text);
+    assert!(
+        text.contains("note: ") && text.contains("other tuning"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_capture_from_before_the_layout_fingerprint_must_match_exactly() {
+    use gaswatch::sources::replay::capture::{MAGIC, fingerprint};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let c = Config::from_str_named(STATION, Path::new("city-gate.toml")).expect("config");
+    // The header as captures were written before the split.
+    let header = serde_json::json!({
+        "station": "cg01",
+        "fingerprint": fingerprint(&EnginePlan::compile(&c)),
+        "gaswatch": "0.1.0",
+    });
+    let mut payload = vec![0u8];
+    payload.extend_from_slice(&0i64.to_le_bytes());
+    payload.extend_from_slice(header.to_string().as_bytes());
+    let mut bytes = MAGIC.to_vec();
+    bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    bytes.extend_from_slice(&payload);
+    let path = tmp.path().join("old.gwcap");
+    std::fs::write(&path, bytes).expect("write");
+    assert_eq!(open_with(&path, &c), Ok(vec![]));
+    let mut tuned = c.clone();
+    tuned.balance.window = Duration::from_secs(60);
+    let msg = open_with(&path, &tuned).expect_err("refused");
+    assert!(
+        msg.contains("old.gwcap") && msg.contains("an older capture"),
         "{msg}"
     );
 }

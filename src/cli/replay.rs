@@ -181,6 +181,9 @@ pub struct Summary {
     pub samples: u64,
     pub bad_rows: u64,
     pub skipped_rows: u64,
+    /// What the readers want the user to know (a capture recorded under
+    /// other tuning).
+    pub notes: Vec<String>,
     pub first_ts: Option<Timestamp>,
     pub last_ts: Option<Timestamp>,
     /// Raised alarms by priority.
@@ -487,6 +490,10 @@ pub fn replay_files(
     for path in files {
         let (fmt, mut reader): (Format, Box<dyn EventReader>) = replay::open(path, format, plan)?;
         let explicit = fmt == Format::Capture;
+        replayer
+            .summary
+            .notes
+            .extend(reader.notes().iter().cloned());
         let mut n = 0u64;
         loop {
             let ev = reader.next_event(&mut bad)?;
@@ -531,6 +538,9 @@ pub fn print_summary(w: &mut dyn Write, s: &Summary) -> std::io::Result<()> {
         "  inputs {}  ticks {}  samples {}  bad rows {}  skipped rows {}",
         s.inputs, s.ticks, s.samples, s.bad_rows, s.skipped_rows
     )?;
+    for n in &s.notes {
+        writeln!(w, "  note: {n}")?;
+    }
     let by: Vec<String> = [
         Priority::Critical,
         Priority::High,

@@ -223,6 +223,9 @@ pub struct Balance {
     spare: Vec<Window>,
     /// End of the last closed window: later data for it is too late.
     closed_upto: i64,
+    /// Start of the window the last flow piece fell in: consecutive samples
+    /// nearly always share it, and finding it again costs a division.
+    hint_ws: Option<i64>,
 }
 
 impl Balance {
@@ -279,6 +282,7 @@ impl Balance {
             open: VecDeque::new(),
             spare: Vec::new(),
             closed_upto: i64::MIN,
+            hint_ws: None,
         }
     }
 
@@ -508,12 +512,21 @@ impl Balance {
     /// Adds volume and covered time of meter `m` to the window starting at
     /// `ws`, unless that window is already closed (late data).
     fn add(&mut self, ws: i64, m: usize, volume_sm3: f64, covered_ns: f64) {
-        if ws + self.window_ns <= self.closed_upto {
-            return;
+        // Samples come in time order: nearly always the newest window.
+        let w = match self.open.back_mut() {
+            Some(w) if w.start == ws => w,
+            _ => {
+                if ws + self.window_ns <= self.closed_upto {
+                    return;
+                }
+                let i = self.window_index(ws);
+                &mut self.open[i]
+            }
+        };
+        if let (Some(v), Some(c)) = (w.volume_sm3.get_mut(m), w.covered_ns.get_mut(m)) {
+            *v += volume_sm3;
+            *c += covered_ns;
         }
-        let w = self.window_index(ws);
-        self.open[w].volume_sm3[m] += volume_sm3;
-        self.open[w].covered_ns[m] += covered_ns;
     }
 
     /// Integrates a flow that runs linearly from `v0` at `t0` to `v1` at
@@ -523,10 +536,31 @@ impl Balance {
     fn integrate(&mut self, m: usize, t0: i64, t1: i64, v0: f64, v1: f64) {
         let h = self.edge_ns;
         let w_ns = self.window_ns;
-        let flow = |t: i64| v0 + (v1 - v0) * ((t - t0) as f64 / (t1 - t0) as f64);
+        let flow = |t: i64| {
+            if t == t0 {
+                v0
+            } else {
+                v0 + (v1 - v0) * ((t - t0) as f64 / (t1 - t0) as f64)
+            }
+        };
         let mut a = t0;
+        // Pieces run forward, so at most the first needs a division.
+        let mut ws = match self.hint_ws {
+            Some(h) if a >= h && (a.wrapping_sub(h) as u64) < w_ns as u64 => h,
+            _ => self.window_start(a),
+        };
+        // The usual case: the whole interval inside one window, away from
+        // its smoothed edges: one piece (the loop below would find the same).
+        if t0 >= ws + h && t1 <= ws + w_ns - h {
+            let hours = (t1 - t0) as f64 / NS_PER_HOUR;
+            self.add(ws, m, (v0 + flow(t1)) / 2.0 * hours, (t1 - t0) as f64);
+            self.hint_ws = Some(ws);
+            return;
+        }
         while a < t1 {
-            let ws = self.window_start(a);
+            if a >= ws + w_ns {
+                ws += w_ns;
+            }
             let we = ws + w_ns;
             let c = if h == 0 {
                 we
@@ -567,6 +601,7 @@ impl Balance {
             }
             a = c;
         }
+        self.hint_ws = Some(ws);
     }
 
     /// Closes every window that is complete at `now`, pushing its result.

@@ -102,6 +102,12 @@ impl PerTag {
         PerTag { spans, items }
     }
 
+    /// Tag `i`'s list, `None` past the end (as `Vec::get`).
+    pub fn get(&self, i: usize) -> Option<&[u32]> {
+        let &(a, b) = self.spans.get(i)?;
+        self.items.get(a as usize..b as usize)
+    }
+
     /// Number of tags.
     pub fn len(&self) -> usize {
         self.spans.len()
@@ -160,6 +166,8 @@ mod tests {
         assert_eq!(&lists[3], &[7, 1]);
         assert!(lists[4].is_empty());
         assert!(lists[5].is_empty(), "past the end: empty, no panic");
+        assert_eq!(lists.get(3), Some(&[7, 1][..]));
+        assert_eq!(lists.get(5), None);
         assert!(PerTag::build(0, &[]).is_empty());
     }
 }

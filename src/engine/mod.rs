@@ -78,7 +78,26 @@ struct TagState {
     prev_good: (f64, i64),
     /// Index of the meter whose flow this tag is, if any.
     meter: Option<u32>,
+    /// The tag's device (index into the plan's devices).
+    device: u32,
+    /// Nanoseconds without a good read after which the tag is STALE.
+    stale_after_ns: i64,
+    /// What else a sample of this tag feeds (`ROUTE_*`), looked up once
+    /// from the plan so the common sample (no alarm, no line pack) reads
+    /// one struct instead of five tables.
+    route: u8,
 }
+
+/// The tag has alarm definitions (`plan.tag_alarms`).
+const ROUTE_ALARMS: u8 = 1;
+/// The tag suppresses alarms by design (`plan.tag_suppresses`).
+const ROUTE_SUPPRESSES: u8 = 2;
+/// The tag is a line-pack element's P or T (`plan.tag_linepack`).
+const ROUTE_LINEPACK: u8 = 4;
+/// The tag is a GC component (`[gas.gc]`).
+const ROUTE_GC: u8 = 8;
+/// The tag's device has a communication-loss alarm.
+const ROUTE_COMM: u8 = 16;
 
 /// What the balance state depends on, with tags by name (their indices
 /// change when points are added): equal shapes mean an open window of one
@@ -203,15 +222,35 @@ impl Engine {
     /// `start_seq`: the last alarm sequence number already used (0 on a fresh
     /// station), so numbers keep increasing across restarts.
     pub fn new(plan: Arc<EnginePlan>, start_seq: u64) -> Engine {
+        let has = |v: Option<&[u32]>| v.is_some_and(|v| !v.is_empty());
         let mut tags: Vec<TagState> = plan
             .tags
             .iter()
-            .map(|_| TagState {
-                last_ts: i64::MIN,
-                quality: Quality::Stale,
-                value: f64::NAN,
-                prev_good: (f64::NAN, i64::MIN),
-                meter: None,
+            .enumerate()
+            .map(|(i, info)| {
+                let flag = |on: bool, f: u8| if on { f } else { 0 };
+                let gc = plan
+                    .gc
+                    .as_ref()
+                    .is_some_and(|g| g.is_component.get(i).copied().unwrap_or(false));
+                let comm = plan
+                    .device_comm_alarm
+                    .get(info.device.0 as usize)
+                    .is_some_and(Option::is_some);
+                TagState {
+                    last_ts: i64::MIN,
+                    quality: Quality::Stale,
+                    value: f64::NAN,
+                    prev_good: (f64::NAN, i64::MIN),
+                    meter: None,
+                    device: info.device.0,
+                    stale_after_ns: info.stale_after_ns,
+                    route: flag(has(plan.tag_alarms.get(i)), ROUTE_ALARMS)
+                        | flag(has(plan.tag_suppresses.get(i)), ROUTE_SUPPRESSES)
+                        | flag(has(plan.tag_linepack.get(i)), ROUTE_LINEPACK)
+                        | flag(gc, ROUTE_GC)
+                        | flag(comm, ROUTE_COMM),
+                }
             })
             .collect();
         for (i, m) in plan.meters.iter().enumerate() {
@@ -806,25 +845,30 @@ impl Engine {
         if good {
             st.prev_good = (s.value, t);
         }
-        if let Some(m) = st.meter {
+        let (meter, device, route) = (st.meter, st.device as usize, st.route);
+        if let Some(m) = meter {
             self.on_meter(m as usize, s.ts, s.value, good);
         }
-        if !self.plan.tag_linepack[i].is_empty() {
+        if route & ROUTE_LINEPACK != 0 {
             self.on_linepack_tag(i, s.ts, out);
         }
-        if let (Some(g), Some(state)) = (&self.plan.gc, &mut self.gc)
-            && g.is_component.get(i).copied().unwrap_or(false)
+        if route & ROUTE_GC != 0
+            && let Some(state) = &mut self.gc
         {
             state.dirty = true;
             self.gc_ts = s.ts;
         }
+        if good && let Some(d) = self.device_last_good.get_mut(device) {
+            *d = (*d).max(t);
+        }
+        if route & (ROUTE_ALARMS | ROUTE_SUPPRESSES | ROUTE_COMM) == 0 {
+            out.samples.push(s);
+            return;
+        }
         let plan = &*self.plan;
         if good {
-            let device = plan.tags[i].device.0 as usize;
-            if let Some(d) = self.device_last_good.get_mut(device) {
-                *d = (*d).max(t);
-            }
-            if let Some(Some(a)) = plan.device_comm_alarm.get(device)
+            if route & ROUTE_COMM != 0
+                && let Some(Some(a)) = plan.device_comm_alarm.get(device)
                 && self.alarms.is_active(*a)
             {
                 self.alarms.evaluate(
@@ -837,9 +881,15 @@ impl Engine {
                     &mut out.alarms,
                 );
             }
-            for &a in &plan.tag_suppresses[i] {
-                self.alarms.set_suppressed(a, s.value != 0.0);
+            if route & ROUTE_SUPPRESSES != 0 {
+                for &a in &plan.tag_suppresses[i] {
+                    self.alarms.set_suppressed(a, s.value != 0.0);
+                }
             }
+        }
+        if route & ROUTE_ALARMS == 0 {
+            out.samples.push(s);
+            return;
         }
         for &a in &plan.tag_alarms[i] {
             use crate::model::AlarmKind;
@@ -880,12 +930,17 @@ impl Engine {
     /// evaluates the imbalance alarm on them.
     pub fn tick(&mut self, now: Timestamp, out: &mut Output) {
         let n = now.nanos();
-        for i in 0..self.tags.len() {
-            let stale_after = self.plan.tags[i].stale_after_ns;
+        let due = |st: &TagState| {
+            matches!(st.quality, Quality::Good | Quality::Uncertain)
+                && n.saturating_sub(st.last_ts) > st.stale_after_ns
+        };
+        // Nearly every tick finds nothing stale: a tight read-only scan
+        // first, the marking loop (which feeds meters and line pack) only
+        // when needed.
+        let first_due = self.tags.iter().position(due).unwrap_or(self.tags.len());
+        for i in first_due..self.tags.len() {
             let st = &mut self.tags[i];
-            if matches!(st.quality, Quality::Good | Quality::Uncertain)
-                && n.saturating_sub(st.last_ts) > stale_after
-            {
+            if due(st) {
                 st.quality = Quality::Stale;
                 st.value = f64::NAN;
                 let meter = st.meter;

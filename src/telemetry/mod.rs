@@ -42,7 +42,12 @@ pub fn init_logging(format: LogFormat, file: Option<&Path>) -> std::io::Result<(
     }
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let result = match (format, file) {
-        (LogFormat::Text, None) => builder.with_writer(std::io::stderr).try_init(),
+        // Colours only on a terminal: journald and log files would keep
+        // the escape codes.
+        (LogFormat::Text, None) => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .try_init(),
         (LogFormat::Json, None) => builder.json().with_writer(std::io::stderr).try_init(),
         (format, Some(path)) => {
             let f = std::fs::OpenOptions::new()

@@ -29,10 +29,16 @@
 //! Kind 9 was added without a version change: older readers stop at it with
 //! "unknown record kind 9", and no older file contains it.
 //! Device, block and tag numbers are indices into the compiled plan, so a
-//! capture is only meaningful with the station config it was recorded with:
-//! the header holds a fingerprint of everything in the plan that affects the
-//! engine (tags, read blocks and decoders, alarms, meters, balance), not of
-//! hosts, ports or sinks, and the reader refuses a different one.
+//! capture is only meaningful with a station config of the same *layout*:
+//! the header holds a fingerprint of the layout (station, tags and their
+//! devices, read blocks and where each point sits in them) and the reader
+//! refuses a different one. A second fingerprint covers the *tuning*
+//! (scaling and ranges, stale periods, alarms, meters, balance windows and
+//! groups, line pack, leak test, gas): a capture replays under other tuning,
+//! which is how thresholds are tuned, and the reader says so
+//! ([`EventReader::notes`]). Neither covers hosts, ports or sinks. Captures
+//! written before the split carry only `fingerprint` (layout and part of
+//! the tuning together) and must match it exactly.
 //!
 //! Robustness: a crash can leave a partial last record; the reader reports
 //! it (with the record number) and ends there. A CRC mismatch is reported
@@ -64,11 +70,16 @@ const KIND_ARCHIVE: u8 = 9;
 /// Larger records are refused as corrupt (a Modbus block is at most 250 bytes).
 const MAX_RECORD: u32 = 16 * 1024 * 1024;
 
-/// Fingerprint of the engine-relevant part of a plan (hex CRC-32 of its
-/// debug form, which is stable for equal plans within one gaswatch version).
+/// Hex CRC-32 of a debug form (stable for equal plans within one version).
+fn crc_hex(text: &str) -> String {
+    format!("{:08x}", crc32fast::hash(text.as_bytes()))
+}
+
+/// The fingerprint captures carried before the layout/tuning split (still
+/// written, so older readers keep accepting new captures of the same config).
 pub fn fingerprint(plan: &EnginePlan) -> String {
     let blocks: Vec<_> = plan.devices.iter().map(|d| &d.blocks).collect();
-    let text = format!(
+    crc_hex(&format!(
         "{:?}|{:?}|{:?}|{:?}|{:?}|{}|{}",
         plan.station_id,
         plan.tags,
@@ -77,8 +88,59 @@ pub fn fingerprint(plan: &EnginePlan) -> String {
         plan.meters,
         plan.balance_window_ns,
         plan.balance_min_coverage
-    );
-    format!("{:08x}", crc32fast::hash(text.as_bytes()))
+    ))
+}
+
+/// What the numbers in a capture mean: the station, its tags (name and
+/// device) and each read block with where every point sits in it.
+pub fn layout_fingerprint(plan: &EnginePlan) -> String {
+    let tags: Vec<_> = plan.tags.iter().map(|t| (&t.name, t.device)).collect();
+    let blocks: Vec<Vec<_>> = plan
+        .devices
+        .iter()
+        .map(|d| {
+            d.blocks
+                .iter()
+                .map(|b| {
+                    let points: Vec<_> = b
+                        .points
+                        .iter()
+                        .map(|p| (p.tag, p.offset, p.data_type, p.order, p.bit, p.len))
+                        .collect();
+                    (b.register, b.start, b.count, b.words, points)
+                })
+                .collect()
+        })
+        .collect();
+    crc_hex(&format!("{:?}|{:?}|{:?}", plan.station_id, tags, blocks))
+}
+
+/// Everything else in the plan that changes what the engine makes of the
+/// same inputs: scaling and ranges, stale periods, alarms, meters, balance,
+/// line pack, leak test, gas.
+pub fn tuning_fingerprint(plan: &EnginePlan) -> String {
+    let decoders: Vec<_> = plan
+        .devices
+        .iter()
+        .flat_map(|d| d.blocks.iter().map(|b| &b.points))
+        .collect();
+    let stale: Vec<_> = plan.tags.iter().map(|t| t.stale_after_ns).collect();
+    crc_hex(&format!(
+        "{decoders:?}|{stale:?}|{:?}|{:?}|{:?}|{:?}|{}|{}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+        plan.alarms,
+        plan.alarm_policy,
+        plan.meters,
+        plan.device_comm_alarm,
+        plan.balance_window_ns,
+        plan.balance_min_coverage,
+        plan.balance_edge_ns,
+        plan.windows,
+        plan.linepack,
+        plan.groups,
+        plan.leak,
+        plan.gas,
+        plan.gc,
+    ))
 }
 
 fn quality_code(q: Quality) -> u8 {
@@ -121,6 +183,8 @@ impl CaptureWriter {
         let header = serde_json::json!({
             "station": plan.station_id,
             "fingerprint": fingerprint(plan),
+            "layout": layout_fingerprint(plan),
+            "tuning": tuning_fingerprint(plan),
             "gaswatch": env!("CARGO_PKG_VERSION"),
         });
         w.begin(KIND_HEADER, Timestamp(0));
@@ -322,6 +386,8 @@ pub struct CaptureReader<R> {
     record: u64,
     pos: u64,
     done: bool,
+    /// What the user should know about this capture (other tuning).
+    notes: Vec<String>,
 }
 
 /// Little-endian cursor over one payload.
@@ -543,6 +609,7 @@ impl<R: Read> CaptureReader<R> {
             record: 0,
             pos: 8,
             done: false,
+            notes: Vec::new(),
         };
         match me.read_record() {
             Ok(true) if me.payload.first() == Some(&KIND_HEADER) => {}
@@ -551,13 +618,36 @@ impl<R: Read> CaptureReader<R> {
         }
         let header: serde_json::Value = serde_json::from_slice(me.payload.get(9..).unwrap_or(&[]))
             .map_err(|e| format(format!("record 1: header is not JSON: {e}")))?;
-        let want = fingerprint(plan);
-        let got = header["fingerprint"].as_str().unwrap_or("");
-        if got != want {
-            return Err(format(format!(
-                "recorded with a different station config (station {}, fingerprint {got}; this config: station {}, fingerprint {want}); replay it with the config the daemon ran with",
+        let refuse = |what: &str, got: &str, want: &str| {
+            format(format!(
+                "recorded with a different station config ({what}: station {}, fingerprint {got}; this config: station {}, fingerprint {want}); replay it with the config the daemon ran with, or one that differs only in tuning (limits, scaling, balance, leak)",
                 header["station"], plan.station_id
-            )));
+            ))
+        };
+        match header["layout"].as_str() {
+            Some(got) => {
+                let want = layout_fingerprint(plan);
+                if got != want {
+                    return Err(refuse("points or registers differ", got, &want));
+                }
+                if header["tuning"].as_str() != Some(tuning_fingerprint(plan).as_str()) {
+                    me.notes.push(format!(
+                        "{}: recorded under other tuning (limits, scaling, alarms, balance, leak or gas differ from this config): the results are what this config makes of the recorded inputs, not what the daemon reported",
+                        path.display()
+                    ));
+                }
+            }
+            None => {
+                let want = fingerprint(plan);
+                let got = header["fingerprint"].as_str().unwrap_or("");
+                if got != want {
+                    return Err(refuse(
+                        "an older capture, which must match exactly",
+                        got,
+                        &want,
+                    ));
+                }
+            }
         }
         Ok(me)
     }
@@ -638,6 +728,10 @@ impl<R: Read> EventReader for CaptureReader<R> {
 
     fn position(&self) -> u64 {
         self.pos
+    }
+
+    fn notes(&self) -> &[String] {
+        &self.notes
     }
 }
 

@@ -121,6 +121,11 @@ pub trait EventReader {
     fn skipped(&self) -> u64 {
         0
     }
+    /// Things the user should know about the whole file before reading the
+    /// results (for example, a capture recorded under other tuning).
+    fn notes(&self) -> &[String] {
+        &[]
+    }
 }
 
 /// Parses a quality name as written in line protocol and JSON.
