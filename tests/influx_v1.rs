@@ -29,7 +29,7 @@ fn tags() -> Vec<TagInfo> {
         .zip(["kPa", "kPa", "Sm3/h", ""])
         .map(|(n, u)| TagInfo {
             name: n.to_string(),
-            unit: u.to_string(),
+            unit: u.into(),
             device: DeviceId(0),
             stale_after_ns: 0,
         })
@@ -243,7 +243,7 @@ async fn round_trip_is_exact() {
         if tag.unit.is_empty() {
             assert!(row["unit"].is_null(), "empty unit is omitted");
         } else {
-            assert_eq!(row["unit"], tag.unit.as_str());
+            assert_eq!(row["unit"], &*tag.unit);
         }
         assert_eq!(row["quality"], s.quality.as_str());
         if s.has_value() {

@@ -416,7 +416,7 @@ impl Replayer {
             if let Some(w) = &mut self.events {
                 let unit = plan
                     .tag(&def.source)
-                    .map(|t| plan.tag_info(t).unit.as_str())
+                    .map(|t| &*plan.tag_info(t).unit)
                     .unwrap_or("%");
                 let p = payload::encode_alarm(&plan.station_id, def, e, unit);
                 write_typed(w.as_mut(), "alarm", &p)?;

@@ -251,7 +251,7 @@ impl AlarmStates {
     /// Evaluates one alarm against a value (a GOOD value, a rate, a digital
     /// state or 1/0 for a quality alarm); pushes events on a transition.
     /// `defs` is the whole alarm table (the flood alarm may fire too).
-    #[inline]
+    #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     pub fn evaluate(
         &mut self,

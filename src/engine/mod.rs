@@ -21,6 +21,7 @@ pub mod balance;
 pub mod decode;
 pub mod gas;
 pub mod gc;
+pub mod index;
 pub mod leak;
 pub mod plan;
 
@@ -195,17 +196,33 @@ pub struct Engine {
     /// Per device: time of the last good sample (comm-loss alarm); set to
     /// the first tick for devices not heard from yet.
     device_last_good: Vec<i64>,
-    /// Per tag: latest text of a string point (capacity reserved at start,
-    /// so decoding never allocates), its time and quality. Empty and
-    /// capacity 0 for numeric tags.
-    texts: Vec<(String, Timestamp, Quality)>,
+    /// Per string point: its latest text (capacity reserved at start, so
+    /// decoding never allocates), time and quality. Numeric tags have none.
+    texts: Texts,
+}
+
+/// The latest text of each string point: one entry per string tag, sorted
+/// by tag (a slot for every tag cost 40 bytes x 15,000 numeric tags).
+#[derive(Debug, Clone, Default)]
+struct Texts(Vec<(u32, (String, Timestamp, Quality))>);
+
+impl Texts {
+    fn get(&self, tag: usize) -> Option<&(String, Timestamp, Quality)> {
+        let i = self.0.binary_search_by_key(&tag, |e| e.0 as usize).ok()?;
+        self.0.get(i).map(|e| &e.1)
+    }
+
+    fn get_mut(&mut self, tag: usize) -> Option<&mut (String, Timestamp, Quality)> {
+        let i = self.0.binary_search_by_key(&tag, |e| e.0 as usize).ok()?;
+        self.0.get_mut(i).map(|e| &mut e.1)
+    }
 }
 
 impl Engine {
     /// `start_seq`: the last alarm sequence number already used (0 on a fresh
     /// station), so numbers keep increasing across restarts.
     pub fn new(plan: Arc<EnginePlan>, start_seq: u64) -> Engine {
-        let has = |v: Option<&Vec<u32>>| v.is_some_and(|v| !v.is_empty());
+        let has = |v: Option<&[u32]>| v.is_some_and(|v| !v.is_empty());
         let mut tags: Vec<TagState> = plan
             .tags
             .iter()
@@ -356,23 +373,20 @@ impl Engine {
             .map(|g| gc::GcState::new(g, gas::config::composition(&plan.gas.composition).ok()));
         let alarms = AlarmStates::with_policy(plan.alarms.len(), start_seq, &plan.alarm_policy);
         let device_last_good = vec![i64::MIN; plan.devices.len()];
-        let mut texts: Vec<(String, Timestamp, Quality)> = plan
-            .tags
-            .iter()
-            .map(|_| (String::new(), Timestamp(i64::MIN), Quality::Stale))
-            .collect();
-        for d in plan
+        let mut texts: Vec<(u32, (String, Timestamp, Quality))> = plan
             .devices
             .iter()
             .flat_map(|d| &d.blocks)
             .flat_map(|b| &b.points)
-        {
-            if d.data_type == DataType::String
-                && let Some(t) = texts.get_mut(d.tag.0 as usize)
-            {
-                t.0 = String::with_capacity(usize::from(d.len) * 2);
-            }
-        }
+            .filter(|d| d.data_type == DataType::String && (d.tag.0 as usize) < plan.tags.len())
+            .map(|d| {
+                let text = String::with_capacity(usize::from(d.len) * 2);
+                (d.tag.0, (text, Timestamp(i64::MIN), Quality::Stale))
+            })
+            .collect();
+        texts.sort_by_key(|e| e.0);
+        texts.dedup_by_key(|e| e.0);
+        let texts = Texts(texts);
         Engine {
             meters: vec![MeterRt::default(); plan.meters.len()],
             last_pressure: vec![None; plan.linepack.len()],

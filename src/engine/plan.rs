@@ -15,10 +15,12 @@
 //! words, so Enron 32-bit points never share a block with 16-bit ones).
 //! Point offsets are in words from the start of the answer.
 
+use super::index::{NameIndex, PerTag};
 use crate::config::{Config, MeterKind, MeterRole};
 use crate::model::{BlockId, DeviceId, GroupId, Priority, TagId};
 use crate::sources::modbus::{DataType, Link, RegisterKind, WordOrder};
 use foldhash::{HashMap, HashMapExt};
+use std::sync::Arc;
 use std::time::Duration;
 
 const NS: i64 = 1_000_000_000;
@@ -111,7 +113,8 @@ pub struct ArchivePlan {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TagInfo {
     pub name: String,
-    pub unit: String,
+    /// Shared by the tags of one unit (15,000 tags have a handful of units).
+    pub unit: Arc<str>,
     pub device: DeviceId,
     /// Nanoseconds without a good read after which the tag is STALE (1.5 poll periods).
     pub stale_after_ns: i64,
@@ -281,16 +284,17 @@ pub struct EnginePlan {
     pub devices: Vec<DevicePlan>,
     pub alarms: Vec<AlarmDef>,
     /// Per tag, the alarm definitions watching it (indices into `alarms`).
-    pub tag_alarms: Vec<Vec<u32>>,
+    pub tag_alarms: PerTag,
     pub meters: Vec<MeterPlan>,
     /// Per device, its communication-loss alarm.
     pub device_comm_alarm: Vec<Option<u32>>,
     /// The station's flood alarm (parent of flood groups).
     pub flood_alarm: Option<u32>,
     /// Per tag, the alarms suppressed by design while it is non-zero.
-    pub tag_suppresses: Vec<Vec<u32>>,
+    pub tag_suppresses: PerTag,
     pub alarm_policy: AlarmPolicy,
-    by_alarm_id: HashMap<String, u32>,
+    /// Alarms by id (indices into `alarms`).
+    by_alarm_id: NameIndex,
     pub balance_window_ns: i64,
     pub balance_min_coverage: f64,
     /// Half-width of the reported windows' smoothed edges (ns; 0: sharp).
@@ -300,7 +304,7 @@ pub struct EnginePlan {
     pub windows: Vec<WindowPlan>,
     pub linepack: Vec<LinepackPlan>,
     /// Per tag, the line-pack elements whose P or T it is.
-    pub tag_linepack: Vec<Vec<u32>>,
+    pub tag_linepack: PerTag,
     /// The balance groups (the implicit station group when none are
     /// configured); empty without meters.
     pub groups: Vec<GroupPlan>,
@@ -314,7 +318,8 @@ pub struct EnginePlan {
     pub gas: crate::engine::gas::GasConfig,
     /// Live gas composition from GC points (`[gas.gc]`).
     pub gc: Option<GcPlan>,
-    by_name: HashMap<String, TagId>,
+    /// Tags by point name (indices into `tags`).
+    by_name: NameIndex,
 }
 
 /// `[gas.gc]` compiled: each component's point and the fallback alarm.
@@ -338,9 +343,8 @@ impl EnginePlan {
     pub fn compile(config: &Config) -> EnginePlan {
         let n_points: usize = config.devices.iter().map(|d| d.points.len()).sum();
         let mut tags = Vec::with_capacity(n_points);
-        // Sized up front: growing a 15,000-name map rehashes it a dozen times.
-        let mut by_name = HashMap::with_capacity(n_points);
         let mut devices = Vec::new();
+        let mut units = Units::default();
         for (di, d) in config.devices.iter().enumerate() {
             let device = DeviceId(di as u32);
             let mut decoders: Vec<Placed> = Vec::new();
@@ -352,11 +356,10 @@ impl EnginePlan {
                 let stale_after_ns = i64::try_from(period * 3 / 2).unwrap_or(i64::MAX);
                 tags.push(TagInfo {
                     name: pt.name.clone(),
-                    unit: pt.unit.clone(),
+                    unit: units.get(&pt.unit),
                     device,
                     stale_after_ns,
                 });
-                by_name.insert(pt.name.clone(), tag);
                 let numbers = pt.register_numbers(d.enron);
                 let every = d.cycles_of(pt.group.as_deref());
                 decoders.push(Placed {
@@ -457,23 +460,24 @@ impl EnginePlan {
                         devices.len() - 1
                     }
                 };
-                let tag = TagId(tags.len() as u32);
                 tags.push(TagInfo {
                     name: pt.name.clone(),
-                    unit: pt.unit.clone(),
+                    unit: units.get(&pt.unit),
                     device: DeviceId(di as u32),
                     stale_after_ns: i64::try_from(pt.expected_interval.as_nanos() * 3 / 2)
                         .unwrap_or(i64::MAX),
                 });
-                by_name.insert(pt.name.clone(), tag);
             }
         }
+        let name_index = NameIndex::build(tags.len(), |i| tags[i].name.as_str());
+        let by_name = |name: &str| name_index.get(name, |i| tags[i].name.as_str()).map(TagId);
 
         let station = &config.station.id;
         let ac = &config.alarms;
         let mut alarms = Vec::new();
-        let mut tag_alarms = vec![Vec::new(); tags.len()];
-        let mut tag_suppresses = vec![Vec::new(); tags.len()];
+        // (tag, alarm) pairs, flattened into `PerTag` lists at the end.
+        let mut tag_alarms: Vec<(u32, u32)> = Vec::new();
+        let mut tag_suppresses: Vec<(u32, u32)> = Vec::new();
         let points: HashMap<&str, &crate::sources::modbus::PointConfig> = config
             .devices
             .iter()
@@ -494,7 +498,7 @@ impl EnginePlan {
             ..base(priority)
         };
         for l in &config.limits {
-            let Some(&tag) = by_name.get(&l.point) else {
+            let Some(tag) = by_name(&l.point) else {
                 continue;
             };
             let set: Vec<f64> = [l.ll, l.l, l.h, l.hh].iter().flatten().copied().collect();
@@ -510,10 +514,7 @@ impl EnginePlan {
             let deadband = l
                 .deadband
                 .unwrap_or(ac.deadband_percent.percent_for_unit(unit) / 100.0 * range);
-            let suppressed_by = l
-                .suppressed_by
-                .as_ref()
-                .and_then(|n| by_name.get(n).copied());
+            let suppressed_by = l.suppressed_by.as_ref().and_then(|n| by_name(n));
             use crate::model::AlarmKind::*;
             for (kind, limit, priority) in [
                 (HighHigh, l.hh, Priority::High),
@@ -525,9 +526,9 @@ impl EnginePlan {
             ] {
                 if let Some(limit) = limit {
                     let index = alarms.len() as u32;
-                    tag_alarms[tag.0 as usize].push(index);
+                    tag_alarms.push((tag.0, index));
                     if let Some(s) = suppressed_by {
-                        tag_suppresses[s.0 as usize].push(index);
+                        tag_suppresses.push((s.0, index));
                     }
                     let mut mgmt = base(priority);
                     mgmt.on_delay_ns = l.on_delay.map_or(mgmt.on_delay_ns, ns);
@@ -552,7 +553,7 @@ impl EnginePlan {
             }
         }
         for d in &config.digital_alarms {
-            let Some(&tag) = by_name.get(&d.point) else {
+            let Some(tag) = by_name(&d.point) else {
                 continue;
             };
             use crate::config::alarms::DigitalType;
@@ -569,7 +570,7 @@ impl EnginePlan {
             mgmt.on_delay_ns = d.on_delay.map_or(mgmt.on_delay_ns, ns);
             mgmt.escalate_at_once = kind == AlarmKind::SlamShut;
             mgmt.active_when = d.active_when;
-            tag_alarms[tag.0 as usize].push(alarms.len() as u32);
+            tag_alarms.push((tag.0, alarms.len() as u32));
             alarms.push(AlarmDef {
                 id: format!("{station}/{}/{}", d.point, kind.code()),
                 source: d.point.clone(),
@@ -601,13 +602,13 @@ impl EnginePlan {
             .meters
             .iter()
             .filter_map(|m| {
-                by_name.get(&m.flow).map(|&flow| MeterPlan {
+                by_name(&m.flow).map(|flow| MeterPlan {
                     name: m.name.clone(),
                     role: m.role,
                     flow,
                     kind: m.kind,
-                    pressure: m.pressure.as_ref().and_then(|p| by_name.get(p).copied()),
-                    temperature: m.temperature.as_ref().and_then(|p| by_name.get(p).copied()),
+                    pressure: m.pressure.as_deref().and_then(by_name),
+                    temperature: m.temperature.as_deref().and_then(by_name),
                     pressure_gauge: m.pressure_gauge,
                     rollover: m.rollover,
                     uncertainty_percent: m.uncertainty_percent,
@@ -749,7 +750,7 @@ impl EnginePlan {
             let components: Vec<(String, TagId)> = g
                 .components
                 .iter()
-                .filter_map(|(c, point)| by_name.get(point).map(|&t| (c.clone(), t)))
+                .filter_map(|(c, point)| by_name(point).map(|t| (c.clone(), t)))
                 .collect();
             let mut is_component = vec![false; tags.len()];
             for (_, t) in &components {
@@ -772,18 +773,17 @@ impl EnginePlan {
                 is_component,
             }
         });
-        let mut tag_linepack = vec![Vec::new(); tags.len()];
+        let mut tag_linepack: Vec<(u32, u32)> = Vec::new();
         let mut linepack = Vec::new();
         if !groups.is_empty() {
             for l in &config.linepack {
-                let (Some(&p), Some(&t)) = (by_name.get(&l.pressure), by_name.get(&l.temperature))
-                else {
+                let (Some(p), Some(t)) = (by_name(&l.pressure), by_name(&l.temperature)) else {
                     continue;
                 };
                 let e = linepack.len() as u32;
-                tag_linepack[p.0 as usize].push(e);
+                tag_linepack.push((p.0, e));
                 if t != p {
-                    tag_linepack[t.0 as usize].push(e);
+                    tag_linepack.push((t.0, e));
                 }
                 let rupture = l.rupture_kpa_per_min.map(|limit| {
                     alarms.push(AlarmDef {
@@ -836,21 +836,18 @@ impl EnginePlan {
             mgmt: AlarmMgmt::default(),
         });
         let flood_alarm = Some(alarms.len() as u32 - 1);
-        let by_alarm_id = alarms
-            .iter()
-            .enumerate()
-            .map(|(i, a)| (a.id.clone(), i as u32))
-            .collect();
+        let by_alarm_id = NameIndex::build(alarms.len(), |i| alarms[i].id.as_str());
+        let n_tags = tags.len();
         EnginePlan {
             station_id: station.clone(),
             tags,
             devices,
             alarms,
-            tag_alarms,
+            tag_alarms: PerTag::build(n_tags, &tag_alarms),
             meters,
             device_comm_alarm,
             flood_alarm,
-            tag_suppresses,
+            tag_suppresses: PerTag::build(n_tags, &tag_suppresses),
             alarm_policy,
             by_alarm_id,
             balance_window_ns: i64::try_from(config.balance.window.as_nanos()).unwrap_or(i64::MAX),
@@ -858,14 +855,14 @@ impl EnginePlan {
             balance_edge_ns: ns(config.balance.edge()),
             windows,
             linepack,
-            tag_linepack,
+            tag_linepack: PerTag::build(n_tags, &tag_linepack),
             groups,
             meter_groups,
             element_groups,
             leak: config.balance.leak.clone(),
             gas: config.gas.clone(),
             gc,
-            by_name,
+            by_name: name_index,
         }
     }
 
@@ -886,12 +883,14 @@ impl EnginePlan {
 
     /// Looks a tag up by point name.
     pub fn tag(&self, name: &str) -> Option<TagId> {
-        self.by_name.get(name).copied()
+        self.by_name
+            .get(name, |i| self.tags[i].name.as_str())
+            .map(TagId)
     }
 
     /// Looks an alarm up by its stable id.
     pub fn alarm_index(&self, id: &str) -> Option<u32> {
-        self.by_alarm_id.get(id).copied()
+        self.by_alarm_id.get(id, |i| self.alarms[i].id.as_str())
     }
 
     pub fn tag_info(&self, tag: TagId) -> &TagInfo {
@@ -907,6 +906,21 @@ impl EnginePlan {
             .get(device.0 as usize)?
             .blocks
             .get(block.0 as usize)
+    }
+}
+
+/// The distinct unit strings of a plan, each allocated once.
+#[derive(Default)]
+struct Units(Vec<Arc<str>>);
+
+impl Units {
+    fn get(&mut self, unit: &str) -> Arc<str> {
+        if let Some(u) = self.0.iter().find(|u| &***u == unit) {
+            return Arc::clone(u);
+        }
+        let u: Arc<str> = Arc::from(unit);
+        self.0.push(Arc::clone(&u));
+        u
     }
 }
 

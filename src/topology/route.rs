@@ -137,7 +137,7 @@ impl Router {
             let def = &plan.alarms[e.alarm as usize];
             let unit = plan
                 .tag(&def.source)
-                .map(|t| plan.tag_info(t).unit.as_str())
+                .map(|t| &*plan.tag_info(t).unit)
                 .unwrap_or("%");
             if let Some(sp) = &self.influx {
                 self.scratch.clear();

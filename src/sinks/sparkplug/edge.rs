@@ -141,7 +141,7 @@ fn birth(plan: &EnginePlan, state: &EdgeState, bd_seq: u64, now: Timestamp) -> p
                     r#type: Some(spb::datatype::STRING),
                     is_null: None,
                     value: Some(proto::payload::property_value::Value::StringValue(
-                        plan.tags[i].unit.clone(),
+                        plan.tags[i].unit.to_string(),
                     )),
                 });
             }
