@@ -199,7 +199,16 @@ fn main() -> ExitCode {
                 eprintln!("cannot set up logging: {e}");
                 return ExitCode::FAILURE;
             }
-            runtime_main(async move {
+            // One thread runs the whole daemon (pollers, engine, sinks,
+            // HTTP); blocking work (fsync, file writes of the spools) goes to
+            // tokio's blocking pool as before. The daemon is I/O bound: at
+            // EMQ Neuron's workload (500 devices x 30 points every second) it
+            // uses ~3 % of one core, and one thread sustains 1.2 M points/s
+            // (BENCHMARKS.md). With a worker pool the engine woke on one
+            // thread per input and its state lived in per-thread malloc
+            // arenas: 31 MB peak RSS at that workload against 25 MB on one
+            // thread, with the same CPU and alarm latency.
+            runtime_main(RuntimeKind::OneThread, async move {
                 let cancel = CancellationToken::new();
                 gaswatch::topology::signals::spawn_shutdown_handler(cancel.clone());
                 let opts = gaswatch::topology::RunOptions {
@@ -207,23 +216,7 @@ fn main() -> ExitCode {
                     ..Default::default()
                 };
                 let reloads = gaswatch::topology::signals::spawn_reload_on_sighup(config);
-                // The daemon (the engine task's loop) runs as a task on the
-                // runtime's workers, not on this thread (`block_on`): a poller
-                // that hands it an input then wakes it in its own worker's
-                // LIFO slot instead of waking this thread with a futex, one
-                // thread switch per input. It matters with staggered polls,
-                // where inputs come one by one instead of in one burst
-                // (loadbench, 500 devices x 30 points: 4.9-5.9 % of one core
-                // on this thread, 3.4-3.9 % on a worker).
-                match tokio::spawn(gaswatch::topology::run_reloadable(c, opts, reloads, cancel))
-                    .await
-                {
-                    Ok(result) => result,
-                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                    Err(e) => Err(gaswatch::topology::StartError::Sink(format!(
-                        "the daemon task ended abnormally: {e}"
-                    ))),
-                }
+                gaswatch::topology::run_reloadable(c, opts, reloads, cancel).await
             })
         }
         Command::Gas(args) => {
@@ -303,19 +296,21 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Probe(args) => {
-            runtime_main(async move { gaswatch::sources::modbus::probe::run(args).await })
-        }
-        Command::Demo(args) => {
-            runtime_main(async move { gaswatch::demo::run(args, cli.log_format).await })
-        }
+        Command::Probe(args) => runtime_main(RuntimeKind::Workers, async move {
+            gaswatch::sources::modbus::probe::run(args).await
+        }),
+        Command::Demo(args) => runtime_main(RuntimeKind::Workers, async move {
+            gaswatch::demo::run(args, cli.log_format).await
+        }),
         Command::Dispatch(args) => {
             if args.json
                 && let Err(e) = init_logging(cli.log_format, None)
             {
                 eprintln!("cannot set up logging: {e}");
             }
-            runtime_main(async move { gaswatch::dispatch::run(args).await })
+            runtime_main(RuntimeKind::Workers, async move {
+                gaswatch::dispatch::run(args).await
+            })
         }
         Command::Alarms {
             command:
@@ -473,15 +468,25 @@ fn history(
     ExitCode::SUCCESS
 }
 
-fn runtime_main<F, E>(fut: F) -> ExitCode
+/// Which tokio runtime a command runs on.
+#[derive(Clone, Copy)]
+enum RuntimeKind {
+    /// Everything on the calling thread (the daemon: I/O bound).
+    OneThread,
+    /// A worker per core (the demo runs the simulator beside the daemon).
+    Workers,
+}
+
+fn runtime_main<F, E>(kind: RuntimeKind, fut: F) -> ExitCode
 where
     F: std::future::Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = match kind {
+        RuntimeKind::OneThread => tokio::runtime::Builder::new_current_thread(),
+        RuntimeKind::Workers => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");

@@ -458,9 +458,11 @@ pub async fn run_reloadable(
                     }
                 }
                 if alarms {
-                    // The MQTT publisher, woken by the route, waits in this
-                    // worker's LIFO slot, which no other worker can steal
-                    // (tokio#4941): let it run now, not after the next batch.
+                    // Let the MQTT publisher, woken by the route, run now,
+                    // not after the next batch: the daemon runs on one thread
+                    // (and on a worker pool, as in tests, the woken task
+                    // waits in this worker's LIFO slot, which no other worker
+                    // can steal: tokio#4941).
                     tokio::task::yield_now().await;
                 }
             }
