@@ -621,6 +621,33 @@ fn reads_by_device(run: &Running) -> Vec<Vec<tokio::time::Instant>> {
     by
 }
 
+/// Asserts that `times` holds one read per tick of `ticks`, each at most
+/// `slack` after its tick (times printed relative to `start`).
+fn assert_one_read_per_tick(
+    id: &str,
+    times: &[tokio::time::Instant],
+    ticks: &[tokio::time::Instant],
+    slack: Duration,
+    start: tokio::time::Instant,
+) {
+    let rel = |v: &[tokio::time::Instant]| v.iter().map(|t| *t - start).collect::<Vec<_>>();
+    assert_eq!(
+        times.len(),
+        ticks.len(),
+        "{id}: reads at {:?}, ticks at {:?}",
+        rel(times),
+        rel(ticks)
+    );
+    for (t, tick) in times.iter().zip(ticks) {
+        assert!(
+            *t >= *tick && *t - *tick < slack,
+            "{id}: read at {:?}, its tick at {:?}",
+            *t - start,
+            *tick - start
+        );
+    }
+}
+
 /// Runs the paused clock until `until` (tokio time).
 async fn run_until(until: tokio::time::Instant) {
     while tokio::time::Instant::now() < until {
@@ -705,17 +732,11 @@ async fn stagger_false_polls_every_link_together_at_start() {
     let start = tokio::time::Instant::now();
     let run = Running::start(Arc::clone(&plan));
     run_until(start + Duration::from_millis(2_500)).await;
+    let ticks: Vec<_> = (0..3u32)
+        .map(|k| start + Duration::from_secs(1) * k)
+        .collect();
     for (d, times) in plan.devices.iter().zip(reads_by_device(&run)) {
-        assert_eq!(times.len(), 3, "{}: {times:?}", d.id);
-        for (k, t) in times.iter().enumerate() {
-            let tick = start + Duration::from_secs(k as u64);
-            assert!(
-                *t >= tick && *t - tick < Duration::from_millis(5),
-                "{}: read {k} at {:?}",
-                d.id,
-                *t - start
-            );
-        }
+        assert_one_read_per_tick(&d.id, &times, &ticks, Duration::from_millis(5), start);
     }
     drop(run);
     for s in sims {
@@ -752,23 +773,8 @@ async fn a_reload_keeps_every_links_phase_and_reads_each_interval_once() {
             .map(|k| due + Duration::from_secs(1) * k)
             .filter(|t| *t < start + Duration::from_millis(6_500))
             .collect();
-        assert_eq!(
-            times.len(),
-            ticks.len(),
-            "{}: reads at {:?} (reloads at {stops:?}), ticks at {:?}",
-            d.id,
-            times.iter().map(|t| *t - start).collect::<Vec<_>>(),
-            ticks.iter().map(|t| *t - start).collect::<Vec<_>>()
-        );
-        for (t, tick) in times.iter().zip(&ticks) {
-            assert!(
-                *t >= *tick && *t - *tick < Duration::from_millis(5),
-                "{}: read at {:?}, its tick at {:?}",
-                d.id,
-                *t - start,
-                *tick - start
-            );
-        }
+        let id = format!("{} (reloads at {stops:?})", d.id);
+        assert_one_read_per_tick(&id, &times, &ticks, Duration::from_millis(5), start);
     }
     drop(run);
     for s in sims {
@@ -809,24 +815,12 @@ async fn a_reload_on_a_busy_link_skips_no_units_tick() {
     run.restart_on(Arc::clone(&reloaded), grid.clone()).await;
     run_until(start + Duration::from_millis(3_900)).await;
     let reads = reads_by_device(&run);
+    // Ticks at 0, 1, 2 and 3 s; the units follow each other on the link.
+    let ticks: Vec<_> = (0..4u32)
+        .map(|k| start + Duration::from_secs(1) * k)
+        .collect();
     for (d, times) in plan.devices.iter().zip(&reads) {
-        // Ticks at 0, 1, 2 and 3 s; the units follow each other on the link.
-        assert_eq!(
-            times.len(),
-            4,
-            "{}: reads at {:?}",
-            d.id,
-            times.iter().map(|t| *t - start).collect::<Vec<_>>()
-        );
-        for (k, t) in times.iter().enumerate() {
-            let tick = start + Duration::from_secs(k as u64);
-            assert!(
-                *t > tick && *t - tick < Duration::from_millis(800),
-                "{}: read {k} at {:?}",
-                d.id,
-                *t - start
-            );
-        }
+        assert_one_read_per_tick(&d.id, times, &ticks, Duration::from_millis(800), start);
     }
     drop(run);
     sim.stop().await;
