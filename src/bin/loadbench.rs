@@ -666,12 +666,16 @@ fn influx_count(port: u16) -> anyhow::Result<u64> {
         "GET",
     )?;
     let body = r.split("\r\n\r\n").nth(1).unwrap_or("");
-    // Chunked or not, the JSON has "values":[["1970-...",N]].
+    // Chunked or not, the JSON has "values":[["1970-...",N]] (followed by
+    // a newline and, chunked, the last chunk's size: take N's digits only).
     let n = body
         .split("\"values\":[[")
         .nth(1)
         .and_then(|v| v.split(',').nth(1))
-        .and_then(|v| v.trim_end_matches([']', '}']).parse::<u64>().ok())
+        .and_then(|v| {
+            let digits: String = v.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<u64>().ok()
+        })
         .unwrap_or(0);
     Ok(n)
 }
