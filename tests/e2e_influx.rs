@@ -6,7 +6,7 @@
 mod support;
 
 use gaswatch::sinks::file::config::FileSinkConfig;
-use gaswatch::sinks::influxdb::config::{InfluxApi, InfluxConfig};
+use gaswatch::sinks::influxdb::config::InfluxConfig;
 use gaswatch::topology::{self, RunOptions, live::LiveState};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -63,21 +63,12 @@ async fn every_polled_point_lands_in_a_real_influxdb_exactly_once() {
         dir: dir.path().join("files"),
     });
     c.sinks.influxdb = Some(InfluxConfig {
-        tls_ca_file: None,
-        url: influx.url(),
-        api: InfluxApi::V1,
-        database: Some("gaswatch".into()),
-        retention_policy: None,
-        username: None,
-        password: None,
-        org: None,
-        bucket: None,
-        token: None,
         batch_size: 500,
         flush_interval: Duration::from_millis(200),
         gzip: true,
         timeout: Duration::from_secs(5),
         backfill_lines_per_s: 0,
+        ..InfluxConfig::v1(&influx.url(), "gaswatch")
     });
     c.spool.dir = dir.path().join("spool");
     // Every point polled a good number of times; then the station stops

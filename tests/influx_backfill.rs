@@ -7,7 +7,7 @@
 mod support;
 
 use gaswatch::buffer::{RecordClass, SharedSpool, Spool, SpoolConfig};
-use gaswatch::sinks::influxdb::{InfluxApi, InfluxConfig, WriterConfig, run};
+use gaswatch::sinks::influxdb::{InfluxConfig, WriterConfig, run};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -112,21 +112,12 @@ async fn after_an_outage_alarms_go_first_and_live_data_flows_during_a_rate_limit
     // 2,000 lines/s with 500-line batches: the 3,000-line backlog cannot
     // drain in fewer than several batches, whatever the machine's speed.
     let cfg = InfluxConfig {
-        url,
-        api: InfluxApi::V1,
-        database: Some("gaswatch".into()),
-        retention_policy: None,
-        username: None,
-        password: None,
-        org: None,
-        bucket: None,
-        token: None,
         batch_size: 500,
         flush_interval: Duration::from_millis(50),
         gzip: false,
         timeout: Duration::from_secs(5),
         backfill_lines_per_s: 2_000,
-        tls_ca_file: None,
+        ..InfluxConfig::v1(&url, "gaswatch")
     };
     let mut w = WriterConfig::resolve(&cfg, &spool_dir).expect("resolve");
     w.backoff_initial = Duration::from_millis(20);
@@ -303,21 +294,12 @@ async fn backfill_rate_into_real_influxdb() {
     s.sync().expect("sync");
     let spool = SharedSpool::new("influxdb", s);
     let cfg = InfluxConfig {
-        url: influx.url(),
-        api: InfluxApi::V1,
-        database: Some("gaswatch".into()),
-        retention_policy: None,
-        username: None,
-        password: None,
-        org: None,
-        bucket: None,
-        token: None,
         batch_size: 5000,
         flush_interval: Duration::from_millis(100),
         gzip: true,
         timeout: Duration::from_secs(30),
         backfill_lines_per_s: 0,
-        tls_ca_file: None,
+        ..InfluxConfig::v1(&influx.url(), "gaswatch")
     };
     let w = WriterConfig::resolve(&cfg, &spool_dir).expect("resolve");
     let cancel = CancellationToken::new();

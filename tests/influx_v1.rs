@@ -11,7 +11,7 @@ use gaswatch::model::{
     TagId, Timestamp,
 };
 use gaswatch::sinks::influxdb::{
-    InfluxApi, InfluxConfig, WriterConfig, encode_alarm, encode_balance, encode_sample, run,
+    InfluxConfig, WriterConfig, encode_alarm, encode_balance, encode_sample, run,
 };
 use std::collections::HashMap;
 use std::path::Path;
@@ -58,21 +58,12 @@ fn sample(i: usize, ntags: usize) -> Sample {
 
 fn writer_config(server: &InfluxServer, spool_dir: &Path) -> WriterConfig {
     let cfg = InfluxConfig {
-        tls_ca_file: None,
-        url: server.url(),
-        api: InfluxApi::V1,
-        database: Some(DB.into()),
-        retention_policy: None,
-        username: None,
-        password: None,
-        org: None,
-        bucket: None,
-        token: None,
         batch_size: 64,
         flush_interval: Duration::from_millis(50),
         gzip: true,
         timeout: Duration::from_secs(5),
         backfill_lines_per_s: 0,
+        ..InfluxConfig::v1(&server.url(), DB)
     };
     let mut w = WriterConfig::resolve(&cfg, spool_dir).expect("resolve");
     w.backoff_initial = Duration::from_millis(50);

@@ -10,7 +10,7 @@ mod support;
 
 use gaswatch::config::Config;
 use gaswatch::sinks::file::config::FileSinkConfig;
-use gaswatch::sinks::influxdb::config::{InfluxApi, InfluxConfig};
+use gaswatch::sinks::influxdb::config::InfluxConfig;
 use gaswatch::topology::{self, RunOptions};
 use gaswatch_sim::driver::{DEFAULT_TICK, ScenarioDriver};
 use gaswatch_sim::scenario::{Runner, Scenario};
@@ -187,21 +187,12 @@ fn daemon_config(port: u16, influx: &InfluxServer, spool: &Path, files: PathBuf)
         .unwrap_or_else(|e| panic!("{e}"));
     c.sinks.file = Some(FileSinkConfig { dir: files });
     c.sinks.influxdb = Some(InfluxConfig {
-        tls_ca_file: None,
-        url: influx.url(),
-        api: InfluxApi::V1,
-        database: Some("gaswatch".into()),
-        retention_policy: None,
-        username: None,
-        password: None,
-        org: None,
-        bucket: None,
-        token: None,
         batch_size: 500,
         flush_interval: Duration::from_millis(100),
         gzip: true,
         timeout: Duration::from_secs(5),
         backfill_lines_per_s: 0,
+        ..InfluxConfig::v1(&influx.url(), "gaswatch")
     });
     c.spool.dir = spool.to_path_buf();
     c.spool.flush_interval = Duration::from_millis(100);
